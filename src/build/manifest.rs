@@ -1,0 +1,147 @@
+//! `manifest.toml`: what a package holds and what it needs to run. It travels with the package,
+//! so a remote can be checked against it before anything is uploaded.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::arch::SmArch;
+
+pub const MANIFEST_FILE: &str = "manifest.toml";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Manifest {
+    pub package: PackageInfo,
+    /// Every file of the package except the manifest, sorted by path.
+    #[serde(default, rename = "file")]
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PackageInfo {
+    pub name: String,
+    pub version: String,
+    /// `debug` (-G) or `release` (-O3 -lineinfo).
+    pub profile: String,
+    /// `git rev-parse HEAD` of the project, when it is in a git repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_revision: Option<String>,
+    /// Whether the work tree had uncommitted changes when the package was built.
+    #[serde(default)]
+    pub git_dirty: bool,
+    pub targets: Vec<SmArch>,
+    pub nvcc_version: String,
+    /// The oldest CUDA version the remote's driver must support to load every cubin (`12.8`).
+    pub min_driver_cuda: String,
+    /// The runner's path inside the package (`bin/vector-add`).
+    pub runner: String,
+    /// The Rust target triple the runner was built for.
+    pub runner_triple: String,
+    /// The newest glibc symbol version the runner needs (`2.34`), if it links glibc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_glibc: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileEntry {
+    /// Relative path with `/` separators (`kernels/vector_add.sm_90a.cubin`).
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    /// For cubins: the kernel source's stem and target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<SmArch>,
+    /// Whether the file must be executable (the runner).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub executable: bool,
+}
+
+impl Manifest {
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a manifest always serializes")
+    }
+
+    pub fn from_toml(text: &str) -> Result<Manifest> {
+        Ok(toml::from_str(text)?)
+    }
+
+    pub fn read(package_dir: &Path) -> Result<Manifest> {
+        let path = package_dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read package manifest {}", path.display()))?;
+        Manifest::from_toml(&text).with_context(|| format!("failed to parse package manifest {}", path.display()))
+    }
+
+    /// A digest of the whole package: the manifest's own hash, which covers every file's hash.
+    pub fn digest(&self) -> String {
+        crate::build::package::sha256_hex(self.to_toml().as_bytes())
+    }
+
+    pub fn cubins(&self) -> impl Iterator<Item = &FileEntry> {
+        self.files.iter().filter(|f| f.target.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample() -> Manifest {
+        Manifest {
+            package: PackageInfo {
+                name: "demo".into(),
+                version: "0.1.0".into(),
+                profile: "debug".into(),
+                git_revision: Some("0123abcd".into()),
+                git_dirty: true,
+                targets: vec!["sm_90a".parse().unwrap(), "sm_100a".parse().unwrap()],
+                nvcc_version: "13.0.88".into(),
+                min_driver_cuda: "13.0".into(),
+                runner: "bin/demo".into(),
+                runner_triple: "x86_64-unknown-linux-gnu".into(),
+                runner_glibc: Some("2.34".into()),
+            },
+            files: vec![
+                FileEntry {
+                    path: "bin/demo".into(),
+                    size: 10,
+                    sha256: "ab".repeat(32),
+                    kernel: None,
+                    target: None,
+                    executable: true,
+                },
+                FileEntry {
+                    path: "kernels/k.sm_90a.cubin".into(),
+                    size: 5,
+                    sha256: "cd".repeat(32),
+                    kernel: Some("k".into()),
+                    target: Some("sm_90a".parse().unwrap()),
+                    executable: false,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let m = sample();
+        let text = m.to_toml();
+        assert!(text.contains("[[file]]"), "{text}");
+        assert!(text.contains("min-driver-cuda = \"13.0\""), "{text}");
+        assert_eq!(Manifest::from_toml(&text).unwrap(), m);
+        assert_eq!(m.cubins().count(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = sample().to_toml().replace("profile =", "colour = \"red\"\nprofile =");
+        let err = format!("{:#}", Manifest::from_toml(&text).unwrap_err());
+        assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+}

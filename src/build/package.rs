@@ -1,0 +1,199 @@
+//! The package folder `target/gpu/<profile>/<name>/`: `bin/<runner>`, `kernels/*.cubin` and
+//! `manifest.toml`. Assembling it twice from the same inputs rewrites nothing.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::build::kernels::Built;
+use crate::build::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
+use crate::cmd::Cmd;
+use crate::shell::Shell;
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("failed to read {}", path.display()))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A file's hash, remembered by size and modification time so an unchanged runner is not re-read.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+struct HashStamp {
+    size: u64,
+    mtime_ns: u128,
+    sha256: String,
+}
+
+fn stamp_of(path: &Path) -> Option<(u64, u128)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos()))
+}
+
+fn cached_hash(path: &Path, cache: &Path) -> Result<String> {
+    let (size, mtime_ns) = stamp_of(path).with_context(|| format!("failed to stat {}", path.display()))?;
+    if let Some(c) = std::fs::read(cache).ok().and_then(|b| serde_json::from_slice::<HashStamp>(&b).ok()) {
+        if c.size == size && c.mtime_ns == mtime_ns {
+            return Ok(c.sha256);
+        }
+    }
+    let sha256 = sha256_file(path)?;
+    let _ = std::fs::write(cache, serde_json::to_vec(&HashStamp { size, mtime_ns, sha256: sha256.clone() })?);
+    Ok(sha256)
+}
+
+/// Git revision and dirty flag of the folder, in one `git status`; `None` outside a repository.
+pub fn git_state(shell: &Shell, dir: &Path) -> Option<(String, bool)> {
+    let out = Cmd::new("git", "read the git revision")
+        .current_dir(dir)
+        .args(["status", "--porcelain=v2", "--branch", "--untracked-files=no"])
+        .output_unchecked(Some(shell))
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_git_status(&String::from_utf8_lossy(&out.stdout))
+}
+
+pub fn parse_git_status(text: &str) -> Option<(String, bool)> {
+    let mut oid = None;
+    let mut dirty = false;
+    for line in text.lines() {
+        if let Some(o) = line.strip_prefix("# branch.oid ") {
+            oid = Some(o.trim().to_string());
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            dirty = true;
+        }
+    }
+    oid.filter(|o| o != "(initial)").map(|o| (o, dirty))
+}
+
+/// Copies `src` to `dst` unless `dst` already has the same bytes; returns whether it wrote.
+fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool) -> Result<bool> {
+    if dst.is_file() && sha256_file(dst).ok().as_deref() == Some(sha256) {
+        return Ok(false);
+    }
+    let tmp = dst.with_extension("tmp-install");
+    std::fs::copy(src, &tmp).with_context(|| format!("failed to copy {} to {}", src.display(), tmp.display()))?;
+    if executable {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::rename(&tmp, dst).with_context(|| format!("failed to move {} into place", dst.display()))?;
+    Ok(true)
+}
+
+/// Writes `contents` unless the file already holds exactly that; returns whether it wrote.
+pub fn write_if_changed(path: &Path, contents: &[u8]) -> Result<bool> {
+    if std::fs::read(path).ok().as_deref() == Some(contents) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, contents).with_context(|| format!("failed to write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(true)
+}
+
+/// Deletes files in `dir` not named in `keep`, so a removed kernel's cubin does not travel.
+fn prune(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) && e.file_type()?.is_file() {
+            std::fs::remove_file(e.path()).with_context(|| format!("failed to remove stale {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Inputs for assembling a package.
+pub struct PackageInputs<'a> {
+    pub dir: &'a Path,
+    pub state_dir: &'a Path,
+    pub info: PackageInfo,
+    pub runner_exe: &'a Path,
+    pub runner_name: &'a str,
+    pub cubins: &'a [Built],
+}
+
+pub struct Assembled {
+    pub manifest: Manifest,
+    pub manifest_path: PathBuf,
+    pub runner_path: PathBuf,
+    pub wrote_manifest: bool,
+}
+
+pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
+    let bin_dir = inputs.dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).with_context(|| format!("failed to create {}", bin_dir.display()))?;
+    std::fs::create_dir_all(inputs.state_dir)?;
+
+    let runner_sha = cached_hash(inputs.runner_exe, &inputs.state_dir.join("runner-hash.json"))?;
+    let runner_size = std::fs::metadata(inputs.runner_exe)?.len();
+    let runner_path = bin_dir.join(inputs.runner_name);
+    install_file(inputs.runner_exe, &runner_path, &runner_sha, true)?;
+    prune(&bin_dir, &BTreeSet::from([inputs.runner_name.to_string()]))?;
+    prune(&inputs.dir.join("kernels"), &inputs.cubins.iter().map(|b| b.job.cubin_name()).collect())?;
+
+    let mut files = vec![FileEntry {
+        path: format!("bin/{}", inputs.runner_name),
+        size: runner_size,
+        sha256: runner_sha,
+        kernel: None,
+        target: None,
+        executable: true,
+    }];
+    for b in inputs.cubins {
+        files.push(FileEntry {
+            path: format!("kernels/{}", b.job.cubin_name()),
+            size: b.size,
+            sha256: b.sha256.clone(),
+            kernel: Some(b.job.kernel.stem.clone()),
+            target: Some(b.job.target),
+            executable: false,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = Manifest { package: inputs.info, files };
+    let manifest_path = inputs.dir.join(MANIFEST_FILE);
+    let wrote_manifest = write_if_changed(&manifest_path, manifest.to_toml().as_bytes())?;
+    Ok(Assembled { manifest, manifest_path, runner_path, wrote_manifest })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_known_input() {
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn git_status_is_read() {
+        let clean = "# branch.oid 0123abc\n# branch.head main\n";
+        assert_eq!(parse_git_status(clean), Some(("0123abc".into(), false)));
+        let dirty = "# branch.oid 0123abc\n# branch.head main\n1 .M N... 100644 100644 100644 a b src/x.rs\n";
+        assert_eq!(parse_git_status(dirty), Some(("0123abc".into(), true)));
+        assert_eq!(parse_git_status("# branch.oid (initial)\n"), None);
+    }
+
+    #[test]
+    fn unchanged_content_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        assert!(write_if_changed(&p, b"a").unwrap());
+        assert!(!write_if_changed(&p, b"a").unwrap());
+        assert!(write_if_changed(&p, b"b").unwrap());
+    }
+}

@@ -1,0 +1,147 @@
+//! `cargo gpu build` as a library call: resolve the project, check the compiler against the
+//! targets, compile the kernels, build the runner, assemble the package. `remote-run` calls the
+//! same function when the package is stale.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::arch::SmArch;
+use crate::build::kernels::{self, CompileSettings, Job, Profile};
+use crate::build::manifest::{Manifest, PackageInfo};
+use crate::build::package::{self, PackageInputs};
+use crate::build::{elf, runner};
+use crate::project::Project;
+use crate::shell::Shell;
+use crate::toolchain::Nvcc;
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub manifest_path: Option<PathBuf>,
+    pub targets: Vec<String>,
+    pub release: bool,
+    pub jobs: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct BuiltPackage {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub compiled: usize,
+    pub fresh: usize,
+}
+
+/// Refuses, before any compile, the targets this nvcc cannot build.
+pub fn check_targets(nvcc: &Nvcc, targets: &[SmArch]) -> Result<()> {
+    let problems: Vec<String> = targets.iter().filter_map(|t| nvcc.cannot_build(*t)).collect();
+    match problems.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("{one} (nvcc {} at {})", nvcc.version, nvcc.path.display()),
+        many => bail!(
+            "nvcc {} at {} cannot build every target:\n  {}",
+            nvcc.version,
+            nvcc.path.display(),
+            many.join("\n  ")
+        ),
+    }
+}
+
+pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
+    let start = Instant::now();
+    let project = Project::load(shell, opts.manifest_path.as_deref(), &opts.targets)?;
+    let profile = if opts.release { Profile::Release } else { Profile::Debug };
+    let nvcc = Nvcc::get(shell)?;
+    check_targets(nvcc, &project.targets)?;
+
+    let sources = kernels::discover(&project.root, &project.kernels_dir)?;
+    let jobs: Vec<Job> = sources
+        .iter()
+        .flat_map(|k| project.targets.iter().map(move |t| Job { kernel: k.clone(), target: *t }))
+        .collect();
+    let dir = project.package_dir(profile.name());
+    let state_dir = project.build_state_dir(profile.name());
+    let out_dir = dir.join("kernels");
+    let settings = CompileSettings {
+        nvcc,
+        profile,
+        root: &project.root,
+        kernels_dir: &project.kernels_dir,
+        include_dirs: &project.include_dirs,
+        extra_flags: &project.nvcc_flags,
+        out_dir: &out_dir,
+        state_dir: &state_dir,
+    };
+    let parallel = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let cubins = kernels::build_all(shell, &settings, &jobs, parallel)?;
+    crate::exit::check_interrupt()?;
+
+    let runner = runner::build(shell, &project, profile)?;
+    crate::exit::check_interrupt()?;
+    let glibc = elf::required_glibc_of(&runner.executable)?;
+    let (git_revision, git_dirty) = match package::git_state(shell, &project.root) {
+        Some((rev, dirty)) => (Some(rev), dirty),
+        None => (None, false),
+    };
+    let (dmaj, dmin) = nvcc.min_driver_cuda(&project.targets);
+    let info = PackageInfo {
+        name: project.name.clone(),
+        version: project.version.clone(),
+        profile: profile.name().to_string(),
+        git_revision,
+        git_dirty,
+        targets: project.targets.clone(),
+        nvcc_version: nvcc.version.to_string(),
+        min_driver_cuda: format!("{dmaj}.{dmin}"),
+        runner: format!("bin/{}", project.runner),
+        runner_triple: runner.triple.clone(),
+        runner_glibc: glibc.map(|(a, b)| format!("{a}.{b}")),
+    };
+    let assembled = package::assemble(PackageInputs {
+        dir: &dir,
+        state_dir: &state_dir,
+        info,
+        runner_exe: &runner.executable,
+        runner_name: &project.runner,
+        cubins: &cubins,
+    })?;
+
+    if shell.json() {
+        for b in &cubins {
+            shell.emit_json(&json!({
+                "reason": "gpu-artifact", "kind": "cubin", "kernel": b.job.kernel.stem,
+                "source": project.root.join(&b.job.kernel.rel), "target": b.job.target.to_string(),
+                "path": b.path, "size": b.size, "sha256": b.sha256, "fresh": b.fresh,
+            }));
+        }
+        shell.emit_json(&json!({
+            "reason": "gpu-artifact", "kind": "runner", "name": project.runner, "path": assembled.runner_path,
+            "triple": runner.triple, "glibc": assembled.manifest.package.runner_glibc, "fresh": runner.fresh,
+        }));
+        shell.emit_json(&json!({
+            "reason": "gpu-package", "path": dir, "manifest": assembled.manifest_path,
+            "targets": project.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+            "profile": profile.name(), "digest": assembled.manifest.digest(),
+        }));
+    }
+
+    let compiled = cubins.iter().filter(|b| !b.fresh).count();
+    let fresh = cubins.len() - compiled;
+    let targets: Vec<String> = project.targets.iter().map(|t| t.to_string()).collect();
+    let shown = dir.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(&dir);
+    shell.status(
+        "Finished",
+        format!(
+            "`{}` profile [{}] package {} ({} kernel{} compiled, {} fresh) in {:.2}s",
+            profile.name(),
+            targets.join(", "),
+            shown.display(),
+            compiled,
+            if compiled == 1 { "" } else { "s" },
+            fresh,
+            start.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(BuiltPackage { dir, manifest: assembled.manifest, compiled, fresh })
+}

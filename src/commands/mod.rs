@@ -1,0 +1,4 @@
+//! One module per `cargo gpu` subcommand, each with an `exec` entry point.
+
+pub mod build;
+pub mod doctor;

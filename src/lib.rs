@@ -1,0 +1,39 @@
+//! `cargo gpu`: cross-compile CUDA kernels for datacenter GPUs with debug info, package them with a
+//! Rust host runner, and run the package on a remote GPU host over SSH (or locally).
+//!
+//! Layers, top to bottom (nothing flows back up): `cli` -> `commands` -> `project`, `toolchain`,
+//! `build`, `remote`, `runs`; `arch` is pure data and rules used by all of them.
+
+pub mod arch;
+pub mod build;
+pub mod cli;
+pub mod cmd;
+pub mod commands;
+pub mod exit;
+pub mod project;
+pub mod shell;
+pub mod toolchain;
+
+use cli::{Cargo, GpuCommand};
+use shell::Shell;
+
+/// Runs a parsed command line and returns the process exit code (see [`exit`]).
+pub fn run(cli: Cargo) -> i32 {
+    let Cargo::Gpu(args) = cli;
+    let shell = Shell::new(args.global.verbosity(), args.global.message_format);
+    exit::install_interrupt_handler();
+    let result = match &args.command {
+        GpuCommand::Build(a) => commands::build::exec(&shell, &args.global, a),
+        GpuCommand::Doctor(a) => commands::doctor::exec(&shell, &args.global, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let code = exit::code_for(&err);
+            if code != exit::INTERRUPTED || !exit::interrupted() {
+                shell.error(&err);
+            }
+            code
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The project being built: its Cargo manifest read through `cargo metadata`, the
+//! `[package.metadata.gpu]` table validated, and the command line laid over both, resolved into one
+//! [`Project`] before any work starts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::arch::SmArch;
+use crate::cmd::Cmd;
+use crate::shell::Shell;
+
+/// `[package.metadata.gpu]` as written in Cargo.toml. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GpuMetadata {
+    /// Folder holding the `.cu` sources, relative to Cargo.toml (default `kernels`).
+    pub kernels: Option<PathBuf>,
+    /// Targets built when no `--target` is given.
+    #[serde(default)]
+    pub targets: Vec<SmArch>,
+    /// Extra nvcc flags for every kernel.
+    #[serde(default)]
+    pub nvcc_flags: Vec<String>,
+    /// Extra include folders, relative to Cargo.toml.
+    #[serde(default)]
+    pub include_dirs: Vec<PathBuf>,
+    /// The binary target that is the host runner (default: the package's only binary).
+    pub runner: Option<String>,
+    /// Rust target triple to build the runner for (default: this machine's).
+    pub runner_target: Option<String>,
+}
+
+/// Everything the build needs, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub name: String,
+    pub version: String,
+    pub manifest_path: PathBuf,
+    pub root: PathBuf,
+    /// Cargo's target directory (honours `CARGO_TARGET_DIR` and `.cargo/config.toml`).
+    pub target_dir: PathBuf,
+    pub kernels_dir: PathBuf,
+    pub targets: Vec<SmArch>,
+    pub nvcc_flags: Vec<String>,
+    pub include_dirs: Vec<PathBuf>,
+    pub runner: String,
+    pub runner_target: Option<String>,
+}
+
+/// The cargo that ran us (`$CARGO`), or `cargo` from PATH.
+pub fn cargo_program() -> PathBuf {
+    std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("cargo"))
+}
+
+/// Finds Cargo.toml: the given path, or the nearest one from the current folder upwards.
+pub fn locate_manifest(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if p.file_name().map(|n| n != "Cargo.toml").unwrap_or(true) {
+            bail!("the manifest path `{}` must point to a Cargo.toml", p.display());
+        }
+        if !p.is_file() {
+            bail!("manifest path `{}` does not exist", p.display());
+        }
+        return std::path::absolute(p).with_context(|| format!("failed to resolve {}", p.display()));
+    }
+    let cwd = std::env::current_dir().context("failed to read the current directory")?;
+    for dir in cwd.ancestors() {
+        let candidate = dir.join("Cargo.toml");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "could not find `Cargo.toml` in `{}` or any parent directory: run this inside a project, pass --manifest-path, or make one with `cargo gpu new`",
+        cwd.display()
+    )
+}
+
+impl GpuMetadata {
+    /// Parses the `gpu` value of `package.metadata`, naming the file and the key on error.
+    pub fn from_value(value: &serde_json::Value, manifest_path: &Path) -> Result<GpuMetadata> {
+        if value.is_null() {
+            return Ok(GpuMetadata::default());
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { format!(" at key `{key}`") };
+            anyhow::anyhow!("invalid `[package.metadata.gpu]` in {}{key}: {}", manifest_path.display(), e.inner())
+        })
+    }
+}
+
+impl Project {
+    /// Reads the project through `cargo metadata` and lays `cli_targets` over its configuration.
+    pub fn load(shell: &Shell, manifest_path: Option<&Path>, cli_targets: &[String]) -> Result<Project> {
+        let manifest_path = locate_manifest(manifest_path)?;
+        let cmd = Cmd::new(cargo_program(), "read the project with `cargo metadata`")
+            .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+            .arg(&manifest_path);
+        let out = cmd.output(Some(shell))?;
+        let metadata: cargo_metadata::Metadata = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("failed to parse `cargo metadata` output for {}", manifest_path.display()))?;
+        Project::from_metadata(&metadata, &manifest_path, cli_targets)
+    }
+
+    pub fn from_metadata(
+        metadata: &cargo_metadata::Metadata,
+        manifest_path: &Path,
+        cli_targets: &[String],
+    ) -> Result<Project> {
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let wanted = canonical(manifest_path);
+        let package = metadata
+            .packages
+            .iter()
+            .find(|p| canonical(p.manifest_path.as_std_path()) == wanted)
+            .with_context(|| {
+                format!(
+                    "{} is a virtual workspace manifest: pass --manifest-path with the Cargo.toml of the package that holds the kernels",
+                    manifest_path.display()
+                )
+            })?;
+        let gpu = GpuMetadata::from_value(&package.metadata["gpu"], manifest_path)?;
+        let root = manifest_path.parent().expect("a manifest path has a parent").to_path_buf();
+
+        let targets: Vec<SmArch> = if cli_targets.is_empty() {
+            gpu.targets.clone()
+        } else {
+            cli_targets
+                .iter()
+                .map(|t| t.parse::<SmArch>().map_err(|e| crate::exit::usage(format!("invalid --target: {e}"))))
+                .collect::<Result<_>>()?
+        };
+        if targets.is_empty() {
+            bail!(
+                "no GPU targets to build: pass --target (e.g. --target sm_90a) or add `targets = [\"sm_90a\"]` to `[package.metadata.gpu]` in {}",
+                manifest_path.display()
+            );
+        }
+        let mut unique = Vec::new();
+        for t in targets {
+            if !unique.contains(&t) {
+                unique.push(t);
+            }
+        }
+
+        let bins: Vec<&str> = package.targets.iter().filter(|t| t.is_bin()).map(|t| t.name.as_str()).collect();
+        let runner = match &gpu.runner {
+            Some(r) if bins.contains(&r.as_str()) => r.clone(),
+            Some(r) => bail!(
+                "invalid `[package.metadata.gpu]` in {} at key `runner`: `{r}` is not a binary of package `{}` (binaries: {})",
+                manifest_path.display(),
+                package.name,
+                if bins.is_empty() { "none".to_string() } else { bins.join(", ") }
+            ),
+            None => match bins.as_slice() {
+                [one] => one.to_string(),
+                [] => bail!(
+                    "package `{}` has no binary to use as the host runner: add src/main.rs (see `cargo gpu new`) or a [[bin]] target",
+                    package.name
+                ),
+                many => bail!(
+                    "package `{}` has several binaries ({}): name the host runner with `runner = \"NAME\"` in `[package.metadata.gpu]` of {}",
+                    package.name,
+                    many.join(", "),
+                    manifest_path.display()
+                ),
+            },
+        };
+
+        let kernels_dir = root.join(gpu.kernels.clone().unwrap_or_else(|| PathBuf::from("kernels")));
+        Ok(Project {
+            name: package.name.to_string(),
+            version: package.version.to_string(),
+            manifest_path: manifest_path.to_path_buf(),
+            target_dir: metadata.target_directory.clone().into_std_path_buf(),
+            kernels_dir,
+            targets: unique,
+            nvcc_flags: gpu.nvcc_flags.clone(),
+            include_dirs: gpu.include_dirs.iter().map(|d| root.join(d)).collect(),
+            runner,
+            runner_target: gpu.runner_target.clone(),
+            root,
+        })
+    }
+
+    /// `target/gpu/<profile>/<name>/`.
+    pub fn package_dir(&self, profile: &str) -> PathBuf {
+        self.target_dir.join("gpu").join(profile).join(&self.name)
+    }
+
+    /// Where fingerprints and other build state live: `target/gpu/<profile>/.build/<name>/`.
+    pub fn build_state_dir(&self, profile: &str) -> PathBuf {
+        self.target_dir.join("gpu").join(profile).join(".build").join(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<GpuMetadata> {
+        GpuMetadata::from_value(&v, Path::new("/p/Cargo.toml"))
+    }
+
+    #[test]
+    fn full_table_parses() {
+        let g = parse(json!({
+            "kernels": "cuda", "targets": ["sm_90a", "sm_100a"], "nvcc-flags": ["-std=c++20"],
+            "include-dirs": ["include"], "runner": "bench", "runner-target": "x86_64-unknown-linux-gnu"
+        }))
+        .unwrap();
+        assert_eq!(g.kernels, Some(PathBuf::from("cuda")));
+        assert_eq!(g.targets.len(), 2);
+        assert_eq!(g.nvcc_flags, vec!["-std=c++20"]);
+        assert_eq!(g.runner.as_deref(), Some("bench"));
+    }
+
+    #[test]
+    fn missing_table_is_the_default() {
+        let g = parse(serde_json::Value::Null).unwrap();
+        assert!(g.targets.is_empty() && g.kernels.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = parse(json!({"kernel": "k"})).unwrap_err().to_string();
+        assert!(err.contains("invalid `[package.metadata.gpu]` in /p/Cargo.toml at key `kernel`"), "{err}");
+        assert!(err.contains("unknown field `kernel`"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = parse(json!({"targets": ["sm_90a", "sm_99z"]})).unwrap_err().to_string();
+        assert!(err.contains("at key `targets[1]`"), "{err}");
+        assert!(err.contains("`sm_99z` is not a GPU target"), "{err}");
+        let err = parse(json!({"targets": "sm_90a"})).unwrap_err().to_string();
+        assert!(err.contains("at key `targets`") && err.contains("expected a sequence"), "{err}");
+    }
+
+    #[test]
+    fn missing_manifest_path_is_explained() {
+        let err = locate_manifest(Some(Path::new("/nonexistent/Cargo.toml"))).unwrap_err().to_string();
+        assert_eq!(err, "manifest path `/nonexistent/Cargo.toml` does not exist");
+    }
+}

@@ -1,0 +1,239 @@
+//! The external tools: nvcc (found, versioned, asked what it can build), the inspection tools
+//! beside it (cuobjdump, nvdisasm), nvidia-smi and ssh. Finding a tool follows one order:
+//! an explicit override, `$CUDA_HOME/bin`, `/usr/local/cuda/bin`, then `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+use semver::Version;
+
+use crate::arch::{ComputeCap, SmArch};
+use crate::cmd::Cmd;
+use crate::shell::Shell;
+
+/// The CUDA compiler this build uses.
+#[derive(Debug, Clone)]
+pub struct Nvcc {
+    pub path: PathBuf,
+    pub version: Version,
+    /// Real architectures from `nvcc --list-gpu-code` (`sm_90`, `sm_100`, ...); empty when the
+    /// nvcc is too old to answer, in which case the arch table decides alone.
+    pub gpu_codes: Vec<String>,
+}
+
+/// Where a tool was looked for, for the error when it was not found.
+const SEARCH_ORDER: &str = "$CARGO_GPU_NVCC, $CUDA_HOME/bin, /usr/local/cuda/bin and PATH";
+
+/// Candidate folders for CUDA tools, in search order.
+pub fn cuda_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Some(home) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            dirs.push(PathBuf::from(home).join("bin"));
+        }
+    }
+    dirs.push(PathBuf::from("/usr/local/cuda/bin"));
+    dirs
+}
+
+/// Finds nvcc without running it.
+pub fn find_nvcc() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("CARGO_GPU_NVCC").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("CARGO_GPU_NVCC is set to `{}`, which does not exist", p.display());
+        }
+        return Ok(p);
+    }
+    for dir in cuda_bin_dirs() {
+        let p = dir.join("nvcc");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    which::which("nvcc").map_err(|_| {
+        anyhow::anyhow!(
+            "no CUDA compiler (nvcc) found: looked in {SEARCH_ORDER}. Install the CUDA toolkit \
+             (12.8 or newer builds sm_90a and sm_100a) and set CUDA_HOME, or point CARGO_GPU_NVCC at nvcc"
+        )
+    })
+}
+
+/// Finds a CUDA tool (cuobjdump, nvdisasm): beside nvcc first, then the usual places.
+pub fn find_cuda_tool(name: &str) -> Option<PathBuf> {
+    let beside_nvcc = find_nvcc().ok().and_then(|n| n.parent().map(|d| d.join(name)));
+    beside_nvcc
+        .into_iter()
+        .chain(cuda_bin_dirs().into_iter().map(|d| d.join(name)))
+        .find(|p| p.is_file())
+        .or_else(|| which::which(name).ok())
+}
+
+/// Parses `nvcc --version` output (`... release 13.0, V13.0.88`).
+pub fn parse_nvcc_version(text: &str) -> Option<Version> {
+    let v = text.lines().rev().find_map(|l| {
+        let idx = l.find(", V")?;
+        Some(l[idx + 3..].trim().to_string())
+    })?;
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+    let major = parts.next()??;
+    let minor = parts.next()??;
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some(Version::new(major, minor, patch))
+}
+
+impl Nvcc {
+    /// Finds nvcc and asks its version and targets, once per process.
+    pub fn get(shell: &Shell) -> Result<&'static Nvcc> {
+        static NVCC: OnceLock<Nvcc> = OnceLock::new();
+        if let Some(n) = NVCC.get() {
+            return Ok(n);
+        }
+        let n = Nvcc::probe(shell, &find_nvcc()?)?;
+        Ok(NVCC.get_or_init(|| n))
+    }
+
+    pub fn probe(shell: &Shell, path: &Path) -> Result<Nvcc> {
+        let out = Cmd::new(path, "query the nvcc version").arg("--version").read(Some(shell))?;
+        let version = parse_nvcc_version(&out).with_context(|| {
+            format!("failed to read the version from `{} --version`, which printed:\n{}", path.display(), out.trim())
+        })?;
+        let gpu_codes =
+            match Cmd::new(path, "list the GPU targets nvcc supports").arg("--list-gpu-code").read(Some(shell)) {
+                Ok(list) => list.split_whitespace().map(str::to_string).collect(),
+                Err(_) => Vec::new(),
+            };
+        Ok(Nvcc { path: path.to_path_buf(), version, gpu_codes })
+    }
+
+    /// `13.0.88` as `13.0`.
+    pub fn short_version(&self) -> String {
+        format!("{}.{}", self.version.major, self.version.minor)
+    }
+
+    /// Why this nvcc cannot build `target`, if it cannot.
+    pub fn cannot_build(&self, target: SmArch) -> Option<String> {
+        if let Some(why) = target.unsupported_by(&self.version) {
+            return Some(why);
+        }
+        let base = target.compute_cap().base_arch().to_string();
+        if !self.gpu_codes.is_empty() && !self.gpu_codes.contains(&base) {
+            return Some(format!(
+                "{target} is not supported by nvcc {} at {} (`nvcc --list-gpu-code` lists {})",
+                self.version,
+                self.path.display(),
+                self.gpu_codes.join(" ")
+            ));
+        }
+        None
+    }
+
+    /// The oldest driver CUDA version that loads this nvcc's cubins for `targets`: the toolkit's
+    /// major release (minor-version compatibility) and each target's own first release.
+    pub fn min_driver_cuda(&self, targets: &[SmArch]) -> (u64, u64) {
+        let mut v = (self.version.major, 0);
+        for t in targets {
+            let m = t.min_nvcc();
+            v = v.max((m.major, m.minor));
+        }
+        v
+    }
+}
+
+/// One GPU as `nvidia-smi` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gpu {
+    pub index: usize,
+    pub name: String,
+    pub compute_cap: ComputeCap,
+    pub driver_version: String,
+}
+
+/// Parses `nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader`.
+pub fn parse_gpu_query(text: &str) -> Result<Vec<Gpu>> {
+    let mut gpus = Vec::new();
+    for (index, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let fields: Vec<&str> = line.rsplitn(3, ',').map(str::trim).collect();
+        let [driver, cc, name] = fields.as_slice() else {
+            bail!("unexpected line from nvidia-smi: `{line}`");
+        };
+        gpus.push(Gpu {
+            index,
+            name: name.to_string(),
+            compute_cap: cc.parse().with_context(|| format!("unexpected line from nvidia-smi: `{line}`"))?,
+            driver_version: driver.to_string(),
+        });
+    }
+    Ok(gpus)
+}
+
+/// What the local machine says about its GPUs. No nvidia-smi, or one that finds no device, is a
+/// normal answer (`Ok(vec![])`), with the reason kept for `doctor`.
+pub fn local_gpus(shell: &Shell) -> (Vec<Gpu>, Option<String>) {
+    let Ok(smi) = which::which("nvidia-smi") else {
+        return (Vec::new(), Some("nvidia-smi not found (no NVIDIA driver installed)".into()));
+    };
+    let cmd = Cmd::new(smi, "query the local GPUs")
+        .args(["--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"]);
+    match cmd.output_unchecked(Some(shell)) {
+        Ok(out) if out.status.success() => match parse_gpu_query(&String::from_utf8_lossy(&out.stdout)) {
+            Ok(gpus) => (gpus, None),
+            Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+        },
+        Ok(out) => {
+            let text = String::from_utf8_lossy(if out.stdout.is_empty() { &out.stderr } else { &out.stdout });
+            (Vec::new(), Some(format!("nvidia-smi found no usable GPU: {}", text.trim())))
+        }
+        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_nvcc_versions() {
+        let text = "nvcc: NVIDIA (R) Cuda compiler driver\nCopyright (c) 2005-2025 NVIDIA Corporation\n\
+                    Built on Wed_Aug_20_01:58:59_PM_PDT_2025\nCuda compilation tools, release 13.0, V13.0.88\n\
+                    Build cuda_13.0.r13.0/compiler.36424714_0\n";
+        assert_eq!(parse_nvcc_version(text), Some(Version::new(13, 0, 88)));
+        assert_eq!(
+            parse_nvcc_version("Cuda compilation tools, release 12.4, V12.4.131"),
+            Some(Version::new(12, 4, 131))
+        );
+        assert_eq!(parse_nvcc_version("garbage"), None);
+    }
+
+    #[test]
+    fn reads_nvidia_smi_query() {
+        let gpus =
+            parse_gpu_query("NVIDIA GeForce RTX 5060 Ti, 12.0, 580.95.05\nNVIDIA H100 80GB HBM3, 9.0, 580.95.05\n")
+                .unwrap();
+        assert_eq!(gpus.len(), 2);
+        assert_eq!(gpus[0].name, "NVIDIA GeForce RTX 5060 Ti");
+        assert_eq!(gpus[0].compute_cap, ComputeCap::new(12, 0));
+        assert_eq!(gpus[1].index, 1);
+        assert_eq!(gpus[1].driver_version, "580.95.05");
+        assert!(parse_gpu_query("").unwrap().is_empty());
+        assert!(parse_gpu_query("just one field").is_err());
+    }
+
+    #[test]
+    fn driver_floor_follows_toolkit_and_targets() {
+        let nvcc = Nvcc { path: "nvcc".into(), version: Version::new(13, 0, 88), gpu_codes: vec![] };
+        assert_eq!(nvcc.min_driver_cuda(&["sm_90a".parse().unwrap()]), (13, 0));
+        let old = Nvcc { version: Version::new(12, 8, 0), ..nvcc };
+        assert_eq!(old.min_driver_cuda(&["sm_90a".parse().unwrap()]), (12, 0));
+        assert_eq!(old.min_driver_cuda(&["sm_100a".parse().unwrap()]), (12, 8));
+    }
+
+    #[test]
+    fn list_gpu_code_is_the_authority() {
+        let nvcc = Nvcc { path: "nvcc".into(), version: Version::new(13, 0, 88), gpu_codes: vec!["sm_90".into()] };
+        assert!(nvcc.cannot_build("sm_90a".parse().unwrap()).is_none());
+        let why = nvcc.cannot_build("sm_100a".parse().unwrap()).unwrap();
+        assert!(why.contains("not supported by nvcc 13.0.88"), "{why}");
+    }
+}
