@@ -214,9 +214,15 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// One shell word, quoted only when it must be.
+/// One shell word, quoted only when it must be (`arch=compute_90a,code=sm_90a` stays bare).
 pub fn quote(word: &OsStr) -> String {
-    shell_words::quote(&word.to_string_lossy()).into_owned()
+    let w = word.to_string_lossy();
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./=,:@%+".contains(c);
+    if !w.is_empty() && w.chars().all(safe) {
+        w.into_owned()
+    } else {
+        shell_words::quote(&w).into_owned()
+    }
 }
 
 impl fmt::Display for Cmd {
@@ -273,6 +279,14 @@ mod tests {
     fn stdin_is_fed_and_output_captured() {
         let out = Cmd::new("cat", "echo stdin").stdin_bytes(b"hello".to_vec()).read(None).unwrap();
         assert_eq!(out, "hello");
+    }
+
+    #[test]
+    fn quotes_only_what_needs_it() {
+        assert_eq!(quote(OsStr::new("arch=compute_90a,code=sm_90a")), "arch=compute_90a,code=sm_90a");
+        assert_eq!(quote(OsStr::new("")), "''");
+        assert_eq!(quote(OsStr::new("$(x)")), "'$(x)'");
+        assert_eq!(quote(OsStr::new("a b")), "'a b'");
     }
 
     #[test]

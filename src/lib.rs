@@ -6,6 +6,7 @@
 
 pub mod arch;
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod cmd;
 pub mod commands;

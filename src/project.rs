@@ -78,6 +78,24 @@ pub fn locate_manifest(explicit: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
+/// The files whose change can change `cargo metadata --no-deps` for this manifest.
+fn metadata_inputs(manifest_path: &Path) -> Vec<PathBuf> {
+    let mut files = vec![manifest_path.to_path_buf()];
+    for dir in manifest_path.parent().into_iter().flat_map(Path::ancestors) {
+        files.push(dir.join("Cargo.toml"));
+        files.push(dir.join(".cargo/config.toml"));
+        files.push(dir.join(".cargo/config"));
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(home) = cargo_home {
+        files.push(home.join("config.toml"));
+        files.push(home.join("config"));
+    }
+    files
+}
+
 impl GpuMetadata {
     /// Parses the `gpu` value of `package.metadata`, naming the file and the key on error.
     pub fn from_value(value: &serde_json::Value, manifest_path: &Path) -> Result<GpuMetadata> {
@@ -99,8 +117,17 @@ impl Project {
         let cmd = Cmd::new(cargo_program(), "read the project with `cargo metadata`")
             .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
             .arg(&manifest_path);
-        let out = cmd.output(Some(shell))?;
-        let metadata: cargo_metadata::Metadata = serde_json::from_slice(&out.stdout)
+        // `cargo metadata` costs as much as a no-op build; its answer depends only on the
+        // manifests and cargo configs above the project and on the target-dir variables.
+        let key = format!(
+            "{cmd}\n{:?}\n{:?}",
+            std::env::var_os("CARGO_TARGET_DIR"),
+            std::env::var_os("CARGO_BUILD_TARGET_DIR")
+        );
+        let json: String = crate::cache::memo("metadata", &key, &metadata_inputs(&manifest_path), || {
+            Ok(String::from_utf8(cmd.output(Some(shell))?.stdout).context("`cargo metadata` printed non-UTF-8")?)
+        })?;
+        let metadata: cargo_metadata::Metadata = serde_json::from_str(&json)
             .with_context(|| format!("failed to parse `cargo metadata` output for {}", manifest_path.display()))?;
         Project::from_metadata(&metadata, &manifest_path, cli_targets)
     }

@@ -94,7 +94,19 @@ impl Nvcc {
         Ok(NVCC.get_or_init(|| n))
     }
 
+    /// Asks nvcc its version and targets, remembering the answer while the binary is unchanged.
     pub fn probe(shell: &Shell, path: &Path) -> Result<Nvcc> {
+        let key = path.display().to_string();
+        let (version, gpu_codes): (String, Vec<String>) =
+            crate::cache::memo("nvcc", &key, &[path.to_path_buf()], || {
+                let n = Nvcc::probe_uncached(shell, path)?;
+                Ok((n.version.to_string(), n.gpu_codes))
+            })?;
+        let version = Version::parse(&version).context("failed to read the cached nvcc version")?;
+        Ok(Nvcc { path: path.to_path_buf(), version, gpu_codes })
+    }
+
+    pub fn probe_uncached(shell: &Shell, path: &Path) -> Result<Nvcc> {
         let out = Cmd::new(path, "query the nvcc version").arg("--version").read(Some(shell))?;
         let version = parse_nvcc_version(&out).with_context(|| {
             format!("failed to read the version from `{} --version`, which printed:\n{}", path.display(), out.trim())

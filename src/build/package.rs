@@ -78,8 +78,8 @@ pub fn parse_git_status(text: &str) -> Option<(String, bool)> {
 }
 
 /// Copies `src` to `dst` unless `dst` already has the same bytes; returns whether it wrote.
-fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool) -> Result<bool> {
-    if dst.is_file() && sha256_file(dst).ok().as_deref() == Some(sha256) {
+fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool, cache: &Path) -> Result<bool> {
+    if dst.is_file() && cached_hash(dst, cache).ok().as_deref() == Some(sha256) {
         return Ok(false);
     }
     let tmp = dst.with_extension("tmp-install");
@@ -141,7 +141,13 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
     let runner_sha = cached_hash(inputs.runner_exe, &inputs.state_dir.join("runner-hash.json"))?;
     let runner_size = std::fs::metadata(inputs.runner_exe)?.len();
     let runner_path = bin_dir.join(inputs.runner_name);
-    install_file(inputs.runner_exe, &runner_path, &runner_sha, true)?;
+    install_file(
+        inputs.runner_exe,
+        &runner_path,
+        &runner_sha,
+        true,
+        &inputs.state_dir.join("installed-runner-hash.json"),
+    )?;
     prune(&bin_dir, &BTreeSet::from([inputs.runner_name.to_string()]))?;
     prune(&inputs.dir.join("kernels"), &inputs.cubins.iter().map(|b| b.job.cubin_name()).collect())?;
 

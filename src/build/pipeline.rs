@@ -74,13 +74,19 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         state_dir: &state_dir,
     };
     let parallel = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let cubins = kernels::build_all(shell, &settings, &jobs, parallel)?;
-    crate::exit::check_interrupt()?;
-
-    let runner = runner::build(shell, &project, profile)?;
+    // The runner's cargo build and `git status` run while the kernels compile: a no-op build then
+    // costs little more than cargo's own no-op build.
+    let (cubins, runner, git) = std::thread::scope(|s| {
+        let runner = s.spawn(|| runner::build(shell, &project, profile));
+        let git = s.spawn(|| package::git_state(shell, &project.root));
+        let cubins = kernels::build_all(shell, &settings, &jobs, parallel);
+        (cubins, runner.join().expect("the runner build thread does not panic"), git.join().unwrap_or(None))
+    });
+    let cubins = cubins?;
+    let runner = runner?;
     crate::exit::check_interrupt()?;
     let glibc = elf::required_glibc_of(&runner.executable)?;
-    let (git_revision, git_dirty) = match package::git_state(shell, &project.root) {
+    let (git_revision, git_dirty) = match git {
         Some((rev, dirty)) => (Some(rev), dirty),
         None => (None, false),
     };

@@ -1,0 +1,284 @@
+//! `cargo gpu build` against the real nvcc: outputs, freshness, profiles and every bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use common::{require_cuda, write_script, TestProject};
+
+fn mtimes(dir: &Path) -> BTreeMap<PathBuf, SystemTime> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.path().to_path_buf(), e.metadata().unwrap().modified().unwrap()))
+        .collect()
+}
+
+fn cuobjdump(cuda: &Path, args: &[&str], file: &Path) -> String {
+    let out = std::process::Command::new(cuda.join("bin/cuobjdump")).args(args).arg(file).output().unwrap();
+    assert!(out.status.success(), "cuobjdump failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn noop_rebuild_compiles_nothing_and_rewrites_nothing() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    let first = p.run(&["build", "--target", "sm_90a", "--target", "sm_100a"]).ok();
+    assert_eq!(
+        first.compiled(),
+        vec!["fill.cu (sm_100a)", "fill.cu (sm_90a)", "scale.cu (sm_100a)", "scale.cu (sm_90a)"]
+    );
+    first.stderr_has("(4 kernels compiled, 0 fresh)");
+    let pkg = p.package("debug");
+    let before = mtimes(&pkg);
+    assert_eq!(before.len(), 6, "runner, 4 cubins, manifest: {before:?}");
+
+    let second = p.run(&["build", "--target", "sm_90a", "--target", "sm_100a"]).ok();
+    assert!(second.compiled().is_empty(), "{}", second.stderr);
+    second.stderr_has("(0 kernels compiled, 4 fresh)");
+    assert_eq!(mtimes(&pkg), before, "an unchanged build must rewrite nothing");
+}
+
+#[test]
+fn touching_a_header_recompiles_exactly_the_kernels_that_include_it() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    p.run(&["build", "--target", "sm_90a", "--target", "sm_100a"]).ok();
+    let pkg = p.package("debug");
+    let fill_before = std::fs::metadata(pkg.join("kernels/fill.sm_90a.cubin")).unwrap().modified().unwrap();
+
+    // Touch: same bytes, new modification time.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let header = p.path("kernels/common.cuh");
+    let text = std::fs::read(&header).unwrap();
+    std::fs::write(&header, text).unwrap();
+
+    let again = p.run(&["build", "--target", "sm_90a", "--target", "sm_100a"]).ok();
+    assert_eq!(again.compiled(), vec!["scale.cu (sm_100a)", "scale.cu (sm_90a)"]);
+    let fill_after = std::fs::metadata(pkg.join("kernels/fill.sm_90a.cubin")).unwrap().modified().unwrap();
+    assert_eq!(fill_before, fill_after);
+
+    // A changed flag set (the release profile) is its own package and compiles everything once.
+    let rel = p.run(&["build", "--target", "sm_90a", "--release"]).ok();
+    assert_eq!(rel.compiled(), vec!["fill.cu (sm_90a)", "scale.cu (sm_90a)"]);
+}
+
+#[test]
+fn removed_kernel_leaves_the_package_and_manifest() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    p.run(&["build"]).ok();
+    std::fs::remove_file(p.path("kernels/fill.cu")).unwrap();
+    p.run(&["build"]).ok();
+    let pkg = p.package("debug");
+    assert!(!pkg.join("kernels/fill.sm_90a.cubin").exists());
+    let manifest = std::fs::read_to_string(pkg.join("manifest.toml")).unwrap();
+    assert!(!manifest.contains("fill"), "{manifest}");
+    assert!(manifest.contains("kernels/scale.sm_90a.cubin"), "{manifest}");
+}
+
+#[test]
+fn json_messages_name_every_artifact() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    let run = p.run(&["build", "--message-format", "json", "-j", "1"]).ok();
+    let msgs: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<(&str, &str)> =
+        msgs.iter().map(|m| (m["reason"].as_str().unwrap(), m["kind"].as_str().unwrap_or("-"))).collect();
+    assert_eq!(
+        kinds,
+        vec![("gpu-artifact", "cubin"), ("gpu-artifact", "cubin"), ("gpu-artifact", "runner"), ("gpu-package", "-")]
+    );
+    assert_eq!(msgs[0]["kernel"], "fill");
+    assert_eq!(msgs[0]["target"], "sm_90a");
+    assert_eq!(msgs[0]["fresh"], false);
+    assert!(Path::new(msgs[0]["path"].as_str().unwrap()).is_file());
+    assert!(Path::new(msgs[2]["path"].as_str().unwrap()).is_file());
+    assert_eq!(msgs[3]["profile"], "debug");
+}
+
+#[test]
+fn example_builds_for_hopper_and_blackwell_with_and_without_debug_info() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("kernels-example", Some(cuda.clone()));
+    // Keep one shared target folder for cudarc across test runs.
+    let run = |args: &[&str]| {
+        common::Run::from(
+            p.cmd(args).env("CARGO_TARGET_DIR", common::repo_root().join("target/test-example")).output().unwrap(),
+        )
+    };
+    let target = common::repo_root().join("target/test-example/gpu");
+    let _ = std::fs::remove_dir_all(&target);
+
+    run(&["build", "--target", "sm_90a", "--target", "sm_100a"]).ok();
+    run(&["build", "--target", "sm_90a", "--target", "sm_100a", "--release"]).ok();
+    for (profile, debug) in [("debug", true), ("release", false)] {
+        let pkg = target.join(profile).join("kernels-example");
+        for t in ["sm_90a", "sm_100a"] {
+            let cubin = pkg.join(format!("kernels/vector_add.{t}.cubin"));
+            let elf = cuobjdump(&cuda, &["-elf"], &cubin);
+            let arch = t.trim_start_matches("sm_");
+            let headers: Vec<&str> = elf.lines().filter(|l| l.contains("ELF: type=")).collect();
+            assert_eq!(headers.len(), 1, "one ELF in {}: {headers:?}", cubin.display());
+            assert!(headers[0].contains(&format!("sm={arch},")), "{} holds {}", cubin.display(), headers[0]);
+            assert_eq!(elf.contains(".debug_info"), debug, "{profile} {t}: .debug_info present = {debug}");
+            assert!(elf.contains(".debug_line"), "{profile} {t}: line info is always kept");
+            let sass = cuobjdump(&cuda, &["-sass"], &cubin);
+            assert!(sass.contains(&format!("code for {t}")), "{sass}");
+            assert!(!sass.contains("code for sm_") || sass.matches("code for sm_").count() == 1);
+        }
+        let manifest = std::fs::read_to_string(pkg.join("manifest.toml")).unwrap();
+        assert!(manifest.contains(&format!("profile = \"{profile}\"")), "{manifest}");
+        assert!(manifest.contains("runner = \"bin/vector-add\""), "{manifest}");
+        assert!(manifest.contains("runner-glibc = \"2."), "{manifest}");
+        assert!(manifest.contains("nvcc-version = \"13."), "{manifest}");
+        assert!(manifest.contains("min-driver-cuda = \"13.0\""), "{manifest}");
+        // Without a GPU the runner explains itself instead of crashing.
+        let out = std::process::Command::new(pkg.join("bin/vector-add")).output().unwrap();
+        if !Path::new("/dev/nvidia0").exists() {
+            assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("no NVIDIA driver"));
+        }
+    }
+}
+
+#[test]
+fn unknown_target_is_a_usage_error_listing_valid_targets() {
+    let p = TestProject::new("tiny", common::cuda_home());
+    let run = p.run(&["build", "--target", "sm_99z"]).fails_with(2);
+    run.stderr_has("invalid --target: `sm_99z` is not a GPU target; valid targets are: sm_75,");
+    run.stderr_has("sm_90a, sm_100, sm_100a, sm_100f");
+}
+
+#[test]
+fn target_too_new_for_the_installed_nvcc_is_refused_before_compiling() {
+    let p = TestProject::new("tiny", None);
+    let nvcc = p.tmp.path().join("old-cuda/bin/nvcc");
+    let log = p.tmp.path().join("nvcc.log");
+    write_script(
+        &nvcc,
+        &format!(
+            "echo \"$@\" >> '{}'\ncase \"$1\" in\n--version) echo 'Cuda compilation tools, release 12.4, V12.4.131';;\n\
+             --list-gpu-code) echo sm_50 sm_90;;\n*) exit 9;;\nesac\n",
+            log.display()
+        ),
+    );
+    let run = p.run_with_env(&["build", "--target", "sm_100a"], &[("CUDA_HOME", p.tmp.path().join("old-cuda"))]);
+    let run = run.fails_with(1);
+    run.stderr_has("sm_100a needs CUDA 12.8 or newer, found 12.4");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.lines().all(|l| l == "--version" || l == "--list-gpu-code"), "compiled anyway: {calls}");
+}
+
+#[test]
+fn missing_nvcc_says_where_it_looked_and_what_to_install() {
+    let p = TestProject::new("tiny", None);
+    let run = p.cmd(&["build"]).env("PATH", "/usr/bin:/bin").output().unwrap();
+    let run = common::Run::from(run).fails_with(1);
+    if Path::new("/usr/local/cuda/bin/nvcc").exists() {
+        return; // a system toolkit is found by design
+    }
+    run.stderr_has(
+        "no CUDA compiler (nvcc) found: looked in $CARGO_GPU_NVCC, $CUDA_HOME/bin, /usr/local/cuda/bin and PATH",
+    );
+    run.stderr_has("set CUDA_HOME");
+}
+
+#[test]
+fn syntax_error_shows_the_cu_file_and_line() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    p.write("kernels/broken.cu", "extern \"C\" __global__ void broken(float* x) {\n    x[0] = not_declared;\n}\n");
+    let run = p.run(&["build"]).fails_with(1);
+    run.stderr_has("kernels/broken.cu(2): error: identifier \"not_declared\" is undefined");
+    run.stderr_has("error: could not compile kernels/broken.cu for sm_90a");
+    assert!(!p.package("debug").join("kernels/broken.sm_90a.cubin").exists());
+}
+
+#[test]
+fn wgmma_for_plain_sm90_names_the_line_and_the_target_that_accepts_it() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    p.write(
+        "kernels/mma.cu",
+        "extern \"C\" __global__ void mma() {\n    // fence before the async MMA\n    asm volatile(\"wgmma.fence.sync.aligned;\\n\" ::: \"memory\");\n}\n",
+    );
+    let run = p.run(&["build", "--target", "sm_90"]).fails_with(1);
+    run.stderr_has("Instruction 'wgmma.fence' not supported on .target 'sm_90'");
+    run.stderr_has("error: instruction `wgmma.fence` is not available on sm_90, at kernels/mma.cu:3");
+    run.stderr_has("wgmma.fence.sync.aligned");
+    run.stderr_has("help: `wgmma.fence` needs sm_90a: build with --target sm_90a");
+    // The same kernel builds for sm_90a.
+    p.run(&["build", "--target", "sm_90a"]).ok();
+}
+
+#[test]
+fn malformed_metadata_names_the_file_and_key() {
+    let p = TestProject::new("tiny", common::cuda_home());
+    let manifest = p.path("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("targets = [\"sm_90a\"]", "targets = \"sm_90a\"\nkernel-dir = \"k\""))
+        .unwrap();
+    let run = p.run(&["build"]).fails_with(1);
+    run.stderr_has(&format!("invalid `[package.metadata.gpu]` in {}", manifest.display()));
+    run.stderr_has("at key `");
+
+    std::fs::write(&manifest, text.replace("targets = [\"sm_90a\"]", "targets = [\"sm_90a\", \"sm_99z\"]")).unwrap();
+    let run = p.run(&["build"]).fails_with(1);
+    run.stderr_has("at key `targets[1]`: `sm_99z` is not a GPU target");
+}
+
+#[test]
+fn a_library_without_a_runner_binary_is_refused() {
+    let p = TestProject::new("tiny", common::cuda_home());
+    std::fs::remove_file(p.path("src/main.rs")).unwrap();
+    p.write("src/lib.rs", "pub fn f() {}\n");
+    let run = p.run(&["build"]).fails_with(1);
+    run.stderr_has("package `tiny` has no binary to use as the host runner");
+}
+
+#[test]
+fn manifest_path_that_does_not_exist() {
+    let p = TestProject::new("tiny", common::cuda_home());
+    let run = p.run(&["build", "--manifest-path", "nope/Cargo.toml"]).fails_with(1);
+    run.stderr_has("manifest path `nope/Cargo.toml` does not exist");
+}
+
+#[test]
+fn manifest_path_is_honoured_from_elsewhere() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    let manifest = p.path("Cargo.toml");
+    let run =
+        p.cmd(&["build", "--manifest-path", manifest.to_str().unwrap()]).current_dir(p.tmp.path()).output().unwrap();
+    common::Run::from(run).ok();
+    assert!(p.package("debug").join("kernels/fill.sm_90a.cubin").is_file());
+}
+
+#[test]
+fn cargo_target_dir_is_honoured() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    let elsewhere = p.tmp.path().join("elsewhere");
+    let run = p.cmd(&["build", "-q"]).env("CARGO_TARGET_DIR", &elsewhere).output().unwrap();
+    let run = common::Run::from(run).ok();
+    assert!(run.stderr.is_empty(), "-q prints nothing: {}", run.stderr);
+    assert!(elsewhere.join("gpu/debug/tiny/kernels/scale.sm_90a.cubin").is_file());
+    assert!(!p.path("target/gpu").exists());
+}
+
+#[test]
+fn verbose_prints_every_command_line() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    let run = p.run(&["build", "-v"]).ok();
+    let nvcc_lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains("Running") && l.contains("-cubin")).collect();
+    assert_eq!(nvcc_lines.len(), 2, "{}", run.stderr);
+    assert!(nvcc_lines.iter().all(|l| l.contains("-gencode arch=compute_90a,code=sm_90a -G ")), "{nvcc_lines:?}");
+    assert!(!run.stderr.contains("-lineinfo"), "debug builds never pass -lineinfo");
+    run.stderr_has("cargo build --message-format=json-render-diagnostics");
+}
