@@ -1,0 +1,40 @@
+//! The text a user reads first: help output, kept in snapshots so that changes are deliberate
+//! (`SNAPSHOTS=overwrite cargo test --test cli` rewrites them).
+
+mod common;
+
+use snapbox::cmd::Command;
+
+#[test]
+fn top_level_help() {
+    Command::new(common::BIN)
+        .args(["gpu", "--help"])
+        .env("COLUMNS", "100")
+        .assert()
+        .success()
+        .stdout_eq(snapbox::file!["snapshots/help.txt"]);
+}
+
+#[test]
+fn build_help() {
+    Command::new(common::BIN)
+        .args(["gpu", "build", "--help"])
+        .env("COLUMNS", "100")
+        .assert()
+        .success()
+        .stdout_eq(snapbox::file!["snapshots/build-help.txt"]);
+}
+
+#[test]
+fn direct_invocation_without_gpu_word_works() {
+    Command::new(common::BIN)
+        .args(["build", "--target", "sm_99z"])
+        .assert()
+        .code(2)
+        .stderr_eq("error: invalid --target: `sm_99z` is not a GPU target; valid targets are: [..]\n");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    Command::new(common::BIN).args(["gpu", "no-such-command"]).assert().code(2);
+}
