@@ -125,7 +125,7 @@ impl Project {
             std::env::var_os("CARGO_BUILD_TARGET_DIR")
         );
         let json: String = crate::cache::memo("metadata", &key, &metadata_inputs(&manifest_path), || {
-            Ok(String::from_utf8(cmd.output(Some(shell))?.stdout).context("`cargo metadata` printed non-UTF-8")?)
+            String::from_utf8(cmd.output(Some(shell))?.stdout).context("`cargo metadata` printed non-UTF-8")
         })?;
         let metadata: cargo_metadata::Metadata = serde_json::from_str(&json)
             .with_context(|| format!("failed to parse `cargo metadata` output for {}", manifest_path.display()))?;
