@@ -1,0 +1,38 @@
+//! The README's configuration examples parse with the real configuration types, so the README
+//! cannot drift from the code.
+
+use std::path::Path;
+
+/// Every ```toml block of the README.
+fn toml_blocks() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn project_config_example_parses() {
+    let blocks: Vec<String> = toml_blocks().into_iter().filter(|b| b.contains("[package.metadata.gpu]")).collect();
+    assert!(!blocks.is_empty(), "the README documents [package.metadata.gpu]");
+    for block in blocks {
+        let value: toml::Value = toml::from_str(&block).unwrap();
+        let gpu = &value["package"]["metadata"]["gpu"];
+        let json = serde_json::to_value(gpu).unwrap();
+        let parsed = cargo_gpu::project::GpuMetadata::from_value(&json, Path::new("README.md")).unwrap();
+        assert!(!parsed.targets.is_empty(), "{block}");
+        // Every key the README shows is one the code reads.
+        assert_eq!(gpu.as_table().unwrap().len(), 6, "the README shows every key: {block}");
+    }
+}
