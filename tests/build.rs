@@ -217,6 +217,20 @@ fn wgmma_for_plain_sm90_names_the_line_and_the_target_that_accepts_it() {
 }
 
 #[test]
+fn tcgen05_for_hopper_points_at_blackwell_targets() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    p.write(
+        "kernels/tmem.cu",
+        "extern \"C\" __global__ void tmem() {\n    __shared__ unsigned slot;\n    unsigned addr = (unsigned)__cvta_generic_to_shared(&slot);\n    asm volatile(\"tcgen05.alloc.cta_group::1.sync.aligned.shared::cta.b32 [%0], 32;\" :: \"r\"(addr) : \"memory\");\n}\n",
+    );
+    let run = p.run(&["build", "--target", "sm_90a"]).fails_with(1);
+    run.stderr_has("error: instruction `tcgen05.alloc` is not available on sm_90a, at kernels/tmem.cu:4");
+    run.stderr_has("help: `tcgen05.alloc` needs sm_100a, sm_100f, sm_103a, sm_103f, sm_110a, sm_110f: build with --target sm_100a");
+    p.run(&["build", "--target", "sm_100a"]).ok();
+}
+
+#[test]
 fn malformed_metadata_names_the_file_and_key() {
     let p = TestProject::new("tiny", common::cuda_home());
     let manifest = p.path("Cargo.toml");
