@@ -55,12 +55,18 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let project = tmp.path().join("kernels-example");
     copy_project(&root.join("kernels-example"), &project);
+    // The example's runner includes the kit and the template runners by path (`../templates/...`).
+    copy_project(&root.join("templates"), &tmp.path().join("templates"));
     let target_dir = root.join("target/bench-example");
     let cache = tmp.path().join("cache");
 
     let cargo = || {
         let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        c.args(["build", "--bin", "vector-add"]).current_dir(&project).env("CARGO_TARGET_DIR", &target_dir);
+        // The same environment as cargo-gpu's: cudarc's build script reruns when CUDA_HOME changes.
+        c.args(["build", "--bin", "vector-add"])
+            .current_dir(&project)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("CUDA_HOME", &cuda);
         c
     };
     let gpu = || {

@@ -72,6 +72,18 @@ pub enum GpuCommand {
     Build(BuildArgs),
     /// Show this machine's GPUs, CUDA compiler and tools, and what it can run
     Doctor(DoctorArgs),
+    /// Create a project of CUDA kernels with a runner that checks and times them
+    New(NewArgs),
+    /// Add [package.metadata.gpu], kernels/ and a runner to an existing crate
+    Init(InitArgs),
+    /// Build if stale, run on a remote GPU, stream the output, bring the logs back
+    RemoteRun(RemoteRunArgs),
+    /// List recent runs (id, remote, target, exit, duration, cost)
+    Runs(RunsArgs),
+    /// Print a finished run's logs, or follow one still going
+    Logs(LogsArgs),
+    /// Start or stop a remote's instance with its `start` / `stop` commands
+    Remote(RemoteArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -88,7 +100,97 @@ pub struct BuildArgs {
 }
 
 #[derive(Debug, Args, Clone, Default)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// Also check a remote: reachable, GPU, compute capability, driver CUDA, glibc, free disk
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RemoteRunArgs {
+    /// The remote to run on (`local`: this machine, no SSH) [default: CARGO_GPU_REMOTE, the
+    /// project's `remote`, the config's `[default] remote`]
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// GPU target to build for; repeat for several [default: the project's targets]
+    #[arg(long = "target", value_name = "TARGET", conflicts_with = "package")]
+    pub targets: Vec<String>,
+    /// Build with optimizations (-O3 -lineinfo) instead of debug info (-G)
+    #[arg(short, long, conflicts_with = "package")]
+    pub release: bool,
+    /// Run this prebuilt package folder (with its manifest.toml) instead of building
+    #[arg(long, value_name = "DIR")]
+    pub package: Option<PathBuf>,
+    /// Start the run and return; `cargo gpu logs RUN` follows it (the instance stays up)
+    #[arg(long)]
+    pub detach: bool,
+    /// Do not run the remote's `stop` command afterwards
+    #[arg(long)]
+    pub keep_up: bool,
+    /// Arguments for the runner
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunsArgs {
+    /// Show the cost ledger: runs, time and cost per remote
+    #[arg(long)]
+    pub cost: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct LogsArgs {
+    /// The run id (as `cargo gpu runs` lists it) [default: the latest run]
+    #[arg(value_name = "RUN")]
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RemoteArgs {
+    #[command(subcommand)]
+    pub action: RemoteAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum RemoteAction {
+    /// Run the remote's `start` command and wait until SSH answers
+    Up {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Run the remote's `stop` command
+    Down {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+/// The templates of `cargo gpu new` and `cargo gpu init` (see `templates/`).
+pub const TEMPLATE_NAMES: [&str; 3] = ["basic", "hopper-wgmma", "blackwell-tcgen05"];
+
+#[derive(Debug, Args, Clone)]
+pub struct NewArgs {
+    /// Folder to create; its name is the package name unless --name says otherwise
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// What to start from: basic (vector add), hopper-wgmma (sm_90a GEMM), blackwell-tcgen05 (sm_100a GEMM)
+    #[arg(long, value_name = "TEMPLATE", default_value = "basic", value_parser = TEMPLATE_NAMES)]
+    pub template: String,
+    /// Package name [default: the folder name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    /// The crate's folder [default: the one holding --manifest-path, else the current folder]
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Which template's kernels and runner to add
+    #[arg(long, value_name = "TEMPLATE", default_value = "basic", value_parser = TEMPLATE_NAMES)]
+    pub template: String,
+}
 
 /// Lets `cargo-gpu build` work as well as `cargo gpu build` (which cargo runs as `cargo-gpu gpu build`).
 pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -124,6 +226,16 @@ mod tests {
             assert_eq!(b.targets, vec!["sm_90a"]);
             assert!(b.release);
         }
+    }
+
+    #[test]
+    fn remote_run_keeps_runner_args_verbatim() {
+        let a = parse(&["cargo-gpu", "remote-run", "--remote", "h100", "--keep-up", "--", "-v", "$(x) y"]);
+        let GpuCommand::RemoteRun(r) = a.command else { panic!("not remote-run") };
+        assert_eq!(r.remote.as_deref(), Some("h100"));
+        assert!(r.keep_up && !r.detach);
+        assert_eq!(r.args, vec!["-v", "$(x) y"]);
+        assert_eq!(a.global.verbose, 0);
     }
 
     #[test]

@@ -214,15 +214,10 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// One shell word, quoted only when it must be (`arch=compute_90a,code=sm_90a` stays bare).
+/// One shell word, quoted only when it must be (`arch=compute_90a,code=sm_90a` stays bare): the
+/// same quoting as every remote shell word, see [`crate::remote::quote::quote`].
 pub fn quote(word: &OsStr) -> String {
-    let w = word.to_string_lossy();
-    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./=,:@%+".contains(c);
-    if !w.is_empty() && w.chars().all(safe) {
-        w.into_owned()
-    } else {
-        shell_words::quote(&w).into_owned()
-    }
+    crate::remote::quote::quote(&word.to_string_lossy())
 }
 
 impl fmt::Display for Cmd {

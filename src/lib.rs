@@ -10,9 +10,13 @@ pub mod cache;
 pub mod cli;
 pub mod cmd;
 pub mod commands;
+pub mod config;
 pub mod exit;
 pub mod project;
+pub mod remote;
+pub mod runs;
 pub mod shell;
+pub mod templates;
 pub mod toolchain;
 
 use cli::{Cargo, GpuCommand};
@@ -26,6 +30,12 @@ pub fn run(cli: Cargo) -> i32 {
     let result = match &args.command {
         GpuCommand::Build(a) => commands::build::exec(&shell, &args.global, a),
         GpuCommand::Doctor(a) => commands::doctor::exec(&shell, &args.global, a),
+        GpuCommand::New(a) => commands::new::exec_new(&shell, &args.global, a),
+        GpuCommand::Init(a) => commands::new::exec_init(&shell, &args.global, a),
+        GpuCommand::RemoteRun(a) => commands::remote_run::exec(&shell, &args.global, a),
+        GpuCommand::Runs(a) => commands::runs::exec(&shell, &args.global, a),
+        GpuCommand::Logs(a) => commands::logs::exec(&shell, &args.global, a),
+        GpuCommand::Remote(a) => commands::remote::exec(&shell, &args.global, a),
     };
     match result {
         Ok(code) => code,

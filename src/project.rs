@@ -30,6 +30,8 @@ pub struct GpuMetadata {
     pub runner: Option<String>,
     /// Rust target triple to build the runner for (default: this machine's).
     pub runner_target: Option<String>,
+    /// The remote `cargo gpu remote-run` uses when neither `--remote` nor `CARGO_GPU_REMOTE` names one.
+    pub remote: Option<String>,
 }
 
 /// Everything the build needs, resolved and validated.
@@ -47,6 +49,8 @@ pub struct Project {
     pub include_dirs: Vec<PathBuf>,
     pub runner: String,
     pub runner_target: Option<String>,
+    /// `[package.metadata.gpu] remote`: this project's default remote.
+    pub remote: Option<String>,
 }
 
 /// The cargo that ran us (`$CARGO`), or `cargo` from PATH.
@@ -209,6 +213,7 @@ impl Project {
             include_dirs: gpu.include_dirs.iter().map(|d| root.join(d)).collect(),
             runner,
             runner_target: gpu.runner_target.clone(),
+            remote: gpu.remote.clone(),
             root,
         })
     }

@@ -37,7 +37,15 @@ pub fn target_verdict(target: SmArch, gpus: &[Gpu], nvcc: Option<&Nvcc>) -> Stri
     format!("{target}: {build}; {run}")
 }
 
-pub fn exec(shell: &Shell, global: &GlobalOpts, _args: &DoctorArgs) -> Result<i32> {
+pub fn exec(shell: &Shell, global: &GlobalOpts, args: &DoctorArgs) -> Result<i32> {
+    if let Some(name) = &args.remote {
+        let targets = locate_manifest(global.manifest_path.as_deref())
+            .and_then(|m| Project::load(shell, Some(&m), &[]))
+            .map(|p| p.targets)
+            .unwrap_or_default();
+        print!("{}", crate::commands::remote::doctor(shell, name, &targets)?);
+        return Ok(crate::exit::SUCCESS);
+    }
     let (gpus, gpu_note) = toolchain::local_gpus(shell);
     let nvcc_path = toolchain::find_nvcc();
     let nvcc = match &nvcc_path {

@@ -2,3 +2,8 @@
 
 pub mod build;
 pub mod doctor;
+pub mod logs;
+pub mod new;
+pub mod remote;
+pub mod remote_run;
+pub mod runs;

@@ -74,6 +74,10 @@ impl TestProject {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join(name);
         copy_dir(&src, &dir);
+        if name == "kernels-example" {
+            // Its runner includes the kit and the template runners by path (`../templates/...`).
+            copy_dir(&repo_root().join("templates"), &tmp.path().join("templates"));
+        }
         TestProject { tmp, dir, cuda_home }
     }
 

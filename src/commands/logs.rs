@@ -1,0 +1,61 @@
+//! `cargo gpu logs [RUN]`: print a finished run's logs (stdout to stdout, stderr to stderr), or
+//! follow one still going on its remote, then fetch it and complete its record.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{GlobalOpts, LogsArgs};
+use crate::commands::remote_run::{fetch, follow, transport_for, Followed};
+use crate::config::UserConfig;
+use crate::runs::{self, Record, State};
+use crate::shell::Shell;
+
+pub fn exec(shell: &Shell, global: &GlobalOpts, args: &LogsArgs) -> Result<i32> {
+    let dir = crate::commands::runs::runs_dir(shell, global, None);
+    let id = match &args.run {
+        Some(id) => id.clone(),
+        None => {
+            runs::list(&dir)?.pop().map(|r| r.id).with_context(|| format!("no runs recorded in {}", dir.display()))?
+        }
+    };
+    let mut record = Record::load(&dir, &id)?;
+    let run_dir = dir.join(&id);
+    if record.state == State::Running {
+        let remote = UserConfig::load()?.remote(&record.remote)?;
+        let transport = transport_for(&remote);
+        shell.status("Following", format!("run {id} on {}", transport.describe()));
+        transport.wait_ready(shell, remote.connect_timeout)?;
+        if let Followed::Interrupted = follow(shell, &*transport, &record.workdir, &id)? {
+            // Only the following stops: the run itself goes on.
+            return Ok(crate::exit::INTERRUPTED);
+        }
+        let (status, refused) = fetch(shell, &*transport, &record.workdir, &id, &run_dir)?;
+        record.state = State::Finished;
+        record.exit_status = status;
+        record.refused = refused;
+        record.save(&dir)?;
+        return Ok(status.unwrap_or(crate::exit::FAILURE));
+    }
+    for (name, to_stdout) in [("stdout.log", true), ("stderr.log", false)] {
+        let path = run_dir.join(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+        };
+        let written = if to_stdout {
+            std::io::stdout().lock().write_all(&bytes)
+        } else {
+            std::io::stderr().lock().write_all(&bytes)
+        };
+        written.with_context(|| format!("failed to print {}", path.display()))?;
+    }
+    if let Some(e) = &record.error {
+        shell.note(format!("run {id} failed: {e}"));
+    }
+    Ok(match record.state {
+        State::Failed => crate::exit::FAILURE,
+        _ => record.exit_status.unwrap_or(crate::exit::FAILURE),
+    })
+}

@@ -1,0 +1,235 @@
+//! `cargo gpu new` and `cargo gpu init`: write a project from an embedded template, or add
+//! `[package.metadata.gpu]`, kernels and a runner to an existing crate. Neither overwrites
+//! anything: every file is checked before the first one is written.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::arch::{SmArch, Variant};
+use crate::cli::{GlobalOpts, InitArgs, NewArgs};
+use crate::shell::Shell;
+use crate::templates::{self, Template, Vars};
+use crate::toolchain;
+
+/// The template's targets; for the basic one, those of the local GPUs, else sm_90a.
+pub fn targets_for(shell: &Shell, template: &Template) -> Result<(Vec<SmArch>, String)> {
+    if !template.targets.is_empty() {
+        let targets = template.targets.iter().map(|t| t.parse()).collect::<Result<Vec<SmArch>>>()?;
+        return Ok((targets, format!("the {} template", template.name)));
+    }
+    let (gpus, _) = toolchain::local_gpus(shell);
+    let mut targets: Vec<SmArch> = gpus.iter().map(|g| g.compute_cap.suggested_arch()).collect();
+    targets.sort();
+    targets.dedup();
+    if targets.is_empty() {
+        Ok((vec![SmArch::new(9, 0, Variant::Specific)], "no local GPU; Hopper".into()))
+    } else {
+        let names: Vec<&str> = gpus.iter().map(|g| g.name.as_str()).collect();
+        Ok((targets, format!("the local GPU: {}", names.join(", "))))
+    }
+}
+
+/// Refuses when any of `files` already exists below `root`.
+fn refuse_existing(root: &Path, files: &[(PathBuf, String)]) -> Result<()> {
+    let existing: Vec<String> =
+        files.iter().filter(|(p, _)| root.join(p).exists()).map(|(p, _)| p.display().to_string()).collect();
+    if !existing.is_empty() {
+        bail!(
+            "refusing to overwrite {} in {}: {}",
+            plural(existing.len(), "file"),
+            root.display(),
+            existing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn write_files(root: &Path, files: &[(PathBuf, String)]) -> Result<()> {
+    for (rel, text) in files {
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn targets_text(targets: &[SmArch]) -> String {
+    targets.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+pub fn exec_new(shell: &Shell, _global: &GlobalOpts, args: &NewArgs) -> Result<i32> {
+    let template = templates::find(&args.template)?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => match args.path.file_name() {
+            Some(n) => n.to_string_lossy().into_owned(),
+            None => bail!("cannot take a package name from {}: name it with --name", args.path.display()),
+        },
+    };
+    if let Err(e) = templates::check_crate_name(&name) {
+        let hint = if args.name.is_none() {
+            "it comes from the folder name: choose another with --name"
+        } else {
+            "choose another --name"
+        };
+        bail!("{e} ({hint})");
+    }
+    if args.path.exists() {
+        bail!(
+            "refusing to overwrite {}: it already exists (use `cargo gpu init` inside an existing crate)",
+            args.path.display()
+        );
+    }
+    let (targets, why) = targets_for(shell, template)?;
+    let files = templates::project_files(template, &Vars { name: name.clone(), targets: targets.clone() })?;
+    write_files(&args.path, &files)?;
+    shell.status(
+        "Created",
+        format!(
+            "`{}` project `{name}` for {} ({why}) in {}",
+            template.name,
+            targets_text(&targets),
+            args.path.display()
+        ),
+    );
+    shell.note(format!("next: cd {} && cargo gpu build && cargo gpu remote-run", args.path.display()));
+    Ok(crate::exit::SUCCESS)
+}
+
+/// Adds `line` below the `[dependencies]` header, or appends that table.
+fn add_dependency(manifest: &str, line: &str) -> String {
+    let mut out = String::with_capacity(manifest.len() + line.len() + 20);
+    let mut done = false;
+    for l in manifest.split_inclusive('\n') {
+        out.push_str(l);
+        if !done && l.trim() == "[dependencies]" {
+            if !l.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(line);
+            out.push('\n');
+            done = true;
+        }
+    }
+    if !done {
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str("\n[dependencies]\n");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The manifest with the cudarc dependency (unless there is one) and `[package.metadata.gpu]`
+/// added; an error when the crate already has the table or is not a package.
+pub fn init_manifest(manifest: &str, path: &Path, targets: &[SmArch]) -> Result<String> {
+    let value: toml::Table = toml::from_str(manifest).with_context(|| format!("failed to parse {}", path.display()))?;
+    let Some(package) = value.get("package").and_then(|p| p.as_table()) else {
+        bail!("{} has no [package]: run `cargo gpu init` in a package, not a virtual workspace", path.display());
+    };
+    if package.get("metadata").and_then(|m| m.get("gpu")).is_some() {
+        bail!("refusing to change {}: it already has [package.metadata.gpu]", path.display());
+    }
+    let has_cudarc = value.get("dependencies").and_then(|d| d.get("cudarc")).is_some();
+    let mut text =
+        if has_cudarc { manifest.to_string() } else { add_dependency(manifest, templates::CUDARC_DEPENDENCY) };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&templates::metadata_table(targets));
+    let check: toml::Table = toml::from_str(&text).context("the edited manifest does not parse (this is a bug)")?;
+    if check.get("package").and_then(|p| p.get("metadata")).and_then(|m| m.get("gpu")).is_none() {
+        bail!("failed to add [package.metadata.gpu] to {} (this is a bug)", path.display());
+    }
+    Ok(text)
+}
+
+pub fn exec_init(shell: &Shell, global: &GlobalOpts, args: &InitArgs) -> Result<i32> {
+    let template = templates::find(&args.template)?;
+    let manifest_path = match (&args.path, &global.manifest_path) {
+        (Some(dir), _) => dir.join("Cargo.toml"),
+        (None, Some(m)) => m.clone(),
+        (None, None) => std::env::current_dir().context("failed to read the current folder")?.join("Cargo.toml"),
+    };
+    if !manifest_path.is_file() {
+        bail!("{} does not exist: run `cargo gpu init` in a crate, or `cargo gpu new NAME`", manifest_path.display());
+    }
+    let root = manifest_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("failed to read {}", manifest_path.display()))?;
+    let (targets, why) = targets_for(shell, template)?;
+    let edited = init_manifest(&manifest, &manifest_path, &targets)?;
+    let files = templates::init_files(template);
+    refuse_existing(&root, &files)?;
+    write_files(&root, &files)?;
+    std::fs::write(&manifest_path, edited).with_context(|| format!("failed to write {}", manifest_path.display()))?;
+    shell.status(
+        "Added",
+        format!(
+            "[package.metadata.gpu] for {} ({why}), kernels/ and the runner `{}` (src/bin/{}/) from the `{}` template",
+            targets_text(&targets),
+            templates::INIT_RUNNER,
+            templates::INIT_RUNNER,
+            template.name
+        ),
+    );
+    shell.note("next: cargo gpu build && cargo gpu remote-run");
+    Ok(crate::exit::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sm90a() -> Vec<SmArch> {
+        vec![SmArch::new(9, 0, Variant::Specific)]
+    }
+
+    #[test]
+    fn init_adds_the_dependency_under_existing_dependencies() {
+        let m =
+            "[package]\nname = \"x\"\nversion = \"0.1.0\"\n\n[dependencies]\nanyhow = \"1\"\n\n[features]\nf = []\n";
+        let out = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap();
+        let v: toml::Table = toml::from_str(&out).unwrap();
+        assert!(v["dependencies"]["cudarc"].is_table());
+        assert!(v["dependencies"]["anyhow"].is_str());
+        assert_eq!(v["package"]["metadata"]["gpu"]["runner"].as_str(), Some("gpu-runner"));
+        assert_eq!(v["package"]["metadata"]["gpu"]["targets"][0].as_str(), Some("sm_90a"));
+        assert!(out.starts_with("[package]\nname = \"x\"\nversion = \"0.1.0\"\n\n[dependencies]\ncudarc = "), "{out}");
+        assert!(out.contains("\nanyhow = \"1\"\n\n[features]\nf = []\n"), "the rest is kept as it was: {out}");
+    }
+
+    #[test]
+    fn init_appends_dependencies_when_there_are_none_and_keeps_an_existing_cudarc() {
+        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"";
+        let out = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap();
+        let v: toml::Table = toml::from_str(&out).unwrap();
+        assert!(v["dependencies"]["cudarc"].is_table());
+
+        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"\n[dependencies]\ncudarc = \"0.19\"\n";
+        let out = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap();
+        assert_eq!(out.matches("cudarc").count(), 1);
+    }
+
+    #[test]
+    fn init_refuses_to_clobber_gpu_metadata_or_a_workspace() {
+        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"\n[package.metadata.gpu]\ntargets = [\"sm_80\"]\n";
+        let err = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap_err().to_string();
+        assert!(err.contains("already has [package.metadata.gpu]"), "{err}");
+        let err = init_manifest("[workspace]\nmembers = []\n", Path::new("Cargo.toml"), &sm90a()).unwrap_err();
+        assert!(err.to_string().contains("no [package]"), "{err}");
+    }
+}

@@ -1,0 +1,319 @@
+//! The user's machine configuration: `$XDG_CONFIG_HOME/cargo-gpu/config.toml` (or the file
+//! `CARGO_GPU_CONFIG` names), which holds the remotes, since hosts are not project data. Also the
+//! layering rule for the remote to use (command line > environment > project > user config) and
+//! the duration syntax (`15m`, `10s`, `500ms`) of its time settings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The name that means "this machine, no SSH".
+pub const LOCAL: &str = "local";
+/// Where packages and runs live on a remote unless its `workdir` says otherwise.
+pub const DEFAULT_WORKDIR: &str = "~/.cache/cargo-gpu";
+pub const DEFAULT_SHUTDOWN_COMMAND: &str = "sudo shutdown -h now";
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for SSH to answer after a `start` command.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UserConfig {
+    #[serde(default)]
+    pub remotes: BTreeMap<String, RemoteConfig>,
+    #[serde(default)]
+    pub default: DefaultSection,
+    /// The file this was read from, for messages.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DefaultSection {
+    pub remote: Option<String>,
+}
+
+/// One `[remotes.NAME]` table, as written.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RemoteConfig {
+    /// Anything ssh accepts: an alias from ~/.ssh/config, `user@host`.
+    pub host: Option<String>,
+    pub workdir: Option<String>,
+    /// A local command run before connecting (starts a rented instance).
+    pub start: Option<String>,
+    /// A local command run after the run, on every exit path.
+    pub stop: Option<String>,
+    pub price_per_hour: Option<f64>,
+    /// On-instance watchdog: run `shutdown-command` after this long with no run and no client.
+    pub idle_shutdown: Option<String>,
+    pub shutdown_command: Option<String>,
+    /// Extra ssh arguments, placed before cargo-gpu's own (ssh keeps the first value it sees).
+    #[serde(default)]
+    pub ssh_options: Vec<String>,
+    pub connect_timeout: Option<String>,
+    /// How long to wait for SSH to answer after `start`.
+    pub ready_timeout: Option<String>,
+}
+
+/// A remote with every default filled in and every duration parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    pub name: String,
+    /// `None` for the local "remote".
+    pub host: Option<String>,
+    pub workdir: String,
+    pub start: Option<String>,
+    pub stop: Option<String>,
+    pub price_per_hour: Option<f64>,
+    pub idle_shutdown: Option<Duration>,
+    pub shutdown_command: String,
+    pub ssh_options: Vec<String>,
+    pub connect_timeout: Duration,
+    pub ready_timeout: Duration,
+}
+
+impl Remote {
+    pub fn is_local(&self) -> bool {
+        self.host.is_none()
+    }
+
+    /// The machine that runs `--remote local` when no `[remotes.local]` table exists.
+    pub fn local() -> Remote {
+        Remote {
+            name: LOCAL.into(),
+            host: None,
+            workdir: DEFAULT_WORKDIR.into(),
+            start: None,
+            stop: None,
+            price_per_hour: None,
+            idle_shutdown: None,
+            shutdown_command: DEFAULT_SHUTDOWN_COMMAND.into(),
+            ssh_options: Vec::new(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+        }
+    }
+}
+
+/// Parses `15m`, `10s`, `500ms`, `2h`, `1d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = match num.parse() {
+        Ok(v) if !num.is_empty() => v,
+        _ => bail!("`{text}` is not a duration (expected a number and a unit: 500ms, 10s, 15m, 2h)"),
+    };
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => bail!("`{text}` is not a duration: unknown unit `{other}` (use ms, s, m, h or d)"),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The config file to read: `CARGO_GPU_CONFIG`, else `$XDG_CONFIG_HOME/cargo-gpu/config.toml`.
+pub fn config_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CARGO_GPU_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    use etcetera::BaseStrategy;
+    let base = etcetera::choose_base_strategy().ok()?;
+    Some(base.config_dir().join("cargo-gpu").join("config.toml"))
+}
+
+impl UserConfig {
+    /// Reads the user config; a missing file is an empty config, except when `CARGO_GPU_CONFIG`
+    /// names it explicitly.
+    pub fn load() -> Result<UserConfig> {
+        let Some(path) = config_path() else { return Ok(UserConfig::default()) };
+        let explicit = std::env::var_os("CARGO_GPU_CONFIG").is_some_and(|p| !p.is_empty());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => UserConfig::parse(&text, &path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(UserConfig::default()),
+            Err(e) => Err(e).with_context(|| format!("failed to read the cargo-gpu config {}", path.display())),
+        }
+    }
+
+    /// Parses a config file's text, naming the file and the key on any error.
+    pub fn parse(text: &str, path: &Path) -> Result<UserConfig> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| anyhow::anyhow!("invalid cargo-gpu config {}: {}", path.display(), e.message()))?;
+        let mut config: UserConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { format!(" at key `{key}`") };
+            anyhow::anyhow!("invalid cargo-gpu config {}{key}: {}", path.display(), e.inner().message())
+        })?;
+        config.path = Some(path.to_path_buf());
+        for (name, r) in &config.remotes {
+            // Resolving now reports bad durations with the file and key, before any work starts.
+            config.resolve_table(name, r)?;
+        }
+        Ok(config)
+    }
+
+    fn where_(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "the cargo-gpu config (no file)".to_string(),
+        }
+    }
+
+    fn resolve_table(&self, name: &str, r: &RemoteConfig) -> Result<Remote> {
+        let dur = |key: &str, v: &Option<String>| -> Result<Option<Duration>> {
+            v.as_deref()
+                .map(parse_duration)
+                .transpose()
+                .with_context(|| format!("invalid cargo-gpu config {} at key `remotes.{name}.{key}`", self.where_()))
+        };
+        let host = match (&r.host, name) {
+            (Some(h), _) => Some(h.clone()),
+            (None, LOCAL) => None,
+            (None, _) => bail!("invalid cargo-gpu config {} at key `remotes.{name}`: missing `host`", self.where_()),
+        };
+        Ok(Remote {
+            name: name.to_string(),
+            host,
+            workdir: r.workdir.clone().unwrap_or_else(|| DEFAULT_WORKDIR.into()),
+            start: r.start.clone(),
+            stop: r.stop.clone(),
+            price_per_hour: r.price_per_hour,
+            idle_shutdown: dur("idle-shutdown", &r.idle_shutdown)?,
+            shutdown_command: r.shutdown_command.clone().unwrap_or_else(|| DEFAULT_SHUTDOWN_COMMAND.into()),
+            ssh_options: r.ssh_options.clone(),
+            connect_timeout: dur("connect-timeout", &r.connect_timeout)?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            ready_timeout: dur("ready-timeout", &r.ready_timeout)?.unwrap_or(DEFAULT_READY_TIMEOUT),
+        })
+    }
+
+    /// The remote called `name`: a `[remotes.NAME]` table, or the built-in `local`.
+    pub fn remote(&self, name: &str) -> Result<Remote> {
+        match self.remotes.get(name) {
+            Some(r) => self.resolve_table(name, r),
+            None if name == LOCAL => Ok(Remote::local()),
+            None => {
+                let known: Vec<&str> = self.remotes.keys().map(String::as_str).collect();
+                bail!(
+                    "no remote named `{name}` in {}: known remotes are {}; add a `[remotes.{name}]` table with `host = \"...\"`",
+                    self.where_(),
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )
+            }
+        }
+    }
+}
+
+/// The remote to use, by precedence: command line > environment (`CARGO_GPU_REMOTE`) > project
+/// (`[package.metadata.gpu] remote`) > user config (`[default] remote`). No default beyond that.
+pub fn choose_remote(
+    cli: Option<&str>,
+    env: Option<&str>,
+    project: Option<&str>,
+    user: Option<&str>,
+) -> Result<String> {
+    [cli, env, project, user].into_iter().flatten().find(|s| !s.is_empty()).map(str::to_string).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no remote chosen: pass --remote NAME (or --remote local), set CARGO_GPU_REMOTE, or add `[default] remote = \"NAME\"` to the cargo-gpu config"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[remotes.h100]
+host = "h100"
+workdir = "~/.cache/cargo-gpu"
+start = "vastai start instance 1234"
+stop = "vastai stop instance 1234"
+price-per-hour = 2.40
+idle-shutdown = "15m"
+[default]
+remote = "h100"
+"#;
+
+    fn parse(text: &str) -> Result<UserConfig> {
+        UserConfig::parse(text, Path::new("/home/u/.config/cargo-gpu/config.toml"))
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        for bad in ["", "m", "10 parsecs", "ten s", "-1s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("3w").unwrap_err().to_string().contains("unknown unit `w`"));
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(c.default.remote.as_deref(), Some("h100"));
+        let r = c.remote("h100").unwrap();
+        assert_eq!(r.host.as_deref(), Some("h100"));
+        assert_eq!(r.idle_shutdown, Some(Duration::from_secs(900)));
+        assert_eq!(r.price_per_hour, Some(2.40));
+        assert_eq!(r.shutdown_command, DEFAULT_SHUTDOWN_COMMAND);
+        assert_eq!(r.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert!(!r.is_local());
+    }
+
+    #[test]
+    fn unknown_keys_name_file_and_key() {
+        let err = parse("[remotes.h100]\nhost = \"h\"\nprice = 1.0\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "invalid cargo-gpu config /home/u/.config/cargo-gpu/config.toml at key `remotes.h100.price`"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `price`"), "{err}");
+        let err = parse("[defaults]\nremote = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("at key `defaults`") && err.contains("unknown field `defaults`"), "{err}");
+        let err = parse("[remotes.a]\nhost = \"h\"\nconnect-timeout = \"soon\"\n").unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("at key `remotes.a.connect-timeout`") && err.contains("`soon` is not a duration"),
+            "{err}"
+        );
+        let err = parse("[remotes.a]\nworkdir = \"/w\"\n").unwrap_err().to_string();
+        assert!(err.contains("at key `remotes.a`: missing `host`"), "{err}");
+    }
+
+    #[test]
+    fn local_is_built_in_and_may_be_configured() {
+        let c = parse(EXAMPLE).unwrap();
+        let l = c.remote(LOCAL).unwrap();
+        assert!(l.is_local());
+        assert_eq!(l.workdir, DEFAULT_WORKDIR);
+        let c = parse("[remotes.local]\nworkdir = \"/w\"\n").unwrap();
+        assert_eq!(c.remote(LOCAL).unwrap().workdir, "/w");
+        let err = c.remote("a100").unwrap_err().to_string();
+        assert!(err.contains("no remote named `a100`") && err.contains("known remotes are local"), "{err}");
+    }
+
+    #[test]
+    fn layering_follows_precedence() {
+        assert_eq!(choose_remote(Some("cli"), Some("env"), Some("proj"), Some("user")).unwrap(), "cli");
+        assert_eq!(choose_remote(None, Some("env"), Some("proj"), Some("user")).unwrap(), "env");
+        assert_eq!(choose_remote(None, None, Some("proj"), Some("user")).unwrap(), "proj");
+        assert_eq!(choose_remote(None, Some(""), None, Some("user")).unwrap(), "user");
+        let err = choose_remote(None, None, None, None).unwrap_err().to_string();
+        assert!(err.contains("pass --remote NAME"), "{err}");
+    }
+}

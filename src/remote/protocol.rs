@@ -1,0 +1,553 @@
+//! The remote protocol as POSIX sh scripts, built as strings from quoted words (so tests can read
+//! them without running anything): preflight, upload, launch, stream, stop, fetch and the idle
+//! watchdog. The remote needs only `sh`, `tar`, `sha256sum`, `setsid`, `nohup` and the NVIDIA
+//! driver. Layout under the workdir: `blobs/<sha256>`, `blobs/tmp/<upload>/`, `runs/<id>/`
+//! (`pid`, `stdout.log`, `stderr.log`, `exit-status`, `nvidia-smi.txt`, `env.txt`, `out/`).
+//! Also the reading of the preflight answer and the refusals that follow from it.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::arch::{ComputeCap, SmArch};
+use crate::build::manifest::Manifest;
+use crate::remote::quote::{quote, quote_path};
+
+/// Files a run leaves in its folder that come back with it.
+pub const FETCHED: [&str; 6] = ["stdout.log", "stderr.log", "exit-status", "nvidia-smi.txt", "env.txt", "out"];
+
+/// Disk kept free beyond what the package needs.
+pub const DISK_MARGIN_BYTES: u64 = 64 << 20;
+
+fn prelude(workdir: &str) -> String {
+    format!("W={}\n", quote_path(workdir))
+}
+
+fn run_dir(workdir: &str, id: &str) -> String {
+    format!("{}R=\"$W/runs\"/{}\n", prelude(workdir), quote(id))
+}
+
+fn is_sha256(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+fn words(hashes: &[String]) -> String {
+    hashes.iter().map(|h| quote(h)).collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a manifest path is a plain relative path that stays inside the package.
+pub fn is_safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && !path.contains('\0')
+}
+
+/// One round trip: GPU, compute capability, driver CUDA, glibc, machine, free disk, missing blobs.
+pub fn preflight(workdir: &str, hashes: &[String]) -> String {
+    assert!(hashes.iter().all(|h| is_sha256(h)), "blob names are sha256 digests");
+    format!(
+        r#"{prelude}mkdir -p "$W/blobs/tmp" "$W/runs" || exit 1
+date +%s > "$W/last-seen" 2>/dev/null
+echo "protocol: 1"
+if g=$(nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>&1); then
+  printf '%s\n' "$g" | sed 's/^/gpu: /'
+  nvidia-smi -q 2>/dev/null | sed -n 's/^[[:space:]]*CUDA Version[[:space:]]*:[[:space:]]*/cuda: /p' | head -n 1
+else
+  printf '%s\n' "$g" | head -n 1 | sed 's/^/gpu-error: /'
+fi
+printf 'glibc: %s\n' "$(getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1)"
+printf 'machine: %s\n' "$(uname -m)"
+df -Pk "$W" | awk 'NR==2 {{print "disk-free-kb: " $4}}'
+for h in {hashes}; do [ -f "$W/blobs/$h" ] || echo "missing: $h"; done
+"#,
+        prelude = prelude(workdir),
+        hashes = words(hashes),
+    )
+}
+
+/// Unpacks a tar of blobs (each named by its sha256) from stdin into `blobs/tmp/<upload>/`,
+/// checks every hash, and only then moves them into `blobs/`.
+pub fn upload(workdir: &str, upload_id: &str, hashes: &[String]) -> String {
+    assert!(hashes.iter().all(|h| is_sha256(h)), "blob names are sha256 digests");
+    format!(
+        r#"{prelude}T="$W/blobs/tmp"/{id}
+rm -rf "$T" && mkdir -p "$T" && cd "$T" || exit 1
+fail() {{ echo "$1" >&2; cd /; rm -rf "$T"; exit 1; }}
+tar -xf - || fail "could not unpack the blobs"
+for h in {hashes}; do
+  s=$(sha256sum "$h" | cut -d ' ' -f 1)
+  [ "$s" = "$h" ] || fail "blob $h arrived damaged (sha256 $s)"
+done
+for h in {hashes}; do mv -f "$h" "$W/blobs/$h" || fail "could not store blob $h"; done
+cd / && rm -rf "$T"
+"#,
+        prelude = prelude(workdir),
+        id = quote(upload_id),
+        hashes = words(hashes),
+    )
+}
+
+/// What a run is made of.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    pub workdir: &'a str,
+    pub id: &'a str,
+    pub manifest: &'a Manifest,
+    pub args: &'a [String],
+    /// Start the idle watchdog first: (idle time, shutdown command).
+    pub watchdog: Option<(Duration, &'a str)>,
+}
+
+/// The script the detached runner lives in. `$1` is the run folder.
+pub fn wrapper(runner: &str, args: &[String], id: &str) -> String {
+    let mut command = format!("\"$R\"/{}", quote(runner));
+    for a in args {
+        command.push(' ');
+        command.push_str(&quote(a));
+    }
+    format!(
+        r#"R=$1
+cd "$R" || exit 1
+echo $$ > pid
+CARGO_GPU_KERNELS="$R/kernels" CARGO_GPU_OUT="$R/out" CARGO_GPU_RUN_ID={id}
+export CARGO_GPU_KERNELS CARGO_GPU_OUT CARGO_GPU_RUN_ID
+env > env.txt
+{command} > stdout.log 2> stderr.log < /dev/null
+s=$?
+nvidia-smi -q > nvidia-smi.txt 2>&1
+echo "$s" > exit-status.tmp && mv exit-status.tmp exit-status
+"#,
+        id = quote(id),
+    )
+}
+
+/// Assembles `runs/<id>/` from blobs and starts the runner under setsid and nohup, so that it
+/// survives the connection; its output goes to files first.
+pub fn launch(l: &Launch<'_>) -> Result<String> {
+    let m = l.manifest;
+    if !is_safe_relative(&m.package.runner) {
+        bail!("the package's runner path `{}` is not a plain relative path", m.package.runner);
+    }
+    let mut s = String::new();
+    if let Some((idle, command)) = l.watchdog {
+        s.push_str(&watchdog(l.workdir, idle, command));
+    }
+    s.push_str(&run_dir(l.workdir, l.id));
+    s.push_str("mkdir \"$R\" || exit 1\ncd \"$R\" && mkdir out kernels || exit 1\n");
+    let mut dirs: Vec<&str> = m.files.iter().filter_map(|f| f.path.rsplit_once('/').map(|(d, _)| d)).collect();
+    dirs.sort();
+    dirs.dedup();
+    if !dirs.is_empty() {
+        s.push_str(&format!("mkdir -p {} || exit 1\n", dirs.iter().map(|d| quote(d)).collect::<Vec<_>>().join(" ")));
+    }
+    for f in &m.files {
+        if !is_safe_relative(&f.path) || !is_sha256(&f.sha256) {
+            bail!("the package manifest lists `{}`, which is not a plain relative path with a sha256", f.path);
+        }
+        s.push_str(&format!("cp \"$W/blobs/{}\" {} || exit 1\n", f.sha256, quote(&f.path)));
+        if f.executable || f.path == m.package.runner {
+            s.push_str(&format!("chmod 755 {}\n", quote(&f.path)));
+        }
+    }
+    s.push_str(&format!(
+        "setsid nohup sh -c {} cargo-gpu-run \"$R\" < /dev/null > /dev/null 2>&1 &\n",
+        quote(&wrapper(&m.package.runner, l.args, l.id))
+    ));
+    Ok(s)
+}
+
+/// Follows a run's logs from the given byte offsets until its exit status appears: stdout to
+/// stdout, stderr to stderr. Exits 4 when the runner vanished without an exit status.
+pub fn stream(workdir: &str, id: &str, out_offset: u64, err_offset: u64) -> String {
+    format!(
+        r#"{run}[ -d "$R" ] || {{ echo "no run folder $R" >&2; exit 3; }}
+o={out_offset}; e={err_offset}
+size() {{ if [ -f "$1" ]; then wc -c < "$1"; else echo 0; fi; }}
+while :; do
+  date +%s > "$W/last-seen" 2>/dev/null
+  d=0; [ -e "$R/exit-status" ] && d=1
+  if [ $d = 0 ] && [ -s "$R/pid" ] && ! kill -0 "$(cat "$R/pid")" 2>/dev/null; then
+    if [ -e "$R/exit-status" ]; then d=1; else d=2; fi
+  fi
+  s=$(size "$R/stdout.log")
+  if [ "$s" -gt "$o" ]; then tail -c +$((o + 1)) "$R/stdout.log" | head -c $((s - o)); o=$s; fi
+  s=$(size "$R/stderr.log")
+  if [ "$s" -gt "$e" ]; then tail -c +$((e + 1)) "$R/stderr.log" | head -c $((s - e)) >&2; e=$s; fi
+  [ $d = 1 ] && exit 0
+  [ $d = 2 ] && exit 4
+  sleep 0.2 2>/dev/null || sleep 1
+done
+"#,
+        run = run_dir(workdir, id),
+    )
+}
+
+/// Stops a run: TERM to its process group, KILL after 5 s; an exit status of 130 is written for
+/// a run that had none.
+pub fn stop_run(workdir: &str, id: &str) -> String {
+    format!(
+        r#"{run}i=0
+while [ ! -s "$R/pid" ] && [ $i -lt 20 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
+p=$(cat "$R/pid" 2>/dev/null)
+if [ -n "$p" ] && [ ! -e "$R/exit-status" ]; then
+  kill -TERM -"$p" 2>/dev/null
+  i=0
+  while kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
+  kill -KILL -"$p" 2>/dev/null
+fi
+if [ ! -e "$R/exit-status" ]; then
+  nvidia-smi -q > "$R/nvidia-smi.txt" 2>&1
+  echo 130 > "$R/exit-status"
+fi
+"#,
+        run = run_dir(workdir, id),
+    )
+}
+
+/// Writes the run's logs, exit status, `nvidia-smi -q`, environment and `out/` to stdout as one tar.
+pub fn fetch(workdir: &str, id: &str) -> String {
+    format!(
+        r#"{run}cd "$R" || exit 1
+set --
+for f in {files}; do [ -e "$f" ] && set -- "$@" "$f"; done
+[ $# -gt 0 ] || exit 0
+tar -cf - "$@"
+"#,
+        run = run_dir(workdir, id),
+        files = FETCHED.join(" "),
+    )
+}
+
+/// Starts (once per instance) a detached loop that runs `shutdown_command` when no run is alive
+/// and no client has been seen for `idle`.
+pub fn watchdog(workdir: &str, idle: Duration, shutdown_command: &str) -> String {
+    let idle_s = idle.as_secs().max(1);
+    let pause = (idle_s / 10).clamp(1, 30);
+    let body = format!(
+        r#"W=$1
+echo $$ > "$W/watchdog.pid"
+while :; do
+  now=$(date +%s)
+  for p in "$W"/runs/*/pid; do
+    [ -f "$p" ] || continue
+    d=${{p%/pid}}
+    [ -e "$d/exit-status" ] && continue
+    kill -0 "$(cat "$p")" 2>/dev/null && echo "$now" > "$W/last-seen"
+  done
+  last=$(cat "$W/last-seen" 2>/dev/null || echo "$now")
+  if [ $((now - last)) -ge {idle_s} ]; then
+    echo "idle since $last: running the shutdown command"
+    rm -f "$W/watchdog.pid"
+    sh -c {command}
+    exit 0
+  fi
+  sleep {pause}
+done
+"#,
+        command = quote(shutdown_command),
+    );
+    format!(
+        r#"{prelude}mkdir -p "$W/runs" || exit 1
+date +%s > "$W/last-seen"
+if ! {{ [ -s "$W/watchdog.pid" ] && kill -0 "$(cat "$W/watchdog.pid")" 2>/dev/null; }}; then
+  setsid nohup sh -c {body} cargo-gpu-watchdog "$W" < /dev/null >> "$W/watchdog.log" 2>&1 &
+fi
+"#,
+        prelude = prelude(workdir),
+        body = quote(&body),
+    )
+}
+
+/// What preflight learned about the remote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RemoteFacts {
+    pub gpu_name: Option<String>,
+    pub compute_cap: Option<ComputeCap>,
+    pub driver_version: Option<String>,
+    pub gpu_error: Option<String>,
+    /// `13.0`, from `nvidia-smi -q`.
+    pub driver_cuda: Option<String>,
+    pub glibc: Option<String>,
+    pub machine: Option<String>,
+    pub disk_free_bytes: Option<u64>,
+    pub missing: Vec<String>,
+}
+
+pub fn parse_preflight(text: &str) -> Result<RemoteFacts> {
+    let mut f = RemoteFacts::default();
+    let mut protocol = false;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(": ") else { continue };
+        let value = value.trim();
+        match key {
+            "protocol" => protocol = true,
+            "gpu" if f.gpu_name.is_none() => {
+                let gpus = crate::toolchain::parse_gpu_query(value)?;
+                if let Some(g) = gpus.into_iter().next() {
+                    f.gpu_name = Some(g.name);
+                    f.compute_cap = Some(g.compute_cap);
+                    f.driver_version = Some(g.driver_version);
+                }
+            }
+            "gpu-error" => f.gpu_error = Some(value.to_string()),
+            "cuda" => f.driver_cuda = Some(value.to_string()),
+            "glibc" => {
+                f.glibc = value.split_whitespace().last().filter(|v| parse_version(v).is_some()).map(str::to_string)
+            }
+            "machine" => f.machine = Some(value.to_string()).filter(|v| !v.is_empty()),
+            "disk-free-kb" => f.disk_free_bytes = value.parse::<u64>().ok().map(|kb| kb * 1024),
+            "missing" => f.missing.push(value.to_string()),
+            _ => {}
+        }
+    }
+    if !protocol {
+        bail!("the remote did not answer the preflight script; it printed:\n{}", text.trim());
+    }
+    Ok(f)
+}
+
+/// `2.39` or `13.0` as a comparable pair.
+pub fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map(|m| m.parse().ok()).unwrap_or(Some(0))?;
+    Some((major, minor))
+}
+
+/// The first architecture name of a Rust target triple, as `uname -m` prints it.
+fn triple_machine(triple: &str) -> &str {
+    triple.split('-').next().unwrap_or(triple)
+}
+
+/// The target that runs on the remote GPU, or the refusal that names what to build instead.
+/// `need_bytes` is what the upload and the run folder take.
+pub fn check(remote: &str, facts: &RemoteFacts, manifest: &Manifest, need_bytes: u64) -> Result<SmArch> {
+    let p = &manifest.package;
+    let cc = match (facts.compute_cap, &facts.gpu_error) {
+        (Some(cc), _) => cc,
+        (None, Some(e)) => bail!("{remote} has no usable GPU: nvidia-smi said `{e}`"),
+        (None, None) => bail!("{remote} has no GPU (nvidia-smi listed none)"),
+    };
+    let gpu = facts.gpu_name.as_deref().unwrap_or("its GPU");
+    let Some(target) = SmArch::best_for(&p.targets, cc) else {
+        let has: Vec<String> = p.targets.iter().map(|t| t.to_string()).collect();
+        bail!(
+            "package has {}; {remote} is compute capability {cc} ({gpu}): build with --target {}",
+            has.join(", "),
+            cc.suggested_arch()
+        );
+    };
+    if let (Some(have), Some(need)) = (facts.driver_cuda.as_deref(), parse_version(&p.min_driver_cuda)) {
+        if parse_version(have).is_some_and(|h| h < need) {
+            bail!(
+                "{remote}'s driver supports CUDA {have}, older than the package's min-driver-cuda {}: update the driver there or build with an older CUDA toolkit",
+                p.min_driver_cuda
+            );
+        }
+    }
+    if let Some(need) = p.runner_glibc.as_deref() {
+        match facts.glibc.as_deref() {
+            Some(have) if parse_version(have) < parse_version(need) => bail!(
+                "{remote} has glibc {have}, older than the {need} the runner needs: build the runner against an older glibc (cargo zigbuild --target {}.{have})",
+                p.runner_triple
+            ),
+            None => bail!("{remote} has no glibc that cargo-gpu could find, and the runner needs glibc {need}"),
+            _ => {}
+        }
+    }
+    if let Some(machine) = facts.machine.as_deref() {
+        let want = triple_machine(&p.runner_triple);
+        if machine != want {
+            bail!("{remote} is a {machine} machine; the runner was built for {} ({want})", p.runner_triple);
+        }
+    }
+    if let Some(free) = facts.disk_free_bytes {
+        if free < need_bytes + DISK_MARGIN_BYTES {
+            bail!(
+                "{remote} has {} free in its workdir; the run needs {} plus {} to spare",
+                human_bytes(free),
+                human_bytes(need_bytes),
+                human_bytes(DISK_MARGIN_BYTES)
+            );
+        }
+    }
+    Ok(target)
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::manifest::{FileEntry, PackageInfo};
+    use std::process::Command;
+
+    fn manifest(targets: &[&str]) -> Manifest {
+        Manifest {
+            package: PackageInfo {
+                name: "demo".into(),
+                version: "0.1.0".into(),
+                profile: "debug".into(),
+                git_revision: None,
+                git_dirty: false,
+                targets: targets.iter().map(|t| t.parse().unwrap()).collect(),
+                nvcc_version: "13.0.88".into(),
+                min_driver_cuda: "13.0".into(),
+                runner: "bin/demo".into(),
+                runner_triple: "x86_64-unknown-linux-gnu".into(),
+                runner_glibc: Some("2.34".into()),
+            },
+            files: vec![
+                FileEntry {
+                    path: "bin/demo".into(),
+                    size: 3,
+                    sha256: "a".repeat(64),
+                    kernel: None,
+                    target: None,
+                    executable: true,
+                },
+                FileEntry {
+                    path: "kernels/k.sm_90a.cubin".into(),
+                    size: 2,
+                    sha256: "b".repeat(64),
+                    kernel: Some("k".into()),
+                    target: Some("sm_90a".parse().unwrap()),
+                    executable: false,
+                },
+            ],
+        }
+    }
+
+    fn h100() -> RemoteFacts {
+        parse_preflight(
+            "protocol: 1\ngpu: NVIDIA H100 80GB HBM3, 9.0, 580.95.05\ncuda: 13.0\nglibc: glibc 2.39\n\
+             machine: x86_64\ndisk-free-kb: 104857600\nmissing: bbbb\n",
+        )
+        .unwrap()
+    }
+
+    fn sh_syntax_ok(script: &str) {
+        let out = Command::new("sh").arg("-n").arg("-c").arg(script).output().unwrap();
+        assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn preflight_answer_is_read() {
+        let f = h100();
+        assert_eq!(f.gpu_name.as_deref(), Some("NVIDIA H100 80GB HBM3"));
+        assert_eq!(f.compute_cap, Some(ComputeCap::new(9, 0)));
+        assert_eq!(f.driver_cuda.as_deref(), Some("13.0"));
+        assert_eq!(f.glibc.as_deref(), Some("2.39"));
+        assert_eq!(f.disk_free_bytes, Some(100 << 30));
+        assert_eq!(f.missing, ["bbbb"]);
+        let ldd = parse_preflight("protocol: 1\nglibc: ldd (Debian GLIBC 2.36-9+deb12u4) 2.36\n").unwrap();
+        assert_eq!(ldd.glibc.as_deref(), Some("2.36"));
+        assert!(parse_preflight("Welcome to Ubuntu\n").is_err());
+    }
+
+    #[test]
+    fn refusals_name_what_to_do() {
+        let err = check("h100", &h100(), &manifest(&["sm_100a"]), 0).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "package has sm_100a; h100 is compute capability 9.0 (NVIDIA H100 80GB HBM3): build with --target sm_90a"
+        );
+        assert_eq!(check("h100", &h100(), &manifest(&["sm_100a", "sm_90a"]), 0).unwrap().to_string(), "sm_90a");
+        let mut old = h100();
+        old.driver_cuda = Some("12.4".into());
+        let err = check("h100", &old, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
+        assert!(err.contains("driver supports CUDA 12.4, older than the package's min-driver-cuda 13.0"), "{err}");
+        let mut m = manifest(&["sm_90a"]);
+        m.package.runner_glibc = Some("2.40".into());
+        let err = check("h100", &h100(), &m, 0).unwrap_err().to_string();
+        assert!(err.contains("h100 has glibc 2.39, older than the 2.40 the runner needs"), "{err}");
+        let err = check("h100", &h100(), &manifest(&["sm_90a"]), 200 << 30).unwrap_err().to_string();
+        assert!(err.contains("has 100.0 GiB free") && err.contains("needs 200.0 GiB"), "{err}");
+        let mut arm = h100();
+        arm.machine = Some("aarch64".into());
+        assert!(check("gh200", &arm, &manifest(&["sm_90a"]), 0).unwrap_err().to_string().contains("aarch64"));
+        let none = parse_preflight("protocol: 1\ngpu-error: sh: nvidia-smi: not found\n").unwrap();
+        let err = check("box", &none, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
+        assert_eq!(err, "box has no usable GPU: nvidia-smi said `sh: nvidia-smi: not found`");
+    }
+
+    #[test]
+    fn scripts_quote_every_word_and_parse() {
+        let w = "~/it's $(touch pwned) dir";
+        let hashes = vec!["c".repeat(64)];
+        let p = preflight(w, &hashes);
+        assert!(p.starts_with("W=\"$HOME\"/'it'\\''s $(touch pwned) dir'\n"), "{p}");
+        sh_syntax_ok(&p);
+        sh_syntax_ok(&upload(w, "2026-11-28T14-03-11-h100", &hashes));
+        let m = manifest(&["sm_90a"]);
+        let args = vec!["a b".to_string(), "$(touch pwned)".to_string(), "'\"".to_string()];
+        let l = launch(&Launch {
+            workdir: w,
+            id: "run 1",
+            manifest: &m,
+            args: &args,
+            watchdog: Some((Duration::from_secs(900), "sudo shutdown -h now")),
+        })
+        .unwrap();
+        sh_syntax_ok(&l);
+        assert!(l.contains("R=\"$W/runs\"/'run 1'\n"), "{l}");
+        assert!(l.contains(&format!("cp \"$W/blobs/{}\" kernels/k.sm_90a.cubin", "b".repeat(64))), "{l}");
+        assert!(l.contains("chmod 755 bin/demo"), "{l}");
+        assert!(l.contains("setsid nohup sh -c "), "{l}");
+        let wr = wrapper("bin/demo", &args, "run 1");
+        sh_syntax_ok(&wr);
+        assert!(wr.contains(r#""$R"/bin/demo 'a b' '$(touch pwned)' ''\''"'"#), "{wr}");
+        sh_syntax_ok(&stream(w, "x", 0, 10));
+        sh_syntax_ok(&stop_run(w, "x"));
+        sh_syntax_ok(&fetch(w, "x"));
+        sh_syntax_ok(&watchdog(w, Duration::from_secs(60), "touch /tmp/it's off"));
+    }
+
+    #[test]
+    fn launch_refuses_paths_that_leave_the_run_folder() {
+        let mut m = manifest(&["sm_90a"]);
+        m.files[1].path = "../../.ssh/authorized_keys".into();
+        let l = Launch { workdir: "/w", id: "x", manifest: &m, args: &[], watchdog: None };
+        assert!(launch(&l).is_err());
+        for bad in ["", "/etc/x", "a/../b", "./a", "a//b"] {
+            assert!(!is_safe_relative(bad), "{bad}");
+        }
+        assert!(is_safe_relative("kernels/k.sm_90a.cubin"));
+    }
+
+    #[test]
+    fn wrapper_runs_the_runner_with_its_args_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("r");
+        std::fs::create_dir_all(run.join("bin")).unwrap();
+        std::fs::create_dir_all(run.join("out")).unwrap();
+        let runner = run.join("bin/demo");
+        std::fs::write(&runner, "#!/bin/sh\nprintf '%s\\n' \"$@\"\necho err >&2\nexit 7\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let args = vec!["a b".to_string(), "$(touch pwned)".to_string(), "it's".to_string()];
+        let st =
+            Command::new("sh").arg("-c").arg(wrapper("bin/demo", &args, "id")).arg("x").arg(&run).status().unwrap();
+        assert!(st.success());
+        assert_eq!(std::fs::read_to_string(run.join("stdout.log")).unwrap(), "a b\n$(touch pwned)\nit's\n");
+        assert_eq!(std::fs::read_to_string(run.join("stderr.log")).unwrap(), "err\n");
+        assert_eq!(std::fs::read_to_string(run.join("exit-status")).unwrap(), "7\n");
+        let env = std::fs::read_to_string(run.join("env.txt")).unwrap();
+        assert!(env.contains(&format!("CARGO_GPU_OUT={}/out", run.display())), "{env}");
+        assert!(!run.join("pwned").exists());
+    }
+}

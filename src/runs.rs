@@ -1,0 +1,326 @@
+//! Local run records: `target/gpu/runs/<id>/` holds what a run brought back (`stdout.log`,
+//! `stderr.log`, `exit-status`, `nvidia-smi.txt`, `env.txt`, `out/`) and `record.toml`: remote,
+//! target, package digest, exit status, wall time per phase, blobs uploaded and cost. The cost
+//! ledger is the sum of the records, so it can never disagree with them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const RECORD_FILE: &str = "record.toml";
+
+/// Wall time per phase, in seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Phases {
+    /// Start hook, waiting for SSH and the first connection.
+    pub connect: f64,
+    pub preflight: f64,
+    pub upload: f64,
+    pub run: f64,
+    pub fetch: f64,
+    pub stop: f64,
+}
+
+impl Phases {
+    pub fn total(&self) -> f64 {
+        self.connect + self.preflight + self.upload + self.run + self.fetch + self.stop
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Launched and not yet seen to finish (detached, or the connection dropped).
+    Running,
+    Finished,
+    Interrupted,
+    /// cargo-gpu itself failed (see `error`).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Record {
+    pub id: String,
+    pub remote: String,
+    /// The ssh host; absent for `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Where the run lives there.
+    pub workdir: String,
+    /// The package's target that runs on the remote GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_capability: Option<String>,
+    pub package: String,
+    pub package_name: String,
+    /// `Manifest::digest()`.
+    pub package_digest: String,
+    pub args: Vec<String>,
+    /// UTC, `2026-11-28T14:03:11Z`.
+    pub started: String,
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub blobs_uploaded: usize,
+    pub bytes_uploaded: u64,
+    pub blobs_present: usize,
+    /// Entries of the fetched tar that were refused (unsafe paths or links).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
+    /// Whether the instance was left up (`--keep-up`, `--detach`, or no stop command).
+    pub left_up: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_hour: Option<f64>,
+    /// Price times the wall time from start hook to stop hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+    pub wall_seconds: f64,
+    pub phases: Phases,
+}
+
+impl Record {
+    pub fn save(&self, runs_dir: &Path) -> Result<()> {
+        let path = runs_dir.join(&self.id).join(RECORD_FILE);
+        let text = toml::to_string(self).context("failed to serialize the run record")?;
+        crate::build::package::write_if_changed(&path, text.as_bytes())
+            .with_context(|| format!("failed to write run record {}", path.display()))?;
+        Ok(())
+    }
+
+    pub fn load(runs_dir: &Path, id: &str) -> Result<Record> {
+        let path = runs_dir.join(id).join(RECORD_FILE);
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("failed to read run record {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("failed to parse run record {}", path.display()))
+    }
+
+    pub fn exit_text(&self) -> String {
+        match (self.state, self.exit_status) {
+            (State::Running, _) => "running".into(),
+            (State::Failed, _) => "error".into(),
+            (State::Interrupted, _) => "interrupted".into(),
+            (_, Some(c)) => c.to_string(),
+            (_, None) => "?".into(),
+        }
+    }
+}
+
+/// Every record under `runs_dir`, oldest first (ids sort by time).
+pub fn list(runs_dir: &Path) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(runs_dir) else { return Ok(out) };
+    let mut ids: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    ids.sort();
+    for id in ids {
+        if runs_dir.join(&id).join(RECORD_FILE).is_file() {
+            out.push(Record::load(runs_dir, &id)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// `(date, time)` of a Unix time in UTC: `("2026-11-28", (14, 3, 11))`.
+fn utc_parts(secs: u64) -> (String, (u64, u64, u64)) {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let t = secs % 86_400;
+    (format!("{y:04}-{m:02}-{d:02}"), (t / 3600, t / 60 % 60, t % 60))
+}
+
+/// `2026-11-28T14:03:11Z`.
+pub fn rfc3339(secs: u64) -> String {
+    let (date, (h, mi, s)) = utc_parts(secs);
+    format!("{date}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// `2026-11-28T14-03-11-h100`: the run id for a run started at `secs` on `remote`.
+pub fn run_id(secs: u64, remote: &str) -> String {
+    let (date, (h, mi, s)) = utc_parts(secs);
+    let remote: String =
+        remote.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("{date}T{h:02}-{mi:02}-{s:02}-{remote}")
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Makes a fresh run folder and returns its id (`-2`, `-3`, ... on collision).
+pub fn create_run_dir(runs_dir: &Path, remote: &str, secs: u64) -> Result<(String, PathBuf)> {
+    std::fs::create_dir_all(runs_dir).with_context(|| format!("failed to create {}", runs_dir.display()))?;
+    let base = run_id(secs, remote);
+    for n in 1.. {
+        let id = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+        let dir = runs_dir.join(&id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((id, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("failed to create run folder {}", dir.display())),
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+/// `1m 03s`, `4.2s`.
+pub fn human_duration(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else if secs < 3600.0 {
+        format!("{}m {:02}s", (secs / 60.0) as u64, secs as u64 % 60)
+    } else {
+        format!("{}h {:02}m", (secs / 3600.0) as u64, secs as u64 / 60 % 60)
+    }
+}
+
+pub fn money(v: f64) -> String {
+    if v < 0.01 && v > 0.0 {
+        format!("${v:.4}")
+    } else {
+        format!("${v:.2}")
+    }
+}
+
+/// The `cargo gpu runs` table.
+pub fn table(records: &[Record]) -> String {
+    let mut rows =
+        vec![["RUN".to_string(), "REMOTE".into(), "TARGET".into(), "EXIT".into(), "TIME".into(), "COST".into()]];
+    for r in records {
+        rows.push([
+            r.id.clone(),
+            r.remote.clone(),
+            r.target.clone().unwrap_or_else(|| "-".into()),
+            r.exit_text(),
+            human_duration(r.wall_seconds),
+            r.cost.map(money).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The ledger: runs, paid time and cost per remote, and the total.
+pub fn ledger(records: &[Record]) -> String {
+    let mut per: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
+    for r in records {
+        let e = per.entry(&r.remote).or_default();
+        e.0 += 1;
+        e.1 += r.wall_seconds;
+        e.2 += r.cost.unwrap_or(0.0);
+    }
+    let mut out = String::from("REMOTE  RUNS  TIME  COST\n");
+    let (mut n, mut t, mut c) = (0, 0.0, 0.0);
+    for (remote, (runs, time, cost)) in &per {
+        out.push_str(&format!("{remote}  {runs}  {}  {}\n", human_duration(*time), money(*cost)));
+        n += runs;
+        t += time;
+        c += cost;
+    }
+    out.push_str(&format!("total  {n}  {}  {}\n", human_duration(t), money(c)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample(id: &str, remote: &str, cost: Option<f64>) -> Record {
+        Record {
+            id: id.into(),
+            remote: remote.into(),
+            host: Some("h".into()),
+            workdir: "~/.cache/cargo-gpu".into(),
+            target: Some("sm_90a".into()),
+            gpu: Some("NVIDIA H100 80GB HBM3".into()),
+            compute_capability: Some("9.0".into()),
+            package: "/p".into(),
+            package_name: "demo".into(),
+            package_digest: "ab".repeat(32),
+            args: vec!["--n".into(), "5".into()],
+            started: "2026-11-28T14:03:11Z".into(),
+            state: State::Finished,
+            exit_status: Some(7),
+            error: None,
+            blobs_uploaded: 1,
+            bytes_uploaded: 10,
+            blobs_present: 2,
+            refused: vec![],
+            left_up: false,
+            price_per_hour: Some(2.4),
+            cost,
+            wall_seconds: 75.0,
+            phases: Phases { connect: 1.0, run: 74.0, ..Phases::default() },
+        }
+    }
+
+    #[test]
+    fn ids_are_utc_time_and_remote() {
+        assert_eq!(run_id(0, "h100"), "1970-01-01T00-00-00-h100");
+        // 2026-11-28T14:03:11Z
+        assert_eq!(run_id(1_795_874_591, "h100"), "2026-11-28T14-03-11-h100");
+        assert_eq!(rfc3339(1_795_874_591), "2026-11-28T14:03:11Z");
+        assert_eq!(run_id(951_782_400, "a/b c"), "2000-02-29T00-00-00-a_b_c");
+    }
+
+    #[test]
+    fn collisions_get_a_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = create_run_dir(dir.path(), "h100", 0).unwrap();
+        let (b, _) = create_run_dir(dir.path(), "h100", 0).unwrap();
+        assert_eq!(a, "1970-01-01T00-00-00-h100");
+        assert_eq!(b, "1970-01-01T00-00-00-h100-2");
+    }
+
+    #[test]
+    fn records_round_trip_and_list_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for id in ["2026-b", "2026-a"] {
+            std::fs::create_dir_all(dir.path().join(id)).unwrap();
+            sample(id, "h100", Some(0.05)).save(dir.path()).unwrap();
+        }
+        let all = list(dir.path()).unwrap();
+        assert_eq!(all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["2026-a", "2026-b"]);
+        assert_eq!(all[0], sample("2026-a", "h100", Some(0.05)));
+        let text = std::fs::read_to_string(dir.path().join("2026-a/record.toml")).unwrap();
+        assert!(text.contains("exit-status = 7") && text.contains("[phases]"), "{text}");
+    }
+
+    #[test]
+    fn table_and_ledger() {
+        let rs = vec![sample("r1", "h100", Some(0.05)), sample("r2", "h100", Some(0.10)), sample("r3", "b200", None)];
+        let t = table(&rs);
+        assert!(t.starts_with("RUN  REMOTE  TARGET  EXIT  TIME    COST\n"), "{t}");
+        assert!(t.contains("r1   h100    sm_90a  7     1m 15s  $0.05"), "{t}");
+        let l = ledger(&rs);
+        assert!(l.contains("h100  2  2m 30s  $0.15\n"), "{l}");
+        assert!(l.ends_with("total  3  3m 45s  $0.15\n"), "{l}");
+    }
+}

@@ -1,0 +1,163 @@
+//! The `hgemm` runner: C = A * B^T with bf16 A (M x K) and B (N x K) and fp32 C, on the Hopper
+//! kernel in `kernels/hgemm.cu`. For each size it makes fresh random inputs, runs the kernel
+//! once on a NaN-filled C and compares with a CPU reference computed in f64 from the same bf16
+//! values (every element for small sizes; for large ones the edges of C plus random elements),
+//! then times it and reports TFLOP/s.
+
+use cudarc::driver::{sys, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+
+use crate::kit::{self, Args, Fail, Gpu, Precision, Report, Rng, TimeOptions, Work};
+
+pub const HELP: &str = "\
+hgemm: C = A * B^T in bf16 with fp32 accumulation (TMA + wgmma, sm_90a); checked and timed
+
+usage: hgemm [MxNxK]... [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
+
+  MxNxK        problem sizes, such as 4096x4096x4096 or 1000x999x520; K must be a multiple of 8
+               (TMA row strides are multiples of 16 bytes) [default: 4096x4096x4096]
+  --seed S     seed for the random inputs [default: fresh, printed]
+  --samples K  take exactly K timed samples [default: until the median is stable]
+  --no-flush   do not flush the L2 cache before each sample
+  --no-time    check only
+  --full-check compare every element, whatever the size (slow on the CPU for large sizes)
+
+Results go to $CARGO_GPU_OUT/hgemm-MxNxK.json. Exit status: 0 pass, 1 wrong result, 2 usage,
+3 no driver, GPU or cubin.
+";
+
+/// Must match the kernel's tile and shared memory (`SMEM_BYTES` in kernels/hgemm.cu).
+const BM: usize = 128;
+const BN: usize = 256;
+const BK: u32 = 64;
+const THREADS: u32 = 384;
+const SMEM_BYTES: u32 = 4 * (128 * 64 * 2 + 256 * 64 * 2) + 2 * 4 * 8 + 1024;
+
+/// A TMA descriptor, passed to the kernel by value as a `__grid_constant__` parameter.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct TensorMap(pub sys::CUtensorMap);
+
+// Safety: a plain 128-byte, 128-aligned struct that the kernel reads as a CUtensorMap.
+unsafe impl DeviceRepr for TensorMap {}
+
+/// A TMA descriptor for a row-major `rows x cols` bf16 matrix, loaded in boxes of
+/// `box_rows x box_cols` with the 128-byte swizzle; out-of-bounds elements read as zero.
+pub fn tensor_map_bf16(
+    gpu: &Gpu,
+    mem: &CudaSlice<u16>,
+    rows: usize,
+    cols: usize,
+    box_rows: u32,
+    box_cols: u32,
+) -> kit::Result<TensorMap> {
+    let (ptr, _sync) = mem.device_ptr(&gpu.stream);
+    let dims: [u64; 2] = [cols as u64, rows as u64];
+    let strides: [u64; 1] = [(cols * 2) as u64];
+    let boxes: [u32; 2] = [box_cols, box_rows];
+    let element_strides: [u32; 2] = [1, 1];
+    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+    // Safety: every pointer is to a live local array of the length the call reads.
+    let r = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            map.as_mut_ptr(),
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            2,
+            ptr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+        .result()
+    };
+    kit::cu(&format!("encode the TMA descriptor of a {rows}x{cols} bf16 matrix"), r)?;
+    // Safety: initialized by the successful call above.
+    Ok(TensorMap(unsafe { map.assume_init() }))
+}
+
+pub fn run(args: Args) -> kit::Result<()> {
+    if args.flag("help") {
+        print!("{HELP}");
+        return Ok(());
+    }
+    args.only(&["seed", "samples", "no-flush", "no-time", "full-check"])?;
+    let shapes: Vec<(usize, usize, usize)> = if args.positional.is_empty() {
+        vec![(4096, 4096, 4096)]
+    } else {
+        args.positional.iter().map(|s| kit::parse_shape(s)).collect::<kit::Result<_>>()?
+    };
+    for &(m, n, k) in &shapes {
+        if k % 8 != 0 {
+            return Err(Fail::Usage(format!(
+                "{m}x{n}x{k}: K must be a multiple of 8 (TMA row strides are multiples of 16 bytes)"
+            )));
+        }
+        if m > i32::MAX as usize || n > i32::MAX as usize || k > i32::MAX as usize {
+            return Err(Fail::Usage(format!("{m}x{n}x{k}: sizes must fit in 32 bits")));
+        }
+    }
+    let seed = args.seed()?;
+    let time_opts = TimeOptions::from_args(&args)?;
+    let mut gpu = Gpu::open()?;
+    if gpu.cc != (9, 0) {
+        return Err(Fail::Setup(format!(
+            "hgemm needs a Hopper GPU (compute capability 9.0, for wgmma and setmaxnreg); this is {}",
+            gpu.describe()
+        )));
+    }
+    let f = gpu.function("hgemm", "hgemm_bf16_tn")?;
+    kit::cu(
+        "allow the kernel its shared memory",
+        f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32),
+    )?;
+    println!("seed {seed}");
+    for (m, n, k) in shapes {
+        let shape = format!("{m}x{n}x{k}");
+        let mut rng = Rng::new(seed ^ ((m as u64) << 40) ^ ((n as u64) << 20) ^ k as u64);
+        let (a, b) = (rng.bf16s(m * k), rng.bf16s(n * k));
+        let (da, db) = (gpu.upload(&a)?, gpu.upload(&b)?);
+        let dc = gpu.poisoned::<f32>(m * n)?;
+        let map_a = tensor_map_bf16(&gpu, &da, m, k, BM as u32, BK)?;
+        let map_b = tensor_map_bf16(&gpu, &db, n, k, BN as u32, BK)?;
+        let blocks = m.div_ceil(BM) * n.div_ceil(BN);
+        let cfg =
+            LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: SMEM_BYTES };
+        let (mi, ni, ki) = (m as i32, n as i32, k as i32);
+        let launch = |gpu: &Gpu| {
+            let mut l = gpu.stream.launch_builder(&f);
+            l.arg(&map_a).arg(&map_b).arg(&dc).arg(&mi).arg(&ni).arg(&ki);
+            kit::cu("launch hgemm", unsafe { l.launch(cfg) }).map(|_| ())
+        };
+        launch(&gpu)?;
+        gpu.sync()?;
+        let got = gpu.download(&dc)?;
+
+        let indices = kit::gemm_check_indices(m, n, k, (BM, BN), args.flag("full-check"), &mut rng);
+        let af: Vec<f32> = a.iter().map(|x| kit::f32_from_bf16(*x)).collect();
+        let bf: Vec<f32> = b.iter().map(|x| kit::f32_from_bf16(*x)).collect();
+        let want = kit::gemm_reference_bt(&af, &bf, n, k, &indices);
+        let comparison =
+            kit::compare_pairs(indices.iter().zip(&want).map(|(i, w)| (*i, got[*i], *w)), Precision::Bf16).with_cols(n);
+        let mut report = Report::new(&format!("hgemm-{shape}"), &gpu);
+        for (key, v) in [("m", m), ("n", n), ("k", k)] {
+            report.set(key, v);
+        }
+        report.set("seed", seed);
+        report.set("layout", "C[MxN] f32 = A[MxK] bf16 * B[NxK] bf16 ^T");
+        report.check(&comparison);
+        let checked = comparison.check(&format!("hgemm {shape} vs CPU f64"));
+        if checked.is_ok() && !args.flag("no-time") {
+            let work = Work::Flops(2.0 * m as f64 * n as f64 * k as f64);
+            let timing = gpu.time(&time_opts, launch)?;
+            kit::print_timing(&format!("hgemm {shape}"), &timing, work);
+            report.timing(&timing, work);
+        }
+        report.write()?;
+        checked?;
+    }
+    Ok(())
+}

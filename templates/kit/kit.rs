@@ -1,0 +1,1290 @@
+//! The runner kit: the host-side code every `cargo gpu` runner needs, written once. It opens the
+//! GPU with errors that say what is missing (driver, device, a cubin for this device, a driver new
+//! enough for the cubin), picks and loads the right cubin, makes seeded random inputs, checks
+//! results against a reference by relative error with a tolerance suited to the precision, times
+//! kernels with CUDA events (warm-up, an L2 flush before every sample, min/median/max), and writes
+//! the results as JSON into `CARGO_GPU_OUT`.
+//!
+//! This one file is the source of truth: `cargo gpu new` writes it as `src/kit.rs` into every
+//! project it generates, and the repository's kernels-example includes it by path. It depends on
+//! `cudarc` (driver API, dynamic loading) and std only, so a generated project builds on its own.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cudarc::driver::result::DriverError;
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr};
+use cudarc::nvrtc::Ptx;
+
+// ---------------------------------------------------------------------------------------------
+// Failures and exit codes
+
+/// Why a runner stopped. Each kind has its own exit code so a script can tell them apart.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fail {
+    /// The kernel ran and its output is wrong (exit 1).
+    Check(String),
+    /// The command line is wrong (exit 2).
+    Usage(String),
+    /// The runner could not get as far as running: driver, GPU, cubin, memory (exit 3).
+    Setup(String),
+}
+
+impl Fail {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Fail::Check(_) => 1,
+            Fail::Usage(_) => 2,
+            Fail::Setup(_) => 3,
+        }
+    }
+}
+
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fail::Check(m) => write!(f, "check failed: {m}"),
+            Fail::Usage(m) => write!(f, "{m}"),
+            Fail::Setup(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Fail>;
+
+/// Turns a driver error into a setup failure that says what was being done.
+pub fn cu<T>(what: &str, r: std::result::Result<T, DriverError>) -> Result<T> {
+    r.map_err(|e| Fail::Setup(format!("failed to {what}: {}", driver_error_text(&e))))
+}
+
+fn driver_error_text(e: &DriverError) -> String {
+    let name = e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
+    match e.error_string() {
+        Ok(s) => format!("{name} ({})", s.to_string_lossy()),
+        Err(_) => name,
+    }
+}
+
+/// Runs a runner's body and maps its outcome to an exit code: 0 pass, 1 wrong output, 2 usage,
+/// 3 setup (no driver, no GPU, no cubin).
+pub fn main_with(body: impl FnOnce(Args) -> Result<()>) -> ExitCode {
+    finish(body(Args::from_env()))
+}
+
+/// Prints a failure and turns the outcome into the exit code (see [`main_with`]).
+pub fn finish(outcome: Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fail) => {
+            eprintln!("error: {fail}");
+            ExitCode::from(fail.exit_code())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+/// A small command line: `--key value`, `--key=value`, `--flag` and positional words.
+#[derive(Debug, Clone, Default)]
+pub struct Args {
+    pub positional: Vec<String>,
+    options: BTreeMap<String, Option<String>>,
+}
+
+impl Args {
+    pub fn from_env() -> Args {
+        Args::parse(std::env::args().skip(1))
+    }
+
+    pub fn parse(words: impl IntoIterator<Item = String>) -> Args {
+        let mut args = Args::default();
+        let mut words = words.into_iter().peekable();
+        while let Some(w) = words.next() {
+            if let Some(opt) = w.strip_prefix("--").filter(|o| !o.is_empty()) {
+                if let Some((k, v)) = opt.split_once('=') {
+                    args.options.insert(k.to_string(), Some(v.to_string()));
+                } else {
+                    let value = words.next_if(|n| !n.starts_with("--"));
+                    args.options.insert(opt.to_string(), value);
+                }
+            } else if w == "-h" {
+                args.options.insert("help".into(), None);
+            } else {
+                args.positional.push(w);
+            }
+        }
+        args
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        self.options.contains_key(name)
+    }
+
+    /// The value of `--name`, parsed; `None` when absent.
+    pub fn get<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>> {
+        match self.options.get(name) {
+            None => Ok(None),
+            Some(None) => Err(Fail::Usage(format!("--{name} needs a value"))),
+            Some(Some(v)) => {
+                v.parse().map(Some).map_err(|_| Fail::Usage(format!("--{name}: `{v}` is not a valid value")))
+            }
+        }
+    }
+
+    pub fn get_or<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
+        Ok(self.get(name)?.unwrap_or(default))
+    }
+
+    /// Refuses options the runner does not know, so a typo is not silently ignored.
+    pub fn only(&self, known: &[&str]) -> Result<()> {
+        match self.options.keys().find(|k| !known.contains(&k.as_str()) && k.as_str() != "help") {
+            Some(k) => Err(Fail::Usage(format!("unknown option --{k} (known: --{})", known.join(", --")))),
+            None => Ok(()),
+        }
+    }
+
+    /// The seed for random inputs: `--seed N`, or fresh from the clock (printed, so a failing run
+    /// can be repeated).
+    pub fn seed(&self) -> Result<u64> {
+        match self.get::<u64>("seed")? {
+            Some(s) => Ok(s),
+            None => Ok(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5eed)),
+        }
+    }
+}
+
+/// Parses a size such as `4096`, `64Ki`, `256Mi`, `1Gi` (binary multiples) or `1e6`.
+pub fn parse_size(s: &str) -> Result<usize> {
+    let bad = || Fail::Usage(format!("`{s}` is not a size (examples: 4096, 64Ki, 256Mi, 1Gi)"));
+    let (num, mult) = [("Ki", 1usize << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)]
+        .iter()
+        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+        .unwrap_or((s, 1));
+    if let Ok(n) = num.parse::<usize>() {
+        return n.checked_mul(mult).ok_or_else(bad);
+    }
+    let f: f64 = num.parse().map_err(|_| bad())?;
+    if f < 0.0 || f.fract() != 0.0 || f * mult as f64 > usize::MAX as f64 {
+        return Err(bad());
+    }
+    Ok((f * mult as f64) as usize)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Which cubin runs on which device
+
+/// A cubin target as written in file names: `sm_90a` is (9, 0, 'a'), `sm_100f` (10, 0, 'f'),
+/// `sm_89` (8, 9, ' ').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub major: u32,
+    pub minor: u32,
+    pub variant: char,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Option<Target> {
+        let digits = s.strip_prefix("sm_")?;
+        let (digits, variant) = match digits.chars().last()? {
+            c @ ('a' | 'f') => (&digits[..digits.len() - 1], c),
+            _ => (digits, ' '),
+        };
+        if digits.len() < 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (major, minor) = digits.split_at(digits.len() - 1);
+        Some(Target { major: major.parse().ok()?, minor: minor.parse().ok()?, variant })
+    }
+
+    /// `sm_XYa` runs only on X.Y; `sm_XY` and `sm_XYf` on X.Z with Z >= Y.
+    pub fn runs_on(self, cc: (u32, u32)) -> bool {
+        match self.variant {
+            'a' => cc == (self.major, self.minor),
+            _ => cc.0 == self.major && cc.1 >= self.minor,
+        }
+    }
+
+    /// Where this target runs, for error messages.
+    pub fn runs_where(self) -> String {
+        match self.variant {
+            'a' => format!("runs on {}.{} only", self.major, self.minor),
+            _ => format!("runs on {}.{} to {}.9", self.major, self.minor, self.major),
+        }
+    }
+
+    /// Preference among targets that run: arch-specific, then family, then plain; then the
+    /// highest minor (the code made for the newest features the device has).
+    fn rank(self) -> (u8, u32) {
+        let v = match self.variant {
+            'a' => 3,
+            'f' => 2,
+            _ => 1,
+        };
+        (v, self.minor)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sm_{}{}", self.major, self.minor)?;
+        if self.variant != ' ' {
+            write!(f, "{}", self.variant)?;
+        }
+        Ok(())
+    }
+}
+
+/// The cubins of kernel `stem` among `file_names` (`<stem>.<target>.cubin`), with their targets.
+pub fn cubins_of(file_names: &[String], stem: &str) -> Vec<(String, Target)> {
+    let mut found: Vec<(String, Target)> = file_names
+        .iter()
+        .filter_map(|f| {
+            let target = f.strip_prefix(stem)?.strip_prefix('.')?.strip_suffix(".cubin")?;
+            Some((f.clone(), Target::parse(target)?))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// The best cubin of `stem` for a device of compute capability `cc`, by the rules of
+/// [`Target::runs_on`] and [`Target::rank`].
+pub fn choose_cubin(file_names: &[String], stem: &str, cc: (u32, u32)) -> Option<(String, Target)> {
+    cubins_of(file_names, stem).into_iter().filter(|(_, t)| t.runs_on(cc)).max_by_key(|(_, t)| t.rank())
+}
+
+/// The folder holding the cubins: `$CARGO_GPU_KERNELS`, else `../kernels` beside the executable
+/// (the package layout `bin/<runner>`, `kernels/`).
+pub fn kernels_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("CARGO_GPU_KERNELS").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().map_err(|e| Fail::Setup(format!("failed to find this executable: {e}")))?;
+    let exe = exe.canonicalize().unwrap_or(exe);
+    let bin = exe.parent().unwrap_or(Path::new("."));
+    Ok(bin.parent().unwrap_or(bin).join("kernels"))
+}
+
+/// The CUDA version the package's cubins need from the driver, from the package manifest beside
+/// the kernels folder (`min-driver-cuda`, else the `nvcc-version` that built them): it tells a
+/// driver too old for the cubins apart from a plain bad file.
+fn package_cuda_requirement(kernels: &Path) -> Option<(u32, u32)> {
+    manifest_cuda_requirement(&std::fs::read_to_string(kernels.parent()?.join("manifest.toml")).ok()?)
+}
+
+pub fn manifest_cuda_requirement(manifest: &str) -> Option<(u32, u32)> {
+    let value_of = |key: &str| {
+        let line = manifest.lines().find(|l| l.split('=').next().map(str::trim) == Some(key))?;
+        let v = line.split('"').nth(1)?;
+        let mut parts = v.split('.');
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    value_of("min-driver-cuda").or_else(|| value_of("nvcc-version"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device
+
+/// One GPU, opened: its context and stream, what it is, and where its cubins are.
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub name: String,
+    pub cc: (u32, u32),
+    /// The driver's CUDA version, as (major, minor).
+    pub driver_cuda: (u32, u32),
+    pub kernels_dir: PathBuf,
+    /// Cubins loaded so far, by stem: what the report says ran.
+    pub loaded: Vec<String>,
+    flush: Option<CudaSlice<u8>>,
+}
+
+impl Gpu {
+    /// Opens GPU `$CARGO_GPU_DEVICE` (default 0), saying clearly when there is no driver or no GPU.
+    pub fn open() -> Result<Gpu> {
+        // cudarc panics on the first driver call when libcuda cannot be loaded: ask first.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(Fail::Setup(
+                "no NVIDIA driver: libcuda.so could not be loaded (install the NVIDIA driver, or run on the GPU \
+                 machine with `cargo gpu remote-run`)"
+                    .into(),
+            ));
+        }
+        if let Err(e) = cudarc::driver::result::init() {
+            return Err(Fail::Setup(match e.0 {
+                sys::CUresult::CUDA_ERROR_NO_DEVICE => "no GPU: the NVIDIA driver is loaded but sees no CUDA device \
+                    (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+                    .into(),
+                sys::CUresult::CUDA_ERROR_SYSTEM_DRIVER_MISMATCH => "the NVIDIA kernel module and libcuda.so are from \
+                    different driver versions (reboot after a driver update, or reinstall the driver)"
+                    .into(),
+                _ => format!("failed to initialize the CUDA driver: {}", driver_error_text(&e)),
+            }));
+        }
+        let count = cu("count the GPUs", CudaContext::device_count())?;
+        if count == 0 {
+            return Err(Fail::Setup("no GPU: the NVIDIA driver sees no CUDA device".into()));
+        }
+        let ordinal: usize = match std::env::var("CARGO_GPU_DEVICE") {
+            Ok(v) => v.parse().map_err(|_| Fail::Usage(format!("CARGO_GPU_DEVICE=`{v}` is not a device number")))?,
+            Err(_) => 0,
+        };
+        if ordinal >= count as usize {
+            return Err(Fail::Setup(format!("no GPU {ordinal}: the driver sees {count}")));
+        }
+        let ctx = cu("create a CUDA context", CudaContext::new(ordinal))?;
+        let stream = ctx.default_stream();
+        let name = cu("read the GPU name", ctx.name())?;
+        let (major, minor) = cu("read the compute capability", ctx.compute_capability())?;
+        let mut v: std::ffi::c_int = 0;
+        cu("read the driver version", unsafe { sys::cuDriverGetVersion(&mut v) }.result())?;
+        let driver_cuda = ((v / 1000) as u32, ((v % 1000) / 10) as u32);
+        Ok(Gpu {
+            ctx,
+            stream,
+            name,
+            cc: (major as u32, minor as u32),
+            driver_cuda,
+            kernels_dir: kernels_dir()?,
+            loaded: Vec::new(),
+            flush: None,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (compute capability {}.{}, driver CUDA {}.{})",
+            self.name, self.cc.0, self.cc.1, self.driver_cuda.0, self.driver_cuda.1
+        )
+    }
+
+    /// Loads the cubin of kernel `stem` made for this device.
+    pub fn load(&mut self, stem: &str) -> Result<Arc<CudaModule>> {
+        let dir = &self.kernels_dir;
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| {
+                Fail::Setup(format!(
+                    "failed to read the kernels folder {}: {e} (set CARGO_GPU_KERNELS, or run the runner from its \
+                     package, where kernels/ is beside bin/)",
+                    dir.display()
+                ))
+            })?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        let Some((file, target)) = choose_cubin(&names, stem, self.cc) else {
+            let have = cubins_of(&names, stem);
+            let (major, minor) = self.cc;
+            let listing = if have.is_empty() {
+                format!("there is no {stem}.*.cubin in {}", dir.display())
+            } else {
+                let each: Vec<String> = have.iter().map(|(f, t)| format!("{f} ({})", t.runs_where())).collect();
+                format!("found {}", each.join(", "))
+            };
+            return Err(Fail::Setup(format!(
+                "no cubin of `{stem}` runs on this GPU, {} (compute capability {major}.{minor}): {listing}; build \
+                 with `cargo gpu build --target sm_{major}{minor}a` (or sm_{major}{minor})",
+                self.name
+            )));
+        };
+        let path = dir.join(&file);
+        let bytes = std::fs::read(&path).map_err(|e| Fail::Setup(format!("failed to read {}: {e}", path.display())))?;
+        let module = self.ctx.load_module(Ptx::from_binary(bytes)).map_err(|e| {
+            let newer = package_cuda_requirement(dir).filter(|need| *need > self.driver_cuda);
+            Fail::Setup(match newer {
+                Some((a, b)) => format!(
+                    "failed to load {} ({target}): its toolkit needs a driver for CUDA {a}.{b} or newer, and this \
+                     driver supports CUDA {}.{}; update the driver or build with a CUDA {}.{} toolkit ({})",
+                    path.display(),
+                    self.driver_cuda.0,
+                    self.driver_cuda.1,
+                    self.driver_cuda.0,
+                    self.driver_cuda.1,
+                    driver_error_text(&e)
+                ),
+                None => format!("failed to load {} ({target}): {}", path.display(), driver_error_text(&e)),
+            })
+        })?;
+        println!("loaded {file} on {}", self.describe());
+        self.loaded.push(file);
+        Ok(module)
+    }
+
+    /// Loads `stem`'s cubin and returns its function `name`.
+    pub fn function(&mut self, stem: &str, name: &str) -> Result<CudaFunction> {
+        let module = self.load(stem)?;
+        cu(&format!("find kernel `{name}` in {stem}"), module.load_function(name))
+    }
+
+    /// Device memory holding `data`.
+    pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        cu("copy inputs to the GPU", self.stream.clone_htod(data))
+    }
+
+    /// Device memory for `n` results, filled with all-ones bytes (NaN as f32 and bf16) so that an
+    /// element the kernel never writes fails the check.
+    pub fn poisoned<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+        let mut out = cu("allocate the output", unsafe { self.stream.alloc::<T>(n) })?;
+        self.poison(&mut out)?;
+        Ok(out)
+    }
+
+    /// Fills `out` with all-ones bytes again (before each checked run).
+    pub fn poison<T: DeviceRepr>(&self, out: &mut CudaSlice<T>) -> Result<()> {
+        use cudarc::driver::DevicePtrMut;
+        let bytes = out.len() * std::mem::size_of::<T>();
+        let (ptr, _sync) = out.device_ptr_mut(&self.stream);
+        cu("fill the output with NaN", unsafe {
+            cudarc::driver::result::memset_d8_async(ptr, 0xff, bytes, self.stream.cu_stream())
+        })
+    }
+
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, data: &CudaSlice<T>) -> Result<Vec<T>> {
+        cu("copy results from the GPU", self.stream.clone_dtoh(data))
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        cu("run the kernel", self.stream.synchronize())
+    }
+
+    /// Writes over a buffer twice the L2 size, so the next sample starts with a cold L2.
+    fn flush_l2(&mut self) -> Result<()> {
+        if self.flush.is_none() {
+            let l2 =
+                cu("read the L2 size", self.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE))?;
+            let bytes = (l2.max(1 << 20) as usize) * 2;
+            self.flush = Some(cu("allocate the L2 flush buffer", self.stream.alloc_zeros::<u8>(bytes))?);
+        }
+        let buf = self.flush.as_mut().expect("allocated above");
+        cu("flush the L2", self.stream.memset_zeros(buf))
+    }
+
+    /// Times `launch` (which enqueues one run of the kernel on [`Gpu::stream`]) with CUDA events:
+    /// warm-up first, then samples each preceded by an L2 flush, until there are enough for a
+    /// stable median.
+    pub fn time(&mut self, opts: &TimeOptions, mut launch: impl FnMut(&Gpu) -> Result<()>) -> Result<Timing> {
+        let timing_event = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        // Warm-up: module loading, clocks, TLBs. At least `warmup` runs and `warmup_ms` of work.
+        let start = std::time::Instant::now();
+        let mut runs = 0;
+        while runs < opts.warmup || (start.elapsed().as_secs_f64() * 1e3 < opts.warmup_ms && runs < 1000) {
+            launch(self)?;
+            self.sync()?;
+            runs += 1;
+        }
+        let mut samples = Vec::new();
+        let mut total_ms = 0.0;
+        while samples.len() < opts.min_samples || (total_ms < opts.target_ms && samples.len() < opts.max_samples) {
+            let batch = 8.min(opts.max_samples - samples.len()).max(1);
+            let mut events = Vec::with_capacity(batch);
+            for _ in 0..batch {
+                if opts.flush_l2 {
+                    self.flush_l2()?;
+                }
+                let t0 = cu("record an event", self.stream.record_event(timing_event))?;
+                launch(self)?;
+                let t1 = cu("record an event", self.stream.record_event(timing_event))?;
+                events.push((t0, t1));
+            }
+            self.sync()?;
+            for (t0, t1) in events {
+                let ms = cu("read an event time", t0.elapsed_ms(&t1))? as f64;
+                total_ms += ms;
+                samples.push(ms);
+            }
+        }
+        Ok(Timing::from_samples(samples))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+/// A small, seeded, fast generator (SplitMix64): the same seed gives the same inputs everywhere.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32) * (2.0 / (1u64 << 24) as f32) - 1.0
+    }
+
+    pub fn f32s(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next_f32()).collect()
+    }
+
+    /// Uniform bf16 values in [-1, 1] (rounding may reach 1), as their bit patterns.
+    pub fn bf16s(&mut self, n: usize) -> Vec<u16> {
+        (0..n).map(|_| bf16_from_f32(self.next_f32())).collect()
+    }
+}
+
+/// Rounds to the nearest bf16 (ties to even); NaN stays NaN.
+pub fn bf16_from_f32(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) as u16) | 0x0040;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+pub fn f32_from_bf16(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking
+
+/// The precision a kernel computes in, which sets how far from the reference it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    /// fp32 data through tensor cores with 10-bit mantissas.
+    Tf32,
+    /// bf16 inputs (8-bit mantissas); accumulation in fp32.
+    Bf16,
+}
+
+impl Precision {
+    /// Largest relative error accepted: a few units in the last place of the inputs' format,
+    /// with room for a different summation order.
+    pub fn tolerance(self) -> f64 {
+        match self {
+            Precision::Fp32 => 1e-5,
+            Precision::Tf32 => 5e-3,
+            Precision::Bf16 => 2e-2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// One compared element.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Element {
+    pub index: usize,
+    pub got: f32,
+    pub want: f32,
+    /// |got - want| / max(|want|, scale); infinite when either is not finite.
+    pub rel: f64,
+}
+
+/// The outcome of comparing a result with its reference.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub precision: Precision,
+    pub tolerance: f64,
+    pub checked: usize,
+    pub failures: usize,
+    /// The first element over the tolerance (or not finite), in the order compared.
+    pub first_failure: Option<Element>,
+    /// The element with the largest relative error (a non-finite one wins).
+    pub worst: Option<Element>,
+    /// The magnitude below which errors are measured against it instead of the element: the
+    /// reference's root mean square, so that elements near zero do not make every error huge.
+    pub scale: f64,
+    /// When set, indices print as `[row, col]` of a matrix with this many columns.
+    pub cols: Option<usize>,
+}
+
+/// Compares `got` with `want` element by element.
+pub fn compare(got: &[f32], want: &[f32], precision: Precision) -> Comparison {
+    assert_eq!(got.len(), want.len(), "result and reference differ in length");
+    compare_pairs(got.iter().zip(want).enumerate().map(|(i, (g, w))| (i, *g, *w)), precision)
+}
+
+/// Compares `(index, got, want)` triples, such as a sample of a large result.
+pub fn compare_pairs(pairs: impl IntoIterator<Item = (usize, f32, f32)>, precision: Precision) -> Comparison {
+    let pairs: Vec<(usize, f32, f32)> = pairs.into_iter().collect();
+    let finite: Vec<f64> = pairs.iter().map(|p| p.2 as f64).filter(|w| w.is_finite()).collect();
+    let scale =
+        if finite.is_empty() { 0.0 } else { (finite.iter().map(|w| w * w).sum::<f64>() / finite.len() as f64).sqrt() };
+    let tolerance = precision.tolerance();
+    let mut c = Comparison {
+        precision,
+        tolerance,
+        checked: pairs.len(),
+        failures: 0,
+        first_failure: None,
+        worst: None,
+        scale,
+        cols: None,
+    };
+    for (index, got, want) in pairs {
+        let rel = if got.is_finite() && want.is_finite() {
+            let denom = (want.abs() as f64).max(scale).max(f64::MIN_POSITIVE);
+            (got as f64 - want as f64).abs() / denom
+        } else {
+            f64::INFINITY
+        };
+        let e = Element { index, got, want, rel };
+        // Spelled out so that a NaN error could never pass.
+        if rel.is_nan() || rel > tolerance {
+            c.failures += 1;
+            if c.first_failure.is_none() {
+                c.first_failure = Some(e);
+            }
+        }
+        match c.worst {
+            Some(w) if w.rel >= rel => {}
+            _ => c.worst = Some(e),
+        }
+    }
+    c
+}
+
+impl Comparison {
+    pub fn passed(&self) -> bool {
+        self.failures == 0 && self.checked > 0
+    }
+
+    pub fn with_cols(mut self, cols: usize) -> Comparison {
+        self.cols = Some(cols);
+        self
+    }
+
+    fn at(&self, index: usize) -> String {
+        match self.cols {
+            Some(c) if c > 0 => format!("[{}, {}]", index / c, index % c),
+            _ => format!("[{index}]"),
+        }
+    }
+
+    fn element(&self, e: &Element) -> String {
+        format!("{}: got {:e}, want {:e} (relative error {:.3e})", self.at(e.index), e.got, e.want, e.rel)
+    }
+
+    /// One line: what was compared and how it went, naming the worst element.
+    pub fn summary(&self) -> String {
+        let head = format!(
+            "{} element{} checked, {} tolerance {:.0e}",
+            self.checked,
+            if self.checked == 1 { "" } else { "s" },
+            self.precision.name(),
+            self.tolerance
+        );
+        if self.checked == 0 {
+            return format!("{head}: nothing was compared");
+        }
+        let worst = self.worst.as_ref().map(|w| format!("worst at {}", self.element(w))).unwrap_or_default();
+        match &self.first_failure {
+            None => format!("PASS {head}; {worst}"),
+            Some(f) => format!("FAIL {head}: {} wrong, first at {}; {worst}", self.failures, self.element(f)),
+        }
+    }
+
+    /// Prints the summary and turns a failure into [`Fail::Check`].
+    pub fn check(&self, what: &str) -> Result<()> {
+        println!("check {what}: {}", self.summary());
+        if self.passed() {
+            Ok(())
+        } else {
+            Err(Fail::Check(format!("{what}: {}", self.summary())))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM sizes and references
+
+/// Below this many multiply-adds a GEMM check compares every element.
+pub const GEMM_FULL_CHECK_MACS: usize = 1 << 30;
+/// Random elements a large GEMM check compares, besides the edges.
+pub const GEMM_SAMPLES: usize = 4096;
+
+/// A GEMM size written `MxNxK`.
+pub fn parse_shape(s: &str) -> Result<(usize, usize, usize)> {
+    let dims: Vec<usize> = s.split(['x', 'X']).map(parse_size).collect::<Result<_>>()?;
+    match dims.as_slice() {
+        [m, n, k] if *m > 0 && *n > 0 && *k > 0 => Ok((*m, *n, *k)),
+        _ => Err(Fail::Usage(format!("`{s}` is not a GEMM size MxNxK with M, N, K >= 1"))),
+    }
+}
+
+/// The elements of an M x N GEMM result to check: all of them for small problems; otherwise the
+/// last row, the last column, the corners of the first `tile` and random elements.
+pub fn gemm_check_indices(m: usize, n: usize, k: usize, tile: (usize, usize), full: bool, rng: &mut Rng) -> Vec<usize> {
+    if full || m * n * k <= GEMM_FULL_CHECK_MACS {
+        return (0..m * n).collect();
+    }
+    let mut idx: Vec<usize> = Vec::new();
+    let step_n = n.div_ceil(256).max(1);
+    let step_m = m.div_ceil(256).max(1);
+    idx.extend((0..n).step_by(step_n).map(|j| (m - 1) * n + j));
+    idx.push(m * n - 1);
+    idx.extend((0..m).step_by(step_m).map(|i| i * n + n - 1));
+    let (bm, bn) = tile;
+    for (i, j) in [(0, 0), (bm - 1, bn - 1), (bm, bn), (bm - 1, bn)] {
+        if i < m && j < n {
+            idx.push(i * n + j);
+        }
+    }
+    idx.extend((0..GEMM_SAMPLES).map(|_| (rng.next_u64() % (m * n) as u64) as usize));
+    idx.sort_unstable();
+    idx.dedup();
+    idx
+}
+
+/// The reference for the chosen elements of C = A * B^T (A M x K, B N x K, both row-major),
+/// summed in f64, on every CPU core.
+pub fn gemm_reference_bt(a: &[f32], b: &[f32], n: usize, k: usize, indices: &[usize]) -> Vec<f32> {
+    let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1);
+    let chunk = indices.len().div_ceil(threads).max(1);
+    let mut out = vec![0.0f32; indices.len()];
+    std::thread::scope(|s| {
+        for (idx, res) in indices.chunks(chunk).zip(out.chunks_mut(chunk)) {
+            s.spawn(move || {
+                for (i, r) in idx.iter().zip(res.iter_mut()) {
+                    let (row, col) = (i / n, i % n);
+                    let (ar, br) = (&a[row * k..(row + 1) * k], &b[col * k..(col + 1) * k]);
+                    *r = ar.iter().zip(br).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>() as f32;
+                }
+            });
+        }
+    });
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing
+
+#[derive(Debug, Clone)]
+pub struct TimeOptions {
+    /// Untimed runs before the first sample (at least this many and `warmup_ms` of work).
+    pub warmup: usize,
+    pub warmup_ms: f64,
+    pub min_samples: usize,
+    pub max_samples: usize,
+    /// Keep sampling (up to `max_samples`) until this much kernel time was measured.
+    pub target_ms: f64,
+    pub flush_l2: bool,
+}
+
+impl Default for TimeOptions {
+    fn default() -> TimeOptions {
+        TimeOptions { warmup: 3, warmup_ms: 50.0, min_samples: 20, max_samples: 500, target_ms: 500.0, flush_l2: true }
+    }
+}
+
+impl TimeOptions {
+    /// Reads `--samples N` (exactly N samples) and `--no-flush` from the command line.
+    pub fn from_args(args: &Args) -> Result<TimeOptions> {
+        let mut o = TimeOptions::default();
+        if let Some(n) = args.get::<usize>("samples")? {
+            if n == 0 {
+                return Err(Fail::Usage("--samples must be at least 1".into()));
+            }
+            o.min_samples = n;
+            o.max_samples = n;
+        }
+        o.flush_l2 = !args.flag("no-flush");
+        Ok(o)
+    }
+}
+
+/// Kernel times in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    pub samples_ms: Vec<f64>,
+    pub min_ms: f64,
+    pub median_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Timing {
+    pub fn from_samples(samples_ms: Vec<f64>) -> Timing {
+        let mut s = samples_ms.clone();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median = match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => s[n / 2],
+            _ => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+        };
+        Timing {
+            min_ms: s.first().copied().unwrap_or(f64::NAN),
+            max_ms: s.last().copied().unwrap_or(f64::NAN),
+            median_ms: median,
+            samples_ms,
+        }
+    }
+}
+
+/// The work one kernel run does, to turn a time into a rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Work {
+    /// Floating-point operations (a multiply-add counts 2).
+    Flops(f64),
+    /// Bytes read and written in device memory.
+    Bytes(f64),
+    None,
+}
+
+impl Work {
+    /// The achieved rate at `ms` per run: TFLOP/s or GB/s.
+    pub fn rate(self, ms: f64) -> Option<(f64, &'static str)> {
+        match self {
+            Work::Flops(f) => Some((f / (ms * 1e-3) / 1e12, "TFLOP/s")),
+            Work::Bytes(b) => Some((b / (ms * 1e-3) / 1e9, "GB/s")),
+            Work::None => None,
+        }
+    }
+}
+
+/// Prints one line: the times and the achieved rate.
+pub fn print_timing(what: &str, t: &Timing, work: Work) {
+    let rate = work.rate(t.median_ms).map(|(r, unit)| format!(", {r:.1} {unit}")).unwrap_or_default();
+    println!(
+        "time {what}: median {:.4} ms (min {:.4}, max {:.4}, {} samples){rate}",
+        t.median_ms,
+        t.min_ms,
+        t.max_ms,
+        t.samples_ms.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results as JSON
+
+/// A JSON value, written by hand so that the kit needs no serializer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn write(&self, out: &mut String) {
+        match self {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::Num(n) if n.is_finite() => {
+                let _ = write!(out, "{n}");
+            }
+            // JSON has no NaN or infinity.
+            Json::Num(_) => out.push_str("null"),
+            Json::Str(s) => {
+                out.push('"');
+                for c in s.chars() {
+                    match c {
+                        '"' => out.push_str("\\\""),
+                        '\\' => out.push_str("\\\\"),
+                        '\n' => out.push_str("\\n"),
+                        c if (c as u32) < 0x20 => {
+                            let _ = write!(out, "\\u{:04x}", c as u32);
+                        }
+                        c => out.push(c),
+                    }
+                }
+                out.push('"');
+            }
+            Json::Arr(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write(out);
+                }
+                out.push(']');
+            }
+            Json::Obj(fields) => {
+                out.push('{');
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    Json::Str(k.clone()).write(out);
+                    out.push(':');
+                    v.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+impl fmt::Display for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::new();
+        self.write(&mut s);
+        f.write_str(&s)
+    }
+}
+
+impl From<&str> for Json {
+    fn from(s: &str) -> Json {
+        Json::Str(s.to_string())
+    }
+}
+impl From<String> for Json {
+    fn from(s: String) -> Json {
+        Json::Str(s)
+    }
+}
+impl From<f64> for Json {
+    fn from(n: f64) -> Json {
+        Json::Num(n)
+    }
+}
+impl From<usize> for Json {
+    fn from(n: usize) -> Json {
+        Json::Num(n as f64)
+    }
+}
+impl From<u64> for Json {
+    fn from(n: u64) -> Json {
+        // Seeds and other large integers would lose digits as f64: keep them exact as text.
+        if n < (1u64 << 53) {
+            Json::Num(n as f64)
+        } else {
+            Json::Str(n.to_string())
+        }
+    }
+}
+impl From<bool> for Json {
+    fn from(b: bool) -> Json {
+        Json::Bool(b)
+    }
+}
+
+/// One result file: what ran where, with which inputs, how it checked and how fast it was.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub name: String,
+    pub fields: Vec<(String, Json)>,
+}
+
+impl Report {
+    pub fn new(name: &str, gpu: &Gpu) -> Report {
+        let mut r = Report { name: name.to_string(), fields: Vec::new() };
+        r.set("name", name);
+        r.set("gpu", gpu.name.as_str());
+        r.set("compute_capability", format!("{}.{}", gpu.cc.0, gpu.cc.1));
+        r.set("driver_cuda", format!("{}.{}", gpu.driver_cuda.0, gpu.driver_cuda.1));
+        r.set("cubins", Json::Arr(gpu.loaded.iter().map(|c| Json::from(c.as_str())).collect()));
+        r
+    }
+
+    pub fn set(&mut self, key: &str, value: impl Into<Json>) {
+        let value = value.into();
+        match self.fields.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.fields.push((key.to_string(), value)),
+        }
+    }
+
+    pub fn check(&mut self, c: &Comparison) {
+        let elem = |e: &Option<Element>| match e {
+            Some(e) => Json::Obj(vec![
+                ("index".into(), e.index.into()),
+                ("got".into(), (e.got as f64).into()),
+                ("want".into(), (e.want as f64).into()),
+                ("rel".into(), e.rel.into()),
+            ]),
+            None => Json::Null,
+        };
+        self.set(
+            "check",
+            Json::Obj(vec![
+                ("passed".into(), c.passed().into()),
+                ("precision".into(), c.precision.name().into()),
+                ("tolerance".into(), c.tolerance.into()),
+                ("checked".into(), c.checked.into()),
+                ("failures".into(), c.failures.into()),
+                ("first_failure".into(), elem(&c.first_failure)),
+                ("worst".into(), elem(&c.worst)),
+            ]),
+        );
+    }
+
+    pub fn timing(&mut self, t: &Timing, work: Work) {
+        let mut fields: Vec<(String, Json)> = vec![
+            ("median_ms".into(), t.median_ms.into()),
+            ("min_ms".into(), t.min_ms.into()),
+            ("max_ms".into(), t.max_ms.into()),
+            ("samples".into(), t.samples_ms.len().into()),
+            ("samples_ms".into(), Json::Arr(t.samples_ms.iter().map(|s| Json::Num(*s)).collect())),
+        ];
+        match work {
+            Work::Flops(f) => fields.push(("flops".into(), f.into())),
+            Work::Bytes(b) => fields.push(("bytes".into(), b.into())),
+            Work::None => {}
+        }
+        if let Some((r, unit)) = work.rate(t.median_ms) {
+            let key = if unit == "TFLOP/s" { "tflops" } else { "gbps" };
+            fields.push((key.into(), r.into()));
+        }
+        self.set("timing", Json::Obj(fields));
+    }
+
+    pub fn to_json(&self) -> String {
+        Json::Obj(self.fields.clone()).to_string()
+    }
+
+    /// Writes `$CARGO_GPU_OUT/<name>.json`; without `CARGO_GPU_OUT` it writes nothing and says so.
+    pub fn write(&self) -> Result<Option<PathBuf>> {
+        let Some(dir) = std::env::var_os("CARGO_GPU_OUT").filter(|d| !d.is_empty()) else {
+            println!("results not written: CARGO_GPU_OUT is not set");
+            return Ok(None);
+        };
+        let dir = PathBuf::from(dir);
+        let safe: String =
+            self.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+        let path = dir.join(format!("{safe}.json"));
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&path, self.to_json() + "\n"))
+            .map_err(|e| Fail::Setup(format!("failed to write {}: {e}", path.display())))?;
+        println!("results written to {}", path.display());
+        Ok(Some(path))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn targets_parse_and_print() {
+        for s in ["sm_90a", "sm_90", "sm_100a", "sm_100f", "sm_120", "sm_89"] {
+            assert_eq!(Target::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(Target::parse("sm_100f"), Some(Target { major: 10, minor: 0, variant: 'f' }));
+        for bad in ["sm_", "sm_9", "sm_9x", "compute_90", "sm_90b", "90a"] {
+            assert_eq!(Target::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn arch_specific_cubins_run_only_on_their_own_device() {
+        let t = Target::parse("sm_90a").unwrap();
+        assert!(t.runs_on((9, 0)));
+        assert!(!t.runs_on((10, 0)));
+        let f = Target::parse("sm_100f").unwrap();
+        assert!(f.runs_on((10, 0)) && f.runs_on((10, 3)) && !f.runs_on((12, 0)));
+        let p = Target::parse("sm_86").unwrap();
+        assert!(p.runs_on((8, 9)) && !p.runs_on((8, 0)) && !p.runs_on((9, 0)));
+    }
+
+    #[test]
+    fn cubin_choice_prefers_specific_then_family_then_plain_with_highest_minor() {
+        let files = names(&[
+            "hgemm.sm_90a.cubin",
+            "hgemm.sm_90.cubin",
+            "hgemm.sm_100a.cubin",
+            "hgemm.sm_100f.cubin",
+            "hgemm.sm_100.cubin",
+            "hgemm.sm_103.cubin",
+            "other.sm_90a.cubin",
+            "hgemm.sm_90a.cubin.tmp",
+            "hgemmx.sm_90a.cubin",
+        ]);
+        let pick = |cc| choose_cubin(&files, "hgemm", cc).map(|(f, _)| f);
+        assert_eq!(pick((9, 0)).as_deref(), Some("hgemm.sm_90a.cubin"));
+        assert_eq!(pick((10, 0)).as_deref(), Some("hgemm.sm_100a.cubin"));
+        assert_eq!(pick((10, 3)).as_deref(), Some("hgemm.sm_100f.cubin"));
+        assert_eq!(pick((12, 0)), None);
+        let plain = names(&["k.sm_80.cubin", "k.sm_86.cubin", "k.sm_89.cubin"]);
+        assert_eq!(choose_cubin(&plain, "k", (8, 6)).map(|(f, _)| f).as_deref(), Some("k.sm_86.cubin"));
+        assert_eq!(choose_cubin(&plain, "k", (8, 9)).map(|(f, _)| f).as_deref(), Some("k.sm_89.cubin"));
+        assert_eq!(cubins_of(&files, "other").len(), 1);
+    }
+
+    #[test]
+    fn a_skipped_last_element_fails_with_its_index() {
+        let want: Vec<f32> = (0..1000).map(|i| (i as f32).sin() + 2.0).collect();
+        let mut got = want.clone();
+        got[999] = f32::from_bits(u32::MAX); // what `Gpu::poisoned` leaves behind
+        let c = compare(&got, &want, Precision::Fp32);
+        assert!(!c.passed());
+        assert_eq!(c.failures, 1);
+        assert_eq!(c.first_failure.unwrap().index, 999);
+        assert!(c.summary().contains("[999]"), "{}", c.summary());
+        assert!(c.check("vector_add").is_err());
+        got[999] = 0.0;
+        let c = compare(&got, &want, Precision::Bf16);
+        assert_eq!(c.first_failure.unwrap().index, 999);
+        assert!(c.clone().with_cols(100).summary().contains("[9, 99]"));
+    }
+
+    #[test]
+    fn nan_never_passes() {
+        for p in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+            assert!(!compare(&[f32::NAN], &[1.0], p).passed());
+            assert!(!compare(&[1.0], &[f32::NAN], p).passed());
+            assert!(!compare(&[f32::NAN], &[f32::NAN], p).passed());
+            assert!(!compare(&[f32::INFINITY], &[f32::INFINITY], p).passed());
+            assert!(!compare(&[], &[], p).passed(), "an empty check proves nothing");
+        }
+        let c = compare(&[1.0, f32::NAN, 1.0], &[1.0, 1.0, 5.0], Precision::Bf16);
+        assert_eq!(c.worst.unwrap().index, 1, "a NaN is the worst element");
+    }
+
+    #[test]
+    fn tolerance_follows_the_precision() {
+        let want = vec![1.0f32; 4];
+        let off = |rel: f32| vec![1.0 + rel; 4];
+        assert!(compare(&off(5e-6), &want, Precision::Fp32).passed());
+        assert!(!compare(&off(1e-4), &want, Precision::Fp32).passed());
+        assert!(compare(&off(1e-3), &want, Precision::Tf32).passed());
+        assert!(!compare(&off(1e-2), &want, Precision::Tf32).passed());
+        assert!(compare(&off(1e-2), &want, Precision::Bf16).passed());
+        assert!(!compare(&off(5e-2), &want, Precision::Bf16).passed());
+    }
+
+    #[test]
+    fn elements_near_zero_are_measured_against_the_reference_scale() {
+        // A result of 1e-4 where 0 was expected is a tiny error in a result of magnitude 1.
+        let want = [1.0, -1.0, 0.0, 1.0];
+        let got = [1.0, -1.0, 1e-6, 1.0];
+        assert!(compare(&got, &want, Precision::Fp32).passed());
+        let got = [1.0, -1.0, 0.5, 1.0];
+        assert!(!compare(&got, &want, Precision::Bf16).passed());
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(bf16_from_f32(1.0), 0x3f80);
+        assert_eq!(f32_from_bf16(0x3f80), 1.0);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1.0).
+        assert_eq!(bf16_from_f32(1.0 + 1.0 / 256.0), 0x3f80);
+        assert_eq!(bf16_from_f32(1.0 + 3.0 / 256.0), 0x3f82);
+        assert!(f32_from_bf16(bf16_from_f32(f32::NAN)).is_nan());
+        let mut r = Rng::new(7);
+        assert!(r.bf16s(1000).iter().all(|b| (-1.0..=1.0).contains(&f32_from_bf16(*b))));
+    }
+
+    #[test]
+    fn random_inputs_are_seeded() {
+        let a = Rng::new(42).f32s(100);
+        assert_eq!(a, Rng::new(42).f32s(100));
+        assert_ne!(a, Rng::new(43).f32s(100));
+        assert!(a.iter().all(|x| (-1.0..1.0).contains(x)));
+    }
+
+    #[test]
+    fn timing_statistics() {
+        let t = Timing::from_samples(vec![3.0, 1.0, 2.0, 10.0]);
+        assert_eq!((t.min_ms, t.median_ms, t.max_ms), (1.0, 2.5, 10.0));
+        assert_eq!(Timing::from_samples(vec![5.0, 1.0, 3.0]).median_ms, 3.0);
+        let (r, unit) = Work::Flops(2.0e12).rate(1000.0).unwrap();
+        assert_eq!((r, unit), (2.0, "TFLOP/s"));
+        let (r, unit) = Work::Bytes(3.0e9).rate(1.0).unwrap();
+        assert_eq!((r, unit), (3000.0, "GB/s"));
+    }
+
+    #[test]
+    fn sizes_and_arguments() {
+        assert_eq!(parse_size("1Gi").unwrap(), 1 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1e6").unwrap(), 1_000_000);
+        assert!(parse_size("1.5").is_err() && parse_size("x").is_err());
+        let a = Args::parse(["512".into(), "--seed".into(), "9".into(), "--no-flush".into(), "--samples=5".into()]);
+        assert_eq!(a.positional, vec!["512"]);
+        assert_eq!(a.seed().unwrap(), 9);
+        assert!(a.flag("no-flush"));
+        assert_eq!(TimeOptions::from_args(&a).unwrap().max_samples, 5);
+        assert!(a.only(&["seed", "no-flush", "samples"]).is_ok());
+        assert!(matches!(a.only(&["seed"]), Err(Fail::Usage(_))));
+    }
+
+    #[test]
+    fn json_is_escaped_and_has_no_nan() {
+        let j = Json::Obj(vec![
+            ("s".into(), "a\"b\\c\n".into()),
+            ("n".into(), Json::Num(f64::NAN)),
+            ("a".into(), Json::Arr(vec![1.5.into(), true.into(), Json::Null])),
+            ("big".into(), u64::MAX.into()),
+        ]);
+        assert_eq!(j.to_string(), r#"{"s":"a\"b\\c\n","n":null,"a":[1.5,true,null],"big":"18446744073709551615"}"#);
+    }
+
+    #[test]
+    fn gemm_shapes_parse() {
+        assert_eq!(parse_shape("1000x999x520").unwrap(), (1000, 999, 520));
+        assert_eq!(parse_shape("8Kix8Kix8Ki").unwrap(), (8192, 8192, 8192));
+        assert_eq!(parse_shape("8192X8192X8192").unwrap(), (8192, 8192, 8192));
+        assert!(parse_shape("10x10").is_err() && parse_shape("0x1x1").is_err());
+    }
+
+    #[test]
+    fn large_gemm_checks_cover_the_edges() {
+        let (m, n, k) = (8192, 8000, 8192);
+        let idx = gemm_check_indices(m, n, k, (128, 256), false, &mut Rng::new(1));
+        assert!(idx.contains(&(m * n - 1)) && idx.contains(&(n - 1)) && idx.contains(&((m - 1) * n)));
+        assert!(idx.contains(&(128 * n + 256)), "the first element of the second tile");
+        assert!(idx.len() > GEMM_SAMPLES / 2 && idx.len() < 10_000);
+        assert_eq!(gemm_check_indices(100, 100, 64, (128, 256), false, &mut Rng::new(1)).len(), 100 * 100);
+    }
+
+    #[test]
+    fn gemm_reference_is_a_dot_product_of_rows() {
+        // A = [[1, 2], [3, 4]], B = [[5, 6], [7, 8]]: C = A * B^T = [[17, 23], [39, 53]].
+        let c = gemm_reference_bt(&[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0, 7.0, 8.0], 2, 2, &[0, 1, 2, 3]);
+        assert_eq!(c, vec![17.0, 23.0, 39.0, 53.0]);
+    }
+
+    #[test]
+    fn the_cuda_a_package_needs_comes_from_its_manifest() {
+        let m = "[package]\nnvcc-version = \"13.0.88\"\nmin-driver-cuda = \"13.0\"\n";
+        assert_eq!(manifest_cuda_requirement(m), Some((13, 0)));
+        assert_eq!(manifest_cuda_requirement("nvcc-version = \"12.9.41\"\n"), Some((12, 9)));
+        assert_eq!(manifest_cuda_requirement("name = \"x\"\n"), None);
+    }
+
+    #[test]
+    fn results_are_written_as_json_into_cargo_gpu_out() {
+        let dir = std::env::temp_dir().join(format!("kit-report-{}", std::process::id()));
+        let mut r = Report { name: "hgemm-8x8x8".into(), fields: Vec::new() };
+        r.set("m", 8usize);
+        r.check(&compare(&[1.0, 2.0], &[1.0, 2.0], Precision::Bf16));
+        r.timing(&Timing::from_samples(vec![1.0, 2.0, 3.0]), Work::Flops(3e9));
+        // The only test that touches the environment.
+        std::env::set_var("CARGO_GPU_OUT", &dir);
+        let path = r.write().unwrap().unwrap();
+        std::env::remove_var("CARGO_GPU_OUT");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(path.file_name().unwrap(), "hgemm-8x8x8.json");
+        assert!(text.starts_with(r#"{"m":8,"check":{"passed":true,"precision":"bf16""#), "{text}");
+        assert!(text.contains(r#""median_ms":2,"#) && text.contains(r#""tflops":1.5"#), "{text}");
+        assert_eq!(r.write().unwrap(), None, "without CARGO_GPU_OUT nothing is written");
+    }
+}
