@@ -33,6 +33,23 @@ fn project_config_example_parses() {
         let parsed = cargo_gpu::project::GpuMetadata::from_value(&json, Path::new("README.md")).unwrap();
         assert!(!parsed.targets.is_empty(), "{block}");
         // Every key the README shows is one the code reads.
-        assert_eq!(gpu.as_table().unwrap().len(), 6, "the README shows every key: {block}");
+        assert_eq!(gpu.as_table().unwrap().len(), 7, "the README shows every key: {block}");
+    }
+}
+
+#[test]
+fn remote_config_example_parses_with_every_key() {
+    let blocks: Vec<String> = toml_blocks().into_iter().filter(|b| b.contains("[remotes.")).collect();
+    assert!(!blocks.is_empty(), "the README documents [remotes.NAME]");
+    for block in blocks {
+        let config = cargo_gpu::config::UserConfig::parse(&block, Path::new("README.md")).unwrap();
+        let (name, raw) = config.remotes.iter().next().unwrap();
+        assert_eq!(raw.host.as_deref(), Some("h100"));
+        assert!(raw.start.is_some() && raw.stop.is_some() && raw.price_per_hour.is_some());
+        assert!(raw.idle_shutdown.is_some() && raw.shutdown_command.is_some() && !raw.ssh_options.is_empty());
+        assert!(raw.connect_timeout.is_some() && raw.ready_timeout.is_some() && raw.workdir.is_some());
+        let remote = config.remote(name).unwrap();
+        assert_eq!(remote.idle_shutdown, Some(std::time::Duration::from_secs(15 * 60)));
+        assert_eq!(config.default.remote.as_deref(), Some("h100"));
     }
 }
