@@ -226,7 +226,9 @@ fn tcgen05_for_hopper_points_at_blackwell_targets() {
     );
     let run = p.run(&["build", "--target", "sm_90a"]).fails_with(1);
     run.stderr_has("error: instruction `tcgen05.alloc` is not available on sm_90a, at kernels/tmem.cu:4");
-    run.stderr_has("help: `tcgen05.alloc` needs sm_100a, sm_100f, sm_103a, sm_103f, sm_110a, sm_110f: build with --target sm_100a");
+    run.stderr_has(
+        "help: `tcgen05.alloc` needs sm_100a, sm_100f, sm_103a, sm_103f, sm_110a, sm_110f: build with --target sm_100a",
+    );
     p.run(&["build", "--target", "sm_100a"]).ok();
 }
 

@@ -89,36 +89,72 @@ pub fn finish(outcome: Result<()>) -> ExitCode {
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-/// A small command line: `--key value`, `--key=value`, `--flag` and positional words.
+/// A small command line: `--key value`, `--key=value`, `--flag` and positional words. The runner
+/// says which options take a value and which are flags ([`Args::parse`]), so a flag never swallows
+/// the word after it and an unknown option is an error, not silently ignored.
 #[derive(Debug, Clone, Default)]
 pub struct Args {
+    words: Vec<String>,
     pub positional: Vec<String>,
     options: BTreeMap<String, Option<String>>,
 }
 
 impl Args {
     pub fn from_env() -> Args {
-        Args::parse(std::env::args().skip(1))
+        Args::new(std::env::args().skip(1))
     }
 
-    pub fn parse(words: impl IntoIterator<Item = String>) -> Args {
-        let mut args = Args::default();
-        let mut words = words.into_iter().peekable();
+    pub fn new(words: impl IntoIterator<Item = String>) -> Args {
+        Args { words: words.into_iter().collect(), ..Args::default() }
+    }
+
+    /// The first word, unparsed (a subcommand, when a runner has them).
+    pub fn first_word(&self) -> Option<&str> {
+        self.words.first().map(String::as_str)
+    }
+
+    /// Removes the first word (after a runner dispatched on it).
+    pub fn shift(&mut self) -> Option<String> {
+        (!self.words.is_empty()).then(|| self.words.remove(0))
+    }
+
+    /// Sorts the words into options and positional words. `values` take a value (`--seed 7` or
+    /// `--seed=7`), `flags` do not; `--help` and `-h` are always known.
+    pub fn parse(&mut self, values: &[&str], flags: &[&str]) -> Result<()> {
+        let known = || {
+            let all: Vec<String> = values.iter().chain(flags).map(|k| format!("--{k}")).collect();
+            all.join(", ")
+        };
+        let mut words = self.words.clone().into_iter();
         while let Some(w) = words.next() {
-            if let Some(opt) = w.strip_prefix("--").filter(|o| !o.is_empty()) {
-                if let Some((k, v)) = opt.split_once('=') {
-                    args.options.insert(k.to_string(), Some(v.to_string()));
-                } else {
-                    let value = words.next_if(|n| !n.starts_with("--"));
-                    args.options.insert(opt.to_string(), value);
+            if w == "-h" || w == "--help" {
+                self.options.insert("help".into(), None);
+                continue;
+            }
+            let Some(opt) = w.strip_prefix("--").filter(|o| !o.is_empty()) else {
+                self.positional.push(w);
+                continue;
+            };
+            let (key, inline) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v.to_string())),
+                None => (opt, None),
+            };
+            if values.contains(&key) {
+                let value = match inline {
+                    Some(v) => v,
+                    None => words.next().ok_or_else(|| Fail::Usage(format!("--{key} needs a value")))?,
+                };
+                self.options.insert(key.to_string(), Some(value));
+            } else if flags.contains(&key) {
+                if inline.is_some() {
+                    return Err(Fail::Usage(format!("--{key} takes no value")));
                 }
-            } else if w == "-h" {
-                args.options.insert("help".into(), None);
+                self.options.insert(key.to_string(), None);
             } else {
-                args.positional.push(w);
+                return Err(Fail::Usage(format!("unknown option --{key} (known: {})", known())));
             }
         }
-        args
+        Ok(())
     }
 
     pub fn flag(&self, name: &str) -> bool {
@@ -138,14 +174,6 @@ impl Args {
 
     pub fn get_or<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T> {
         Ok(self.get(name)?.unwrap_or(default))
-    }
-
-    /// Refuses options the runner does not know, so a typo is not silently ignored.
-    pub fn only(&self, known: &[&str]) -> Result<()> {
-        match self.options.keys().find(|k| !known.contains(&k.as_str()) && k.as_str() != "help") {
-            Some(k) => Err(Fail::Usage(format!("unknown option --{k} (known: --{})", known.join(", --")))),
-            None => Ok(()),
-        }
     }
 
     /// The seed for random inputs: `--seed N`, or fresh from the clock (printed, so a failing run
@@ -1216,13 +1244,19 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert_eq!(parse_size("1e6").unwrap(), 1_000_000);
         assert!(parse_size("1.5").is_err() && parse_size("x").is_err());
-        let a = Args::parse(["512".into(), "--seed".into(), "9".into(), "--no-flush".into(), "--samples=5".into()]);
-        assert_eq!(a.positional, vec!["512"]);
+        let words = |w: &[&str]| Args::new(w.iter().map(|s| s.to_string()));
+        let mut a = words(&["512", "--seed", "9", "--no-flush", "1024", "--samples=5"]);
+        a.parse(&["seed", "samples"], &["no-flush"]).unwrap();
+        assert_eq!(a.positional, vec!["512", "1024"], "a flag does not take the next word");
         assert_eq!(a.seed().unwrap(), 9);
-        assert!(a.flag("no-flush"));
+        assert!(a.flag("no-flush") && !a.flag("help"));
         assert_eq!(TimeOptions::from_args(&a).unwrap().max_samples, 5);
-        assert!(a.only(&["seed", "no-flush", "samples"]).is_ok());
-        assert!(matches!(a.only(&["seed"]), Err(Fail::Usage(_))));
+        let fails = |w: &[&str]| matches!(words(w).parse(&["seed"], &["no-time"]), Err(Fail::Usage(_)));
+        assert!(fails(&["--sed", "1"]) && fails(&["--seed"]) && fails(&["--no-time=1"]));
+        let mut h = words(&["hgemm", "-h"]);
+        assert_eq!(h.shift().as_deref(), Some("hgemm"));
+        h.parse(&[], &[]).unwrap();
+        assert!(h.flag("help") && h.positional.is_empty());
     }
 
     #[test]

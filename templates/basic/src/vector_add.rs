@@ -20,12 +20,12 @@ Results go to $CARGO_GPU_OUT/vector_add-<N>.json. Exit status: 0 pass, 1 wrong r
 3 no driver, GPU or cubin.
 ";
 
-pub fn run(args: Args) -> kit::Result<()> {
+pub fn run(mut args: Args) -> kit::Result<()> {
+    args.parse(&["seed", "samples"], &["no-flush", "no-time"])?;
     if args.flag("help") {
         print!("{HELP}");
         return Ok(());
     }
-    args.only(&["seed", "samples", "no-flush", "no-time"])?;
     let sizes: Vec<usize> = if args.positional.is_empty() {
         vec![16 << 20]
     } else {

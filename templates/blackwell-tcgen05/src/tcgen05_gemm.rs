@@ -29,12 +29,12 @@ const BM: usize = 128;
 const BN: usize = 128;
 const THREADS: u32 = 128;
 
-pub fn run(args: Args) -> kit::Result<()> {
+pub fn run(mut args: Args) -> kit::Result<()> {
+    args.parse(&["seed", "samples"], &["no-flush", "no-time", "full-check"])?;
     if args.flag("help") {
         print!("{HELP}");
         return Ok(());
     }
-    args.only(&["seed", "samples", "no-flush", "no-time", "full-check"])?;
     let shapes: Vec<(usize, usize, usize)> = if args.positional.is_empty() {
         vec![(4096, 4096, 4096)]
     } else {

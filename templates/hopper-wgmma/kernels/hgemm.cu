@@ -9,6 +9,11 @@
 // Two mbarriers per stage hand the ring over: `full` completes when a stage's TMA bytes have
 // landed, `empty` when every consumer warp has finished reading it.
 //
+// `hgemm_bf16_tn_multicast` is the same with clusters of two blocks on vertically adjacent tiles:
+// they share the 256 x 64 slice of B, so each block loads half of it and TMA multicasts that half
+// into both blocks' shared memory, cutting the L2 traffic per block from 48 to 32 KiB a stage.
+// Each block's `empty` barrier then waits for the consumers of both blocks.
+//
 // Sizes that are not multiples of the tile work: TMA fills out-of-bounds elements with zeros
 // (which add nothing to the dot products) and the stores are guarded. TMA needs row strides that
 // are multiples of 16 bytes, so K must be a multiple of 8; the runner checks this.
@@ -85,6 +90,50 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
         : "memory");
 }
 
+// The same load, written at the same shared-memory offset in every block of the cluster named in
+// `cta_mask`, and counted on the barrier at the same offset in each of them.
+__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtensorMap* map, int inner, int outer,
+                                                      uint32_t bar, uint16_t cta_mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+        " [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(dst),
+        "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(bar), "h"(cta_mask)
+        : "memory");
+}
+
+// Arrives on the barrier at shared address `bar` of cluster block `cta` (this one or its peer).
+__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t cta) {
+    uint32_t remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(bar), "r"(cta));
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+}
+
+// Like mbar_wait, and also sees the arrivals (and the reads before them) of the other block.
+__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
+    uint32_t done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n"
+            ".reg .pred p;\n"
+            "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+            "selp.u32 %0, 1, 0, p;\n"
+            "}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+    }
+}
+
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+__device__ __forceinline__ uint32_t cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
 // A wgmma shared-memory descriptor for a K-major tile with the 128-byte swizzle, as TMA writes
 // it: rows of 128 bytes, groups of 8 rows 1024 bytes apart.
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
@@ -155,13 +204,10 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t desc_
         : "l"(desc_a), "l"(desc_b), "n"(1));
 }
 
-}  // namespace
-#endif
-
-extern "C" __global__ void __launch_bounds__(HGEMM_THREADS, 1)
-    hgemm_bf16_tn(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
-                  float* __restrict__ c, int m, int n, int k) {
-#if defined(HGEMM_HAS_WGMMA)
+// The whole kernel, for one tile of C; MULTICAST selects the two-block cluster variant.
+template <bool MULTICAST>
+__device__ __forceinline__ void gemm_tile(const CUtensorMap* map_a, const CUtensorMap* map_b, float* __restrict__ c,
+                                          int m, int n, int k) {
     extern __shared__ uint8_t smem_raw[];
     const uint32_t raw = smem_addr(smem_raw);
     const uint32_t ring = (raw + 1023) & ~1023u;
@@ -172,15 +218,20 @@ extern "C" __global__ void __launch_bounds__(HGEMM_THREADS, 1)
     auto empty = [&](int s) { return bars + 8 * (STAGES + s); };
 
     // Which tile: groups of GROUP_M row tiles walk the column tiles together, so that the blocks
-    // running at the same time share their A and B tiles in L2.
+    // running at the same time share their A and B tiles in L2. With multicast the unit is a pair
+    // of row tiles (one cluster); a pair past the last row tile still loads its half of B.
     const int tiles_m = (m + BM - 1) / BM;
     const int tiles_n = (n + BN - 1) / BN;
-    const int per_group = GROUP_M * tiles_n;
-    const int id = blockIdx.x;
-    const int first_m = (id / per_group) * GROUP_M;
-    const int rows_in_group = min(tiles_m - first_m, GROUP_M);
-    const int tile_m = first_m + (id % per_group) % rows_in_group;
-    const int tile_n = (id % per_group) / rows_in_group;
+    const int span = MULTICAST ? 2 : 1;
+    const int units_m = (tiles_m + span - 1) / span;
+    const int group = GROUP_M / span;
+    const int per_group = group * tiles_n;
+    const int id = blockIdx.x / span;
+    const int first = (id / per_group) * group;
+    const int units_in_group = min(units_m - first, group);
+    const uint32_t rank = MULTICAST ? cluster_rank() : 0;
+    const int tile_m = (first + (id % per_group) % units_in_group) * span + static_cast<int>(rank);
+    const int tile_n = (id % per_group) / units_in_group;
     const int k_tiles = (k + BK - 1) / BK;
 
     const int warpgroup = threadIdx.x / 128;
@@ -194,13 +245,17 @@ extern "C" __global__ void __launch_bounds__(HGEMM_THREADS, 1)
         }
         for (int s = 0; s < STAGES; ++s) {
             mbar_init(full(s), 1);
-            mbar_init(empty(s), CONSUMERS * 4);  // one arrival per consumer warp
+            mbar_init(empty(s), span * CONSUMERS * 4);  // one arrival per consumer warp (of both blocks)
         }
-        // Make the initialized barriers visible to the TMA unit (the async proxy).
+        // Make the initialized barriers visible to the TMA unit (the async proxy) and the cluster.
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
     }
-    __syncthreads();
+    if (MULTICAST) {
+        cluster_sync();  // no block may touch its peer's barriers before they are initialized
+    } else {
+        __syncthreads();
+    }
 
     if (warpgroup == 0) {
         // Producer: it needs few registers; give them to the consumers.
@@ -209,11 +264,31 @@ extern "C" __global__ void __launch_bounds__(HGEMM_THREADS, 1)
             for (int kt = 0; kt < k_tiles; ++kt) {
                 const int s = kt % STAGES;
                 const uint32_t phase = (kt / STAGES) & 1;
-                mbar_wait(empty(s), phase ^ 1);
-                mbar_arrive_expect_tx(full(s), A_STAGE + B_STAGE);
-                tma_load_2d(ring_a + s * A_STAGE, &map_a, kt * BK, tile_m * BM, full(s));
-                tma_load_2d(ring_b + s * B_STAGE, &map_b, kt * BK, tile_n * BN, full(s));
+                // Both A and the whole B slice land here (half of B from the peer when multicast).
+                if (MULTICAST) {
+                    mbar_wait_cluster(empty(s), phase ^ 1);
+                } else {
+                    mbar_wait(empty(s), phase ^ 1);
+                }
+                // The second block of the last pair may lie past the last row tile: it loads no A
+                // (nothing of its C is stored) but still shares its half of B.
+                const bool has_a = tile_m < tiles_m;
+                mbar_arrive_expect_tx(full(s), (has_a ? A_STAGE : 0) + B_STAGE);
+                if (has_a) {
+                    tma_load_2d(ring_a + s * A_STAGE, map_a, kt * BK, tile_m * BM, full(s));
+                }
+                if (MULTICAST) {
+                    const uint32_t half = rank * (B_STAGE / 2);
+                    tma_load_2d_multicast(ring_b + s * B_STAGE + half, map_b, kt * BK, tile_n * BN + rank * (BN / 2), full(s),
+                                          0x3);
+                } else {
+                    tma_load_2d(ring_b + s * B_STAGE, map_b, kt * BK, tile_n * BN, full(s));
+                }
             }
+        }
+        __syncwarp();
+        if (MULTICAST) {
+            cluster_sync();  // stay until the peer is done with this block's barriers
         }
         return;
     }
@@ -242,7 +317,12 @@ extern "C" __global__ void __launch_bounds__(HGEMM_THREADS, 1)
         wgmma_wait_all();
         fence_accumulators(d);
         if (t % 32 == 0) {
-            mbar_arrive(empty(s));
+            if (MULTICAST) {
+                mbar_arrive_cluster(empty(s), 0);
+                mbar_arrive_cluster(empty(s), 1);
+            } else {
+                mbar_arrive(empty(s));
+            }
         }
     }
 
@@ -274,9 +354,33 @@ extern "C" __global__ void __launch_bounds__(HGEMM_THREADS, 1)
             }
         }
     }
+    if (MULTICAST) {
+        cluster_sync();  // the peer may still arrive on this block's barriers until here
+    }
+}
+
+}  // namespace
+#endif
+
+extern "C" __global__ void __launch_bounds__(HGEMM_THREADS, 1)
+    hgemm_bf16_tn(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+                  float* __restrict__ c, int m, int n, int k) {
+#if defined(HGEMM_HAS_WGMMA)
+    gemm_tile<false>(&map_a, &map_b, c, m, n, k);
 #elif defined(__CUDA_ARCH__)
     // Built for a target other than sm_90a, where wgmma and setmaxnreg do not exist (a project may
     // build every kernel for several targets). The runner refuses such a GPU before launching.
+    __trap();
+#endif
+}
+
+// Launched with a grid of 2 * ceil(tiles_m / 2) * tiles_n blocks; map_b loads 128 x 64 boxes.
+extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(HGEMM_THREADS, 1)
+    hgemm_bf16_tn_multicast(const __grid_constant__ CUtensorMap map_a, const __grid_constant__ CUtensorMap map_b,
+                            float* __restrict__ c, int m, int n, int k) {
+#if defined(HGEMM_HAS_WGMMA)
+    gemm_tile<true>(&map_a, &map_b, c, m, n, k);
+#elif defined(__CUDA_ARCH__)
     __trap();
 #endif
 }

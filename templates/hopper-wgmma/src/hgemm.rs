@@ -11,17 +11,18 @@ use crate::kit::{self, Args, Fail, Gpu, Precision, Report, Rng, TimeOptions, Wor
 pub const HELP: &str = "\
 hgemm: C = A * B^T in bf16 with fp32 accumulation (TMA + wgmma, sm_90a); checked and timed
 
-usage: hgemm [MxNxK]... [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
+usage: hgemm [MxNxK]... [--multicast] [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
 
   MxNxK        problem sizes, such as 4096x4096x4096 or 1000x999x520; K must be a multiple of 8
                (TMA row strides are multiples of 16 bytes) [default: 4096x4096x4096]
+  --multicast  run hgemm_bf16_tn_multicast: clusters of two blocks share B through TMA multicast
   --seed S     seed for the random inputs [default: fresh, printed]
   --samples K  take exactly K timed samples [default: until the median is stable]
   --no-flush   do not flush the L2 cache before each sample
   --no-time    check only
   --full-check compare every element, whatever the size (slow on the CPU for large sizes)
 
-Results go to $CARGO_GPU_OUT/hgemm-MxNxK.json. Exit status: 0 pass, 1 wrong result, 2 usage,
+Results go to $CARGO_GPU_OUT/hgemm-MxNxK.json (hgemm-multicast-MxNxK.json). Exit status: 0 pass, 1 wrong result, 2 usage,
 3 no driver, GPU or cubin.
 ";
 
@@ -79,12 +80,15 @@ pub fn tensor_map_bf16(
     Ok(TensorMap(unsafe { map.assume_init() }))
 }
 
-pub fn run(args: Args) -> kit::Result<()> {
+pub fn run(mut args: Args) -> kit::Result<()> {
+    args.parse(&["seed", "samples"], &["no-flush", "no-time", "full-check", "multicast"])?;
     if args.flag("help") {
         print!("{HELP}");
         return Ok(());
     }
-    args.only(&["seed", "samples", "no-flush", "no-time", "full-check"])?;
+    let multicast = args.flag("multicast");
+    let (kernel, label) =
+        if multicast { ("hgemm_bf16_tn_multicast", "hgemm-multicast") } else { ("hgemm_bf16_tn", "hgemm") };
     let shapes: Vec<(usize, usize, usize)> = if args.positional.is_empty() {
         vec![(4096, 4096, 4096)]
     } else {
@@ -109,7 +113,7 @@ pub fn run(args: Args) -> kit::Result<()> {
             gpu.describe()
         )));
     }
-    let f = gpu.function("hgemm", "hgemm_bf16_tn")?;
+    let f = gpu.function("hgemm", kernel)?;
     kit::cu(
         "allow the kernel its shared memory",
         f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32),
@@ -122,15 +126,16 @@ pub fn run(args: Args) -> kit::Result<()> {
         let (da, db) = (gpu.upload(&a)?, gpu.upload(&b)?);
         let dc = gpu.poisoned::<f32>(m * n)?;
         let map_a = tensor_map_bf16(&gpu, &da, m, k, BM as u32, BK)?;
-        let map_b = tensor_map_bf16(&gpu, &db, n, k, BN as u32, BK)?;
-        let blocks = m.div_ceil(BM) * n.div_ceil(BN);
+        // With multicast each block of a pair loads half of the B slice.
+        let map_b = tensor_map_bf16(&gpu, &db, n, k, if multicast { BN / 2 } else { BN } as u32, BK)?;
+        let blocks = if multicast { 2 * m.div_ceil(2 * BM) } else { m.div_ceil(BM) } * n.div_ceil(BN);
         let cfg =
             LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: SMEM_BYTES };
         let (mi, ni, ki) = (m as i32, n as i32, k as i32);
         let launch = |gpu: &Gpu| {
             let mut l = gpu.stream.launch_builder(&f);
             l.arg(&map_a).arg(&map_b).arg(&dc).arg(&mi).arg(&ni).arg(&ki);
-            kit::cu("launch hgemm", unsafe { l.launch(cfg) }).map(|_| ())
+            kit::cu(&format!("launch {kernel}"), unsafe { l.launch(cfg) }).map(|_| ())
         };
         launch(&gpu)?;
         gpu.sync()?;
@@ -142,18 +147,19 @@ pub fn run(args: Args) -> kit::Result<()> {
         let want = kit::gemm_reference_bt(&af, &bf, n, k, &indices);
         let comparison =
             kit::compare_pairs(indices.iter().zip(&want).map(|(i, w)| (*i, got[*i], *w)), Precision::Bf16).with_cols(n);
-        let mut report = Report::new(&format!("hgemm-{shape}"), &gpu);
+        let mut report = Report::new(&format!("{label}-{shape}"), &gpu);
         for (key, v) in [("m", m), ("n", n), ("k", k)] {
             report.set(key, v);
         }
         report.set("seed", seed);
         report.set("layout", "C[MxN] f32 = A[MxK] bf16 * B[NxK] bf16 ^T");
+        report.set("kernel", kernel);
         report.check(&comparison);
-        let checked = comparison.check(&format!("hgemm {shape} vs CPU f64"));
+        let checked = comparison.check(&format!("{label} {shape} vs CPU f64"));
         if checked.is_ok() && !args.flag("no-time") {
             let work = Work::Flops(2.0 * m as f64 * n as f64 * k as f64);
             let timing = gpu.time(&time_opts, launch)?;
-            kit::print_timing(&format!("hgemm {shape}"), &timing, work);
+            kit::print_timing(&format!("{label} {shape}"), &timing, work);
             report.timing(&timing, work);
         }
         report.write()?;

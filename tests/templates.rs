@@ -1,0 +1,295 @@
+//! `cargo gpu new` and `cargo gpu init` through the real binary: each template generated into a
+//! temporary folder and built with the real nvcc, its SASS read with cuobjdump (HGMMA in the
+//! Hopper GEMM, UTCHMMA and the TMEM allocation in the Blackwell one), the kit copied byte for
+//! byte, and every refusal (bad names, existing folders, existing `[package.metadata.gpu]`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{repo_root, require_cuda, write_script, Run, BIN};
+
+/// `cargo-gpu gpu ARGS` in `dir`, with the given toolkit, a private cache and a target folder
+/// shared by these tests (so cudarc is compiled once).
+fn gpu(dir: &Path, cuda: Option<&Path>, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("gpu").args(args).current_dir(dir);
+    c.env("CARGO_GPU_CACHE_DIR", dir.join(".cargo-gpu-cache"));
+    c.env("CARGO_TARGET_DIR", target_dir());
+    c.env("CARGO_TERM_COLOR", "never");
+    c.env_remove("CARGO_GPU_NVCC").env_remove("CUDA_PATH");
+    match cuda {
+        Some(h) => c.env("CUDA_HOME", h),
+        None => c.env_remove("CUDA_HOME"),
+    };
+    c
+}
+
+fn run(mut c: Command) -> Run {
+    Run::from(c.output().unwrap())
+}
+
+fn target_dir() -> PathBuf {
+    repo_root().join("target/test-templates")
+}
+
+/// A PATH holding a fake `nvidia-smi` that prints `output` (or fails when it is None), so the
+/// basic template's target does not depend on this machine's GPU.
+fn fake_smi_path(dir: &Path, output: Option<&str>) -> std::ffi::OsString {
+    let bin = dir.join("fake-bin");
+    let body = match output {
+        Some(text) => format!("printf '%s\\n' '{text}'\n"),
+        None => "echo 'No devices were found'\nexit 6\n".to_string(),
+    };
+    write_script(&bin.join("nvidia-smi"), &body);
+    let mut paths = vec![bin];
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    std::env::join_paths(paths).unwrap()
+}
+
+fn cuobjdump_sass(cuda: &Path, cubin: &Path) -> String {
+    let out = Command::new(cuda.join("bin/cuobjdump")).arg("-sass").arg(cubin).output().unwrap();
+    assert!(out.status.success(), "cuobjdump failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sass_lines<'a>(sass: &'a str, mnemonic: &str) -> Vec<&'a str> {
+    sass.lines().filter(|l| l.contains(mnemonic)).collect()
+}
+
+fn manifest(dir: &Path) -> toml::Table {
+    toml::from_str(&std::fs::read_to_string(dir.join("Cargo.toml")).unwrap()).unwrap()
+}
+
+/// Generates `name` from `template`, checks what was written, builds it and returns the package.
+fn generate_and_build(tmp: &Path, cuda: &Path, name: &str, template: &str, expect_target: &str) -> PathBuf {
+    let mut new = gpu(tmp, Some(cuda), &["new", name, "--template", template]);
+    new.env("PATH", fake_smi_path(tmp, None));
+    let created = run(new).ok();
+    created.stderr_has(&format!("Created `{template}` project `{name}` for {expect_target}"));
+    let dir = tmp.join(name);
+    let kit = std::fs::read(dir.join("src/kit.rs")).unwrap();
+    assert_eq!(
+        kit,
+        std::fs::read(repo_root().join("templates/kit/kit.rs")).unwrap(),
+        "src/kit.rs is the kit, byte for byte"
+    );
+    let m = manifest(&dir);
+    let gpu_table = &m["package"]["metadata"]["gpu"];
+    assert_eq!(gpu_table["targets"].as_array().unwrap()[0].as_str(), Some(expect_target));
+    assert_eq!(gpu_table["runner"].as_str(), Some(name));
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(readme.contains("cargo gpu remote-run") && readme.contains(name), "{readme}");
+    assert!(!readme.contains("{{"), "placeholders left in the README");
+
+    run(gpu(&dir, Some(cuda), &["build", "--release"])).ok().stderr_has(&format!("[{expect_target}] package"));
+    let pkg = target_dir().join("gpu/release").join(name);
+    assert!(pkg.join("bin").join(name).is_file(), "the runner is in the package");
+    // The runner explains itself without a GPU.
+    let help = Command::new(pkg.join("bin").join(name)).arg("--help").output().unwrap();
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("usage:"));
+    let usage = Command::new(pkg.join("bin").join(name)).arg("--bogus").output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "an unknown option is a usage error");
+    pkg
+}
+
+#[test]
+fn basic_template_builds_and_its_kit_tests_pass_on_their_own() {
+    let Some(cuda) = require_cuda() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = generate_and_build(tmp.path(), &cuda, "my-kernels", "basic", "sm_90a");
+    let sass = cuobjdump_sass(&cuda, &pkg.join("kernels/vector_add.sm_90a.cubin"));
+    assert!(sass.contains("vector_add"), "{sass}");
+    // The generated project is a crate of its own: its tests (the kit's among them) pass there.
+    let mut test = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    test.args(["test", "--quiet"]).current_dir(tmp.path().join("my-kernels")).env("CARGO_TARGET_DIR", target_dir());
+    let out = run(test).ok();
+    assert!(
+        out.stdout.contains("a_skipped_last_element_fails_with_its_index") || out.stdout.contains("test result: ok")
+    );
+}
+
+#[test]
+fn hopper_template_builds_hgmma() {
+    let Some(cuda) = require_cuda() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = generate_and_build(tmp.path(), &cuda, "hgemm", "hopper-wgmma", "sm_90a");
+    let sass = cuobjdump_sass(&cuda, &pkg.join("kernels/hgemm.sm_90a.cubin"));
+    let hgmma = sass_lines(&sass, "HGMMA.64x256x16.F32.BF16");
+    assert_eq!(hgmma.len(), 8, "four wgmma per 64-wide K slice, in each of the two kernels: {hgmma:#?}");
+    assert!(!sass_lines(&sass, "UTMALDG.2D").is_empty(), "TMA loads");
+    assert!(!sass_lines(&sass, "UTMALDG.2D.MULTICAST").is_empty(), "TMA multicast in the cluster kernel");
+    assert!(!sass_lines(&sass, "WARPGROUP.ARRIVE").is_empty());
+    assert!(!sass_lines(&sass, "USETMAXREG").is_empty(), "producer and consumers rebalance registers");
+    println!("{}", hgmma.join("\n"));
+}
+
+#[test]
+fn blackwell_template_builds_tcgen05_mma_and_tmem_allocation() {
+    let Some(cuda) = require_cuda() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = generate_and_build(tmp.path(), &cuda, "bgemm", "blackwell-tcgen05", "sm_100a");
+    let sass = cuobjdump_sass(&cuda, &pkg.join("kernels/tcgen05_gemm.sm_100a.cubin"));
+    let mma = sass_lines(&sass, "UTCHMMA");
+    assert_eq!(mma.len(), 4, "four tcgen05.mma per 64-wide K slice: {mma:#?}");
+    assert!(!sass_lines(&sass, "UTCATOMSWS.FIND_AND_SET").is_empty(), "tcgen05.alloc");
+    assert!(!sass_lines(&sass, "UTCATOMSWS.AND").is_empty(), "tcgen05.dealloc");
+    assert!(!sass_lines(&sass, "UTCBAR").is_empty(), "tcgen05.commit");
+    println!("{}", mma.join("\n"));
+}
+
+#[test]
+fn basic_template_targets_the_local_gpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut new = gpu(tmp.path(), None, &["new", "consumer"]);
+    new.env("PATH", fake_smi_path(tmp.path(), Some("NVIDIA GeForce RTX 5060 Ti, 12.0, 580.95.05")));
+    run(new).ok().stderr_has("for sm_120a (the local GPU: NVIDIA GeForce RTX 5060 Ti)");
+    let m = manifest(&tmp.path().join("consumer"));
+    assert_eq!(m["package"]["metadata"]["gpu"]["targets"].as_array().unwrap()[0].as_str(), Some("sm_120a"));
+
+    let mut new = gpu(tmp.path(), None, &["new", "nogpu"]);
+    new.env("PATH", fake_smi_path(tmp.path(), None));
+    run(new).ok().stderr_has("for sm_90a (no local GPU; Hopper)");
+}
+
+#[test]
+fn bad_names_are_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, why) in [
+        (vec!["new", "1gemm"], "`1gemm` is not a valid crate name: it starts with a digit"),
+        (vec!["new", "my kernels"], "` ` is not allowed"),
+        (vec!["new", "fn"], "it is a Rust keyword"),
+        (vec!["new", "ok-folder", "--name", "std"], "cargo reserves it"),
+    ] {
+        let r = run(gpu(tmp.path(), None, &args)).fails_with(1);
+        r.stderr_has(why);
+    }
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "nothing was written");
+    run(gpu(tmp.path(), None, &["new", "x", "--template", "ampere"])).fails_with(2).stderr_has("hopper-wgmma");
+}
+
+#[test]
+fn new_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("taken");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("keep.txt"), "mine").unwrap();
+    run(gpu(tmp.path(), None, &["new", "taken"])).fails_with(1).stderr_has("refusing to overwrite");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    assert_eq!(std::fs::read_to_string(dir.join("keep.txt")).unwrap(), "mine");
+}
+
+fn existing_crate(dir: &Path) -> String {
+    let manifest = "[package]\nname = \"existing\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n";
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+    std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+    manifest.to_string()
+}
+
+#[test]
+fn init_adds_metadata_kernels_and_a_runner_that_builds() {
+    let Some(cuda) = require_cuda() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("existing");
+    existing_crate(&dir);
+    let mut init = gpu(&dir, Some(&cuda), &["init", "--template", "hopper-wgmma"]);
+    init.env("PATH", fake_smi_path(tmp.path(), None));
+    run(init).ok().stderr_has("Added [package.metadata.gpu] for sm_90a");
+    let m = manifest(&dir);
+    assert_eq!(m["package"]["metadata"]["gpu"]["runner"].as_str(), Some("gpu-runner"));
+    assert!(m["dependencies"]["cudarc"].is_table());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/main.rs")).unwrap(),
+        "fn main() {}\n",
+        "the crate's own code is kept"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("src/bin/gpu-runner/kit.rs")).unwrap(),
+        std::fs::read(repo_root().join("templates/kit/kit.rs")).unwrap()
+    );
+    run(gpu(&dir, Some(&cuda), &["build"])).ok();
+    let pkg = target_dir().join("gpu/debug/existing");
+    assert!(pkg.join("bin/gpu-runner").is_file());
+    let sass = cuobjdump_sass(&cuda, &pkg.join("kernels/hgemm.sm_90a.cubin"));
+    assert!(sass.contains("HGMMA"));
+
+    // Again: the table is there now.
+    let before = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    run(gpu(&dir, None, &["init"])).fails_with(1).stderr_has("already has [package.metadata.gpu]");
+    assert_eq!(std::fs::read_to_string(dir.join("Cargo.toml")).unwrap(), before);
+}
+
+#[test]
+fn init_refuses_to_overwrite_files_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("existing");
+    let manifest = existing_crate(&dir);
+    std::fs::create_dir_all(dir.join("kernels")).unwrap();
+    std::fs::write(dir.join("kernels/vector_add.cu"), "// mine\n").unwrap();
+    let mut init = gpu(&dir, None, &["init"]);
+    init.env("PATH", fake_smi_path(tmp.path(), None));
+    run(init).fails_with(1).stderr_has("refusing to overwrite 1 file");
+    assert_eq!(std::fs::read_to_string(dir.join("Cargo.toml")).unwrap(), manifest);
+    assert_eq!(std::fs::read_to_string(dir.join("kernels/vector_add.cu")).unwrap(), "// mine\n");
+    assert!(!dir.join("src/bin").exists());
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    run(gpu(&empty, None, &["init"])).fails_with(1).stderr_has("Cargo.toml does not exist");
+}
+
+#[test]
+fn example_kernels_are_the_templates_kernels() {
+    for (example, template) in [
+        ("vector_add.cu", "basic/kernels/vector_add.cu"),
+        ("hgemm.cu", "hopper-wgmma/kernels/hgemm.cu"),
+        ("tcgen05_gemm.cu", "blackwell-tcgen05/kernels/tcgen05_gemm.cu"),
+    ] {
+        let a = std::fs::read_to_string(repo_root().join("kernels-example/kernels").join(example)).unwrap();
+        let b = std::fs::read_to_string(repo_root().join("templates").join(template)).unwrap();
+        assert!(a == b, "kernels-example/kernels/{example} differs from templates/{template}: copy one onto the other");
+    }
+    let main = std::fs::read_to_string(repo_root().join("kernels-example/src/main.rs")).unwrap();
+    for path in [
+        "../../templates/kit/kit.rs",
+        "../../templates/basic/src/vector_add.rs",
+        "../../templates/hopper-wgmma/src/hgemm.rs",
+        "../../templates/blackwell-tcgen05/src/tcgen05_gemm.rs",
+    ] {
+        assert!(main.contains(&format!("#[path = \"{path}\"]")), "kernels-example uses {path}");
+    }
+}
+
+#[test]
+fn example_builds_every_kernel_for_hopper_and_blackwell() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = common::TestProject::new("kernels-example", Some(cuda.clone()));
+    let out = p
+        .cmd(&["build", "--release", "--target", "sm_90a", "--target", "sm_100a"])
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .unwrap();
+    Run::from(out).ok();
+    let pkg = target_dir().join("gpu/release/kernels-example");
+    let sass = |name: &str| cuobjdump_sass(&cuda, &pkg.join("kernels").join(name));
+    assert_eq!(sass_lines(&sass("hgemm.sm_90a.cubin"), "HGMMA.64x256x16.F32.BF16").len(), 8);
+    assert_eq!(sass_lines(&sass("tcgen05_gemm.sm_100a.cubin"), "UTCHMMA").len(), 4);
+    // Each GEMM built for the other architecture is a stub that traps, not a build failure.
+    for stub in ["hgemm.sm_100a.cubin", "tcgen05_gemm.sm_90a.cubin"] {
+        let s = sass(stub);
+        assert!(!s.contains("HGMMA") && !s.contains("UTCHMMA") && s.contains("BPT.TRAP"), "{stub}: {s}");
+    }
+    let runner = pkg.join("bin/vector-add");
+    let help = Command::new(&runner).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success() && text.contains("hgemm") && text.contains("tcgen05-gemm"), "{text}");
+    let hgemm_help = Command::new(&runner).args(["hgemm", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&hgemm_help.stdout).contains("MxNxK"));
+    let bad = Command::new(&runner).arg("sgemm").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown kernel `sgemm`"));
+    let bad_k = Command::new(&runner).args(["hgemm", "100x100x100"]).output().unwrap();
+    assert_eq!(bad_k.status.code(), Some(2), "K must be a multiple of 8 (TMA strides)");
+}
