@@ -223,8 +223,12 @@ impl<'a> CompileSettings<'a> {
             let deps_text = std::fs::read_to_string(&depfile)
                 .with_context(|| format!("failed to read nvcc's dependency file {}", depfile.display()))?;
             let mut deps = Vec::new();
+            let system = system_include_roots(&self.nvcc.path);
             for dep in parse_depfile(&deps_text) {
                 let abs = if dep.is_absolute() { dep } else { self.root.join(dep) };
+                if system.iter().any(|root| abs.starts_with(root)) {
+                    continue;
+                }
                 deps.push(stamp(&abs).with_context(|| format!("failed to stat kernel dependency {}", abs.display()))?);
             }
             let bytes = std::fs::read(&tmp_out).with_context(|| format!("failed to read {}", tmp_out.display()))?;
@@ -296,6 +300,20 @@ impl<'a> CompileSettings<'a> {
         }
         text
     }
+}
+
+/// Folders whose headers belong to the toolkit or the system compiler, not to the project. They
+/// stay out of fingerprints: the nvcc version and path already stand for them, and a kernel that
+/// includes CCCL would otherwise record (and stat on every build) hundreds of headers.
+pub fn system_include_roots(nvcc: &Path) -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("/usr/include"), PathBuf::from("/usr/lib/gcc")];
+    if let Some(toolkit) = nvcc.parent().and_then(Path::parent) {
+        roots.push(toolkit.to_path_buf());
+        if let Ok(real) = toolkit.canonicalize() {
+            roots.push(real);
+        }
+    }
+    roots
 }
 
 /// An instruction ptxas refused for the target, with the line in the temporary PTX.
@@ -518,6 +536,17 @@ mod tests {
         assert_eq!(source_location(ptx, 4), Some((PathBuf::from("/p/kernels/w.cu"), 2)));
         assert_eq!(source_location(ptx, 2), Some((PathBuf::from("/p/kernels/w.cu"), 1)));
         assert_eq!(source_location("no loc", 1), None);
+    }
+
+    #[test]
+    fn toolkit_and_system_headers_are_not_project_dependencies() {
+        let roots = system_include_roots(Path::new("/opt/cuda-13.0/bin/nvcc"));
+        let system = |p: &str| roots.iter().any(|r| Path::new(p).starts_with(r));
+        assert!(system("/opt/cuda-13.0/bin/..//include/cuda_runtime.h"));
+        assert!(system("/usr/include/stdio.h"));
+        assert!(system("/usr/lib/gcc/x86_64-linux-gnu/12/include/stddef.h"));
+        assert!(!system("/home/me/proj/kernels/common.cuh"));
+        assert!(!system("/opt/cuda-13.0-extra/x.h"));
     }
 
     #[test]

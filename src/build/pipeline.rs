@@ -85,7 +85,11 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let cubins = cubins?;
     let runner = runner?;
     crate::exit::check_interrupt()?;
-    let glibc = elf::required_glibc_of(&runner.executable)?;
+    // A debug runner is tens of megabytes: read its ELF headers only when it changed.
+    let exe = runner.executable.clone();
+    let glibc = crate::cache::memo("glibc", &exe.display().to_string(), std::slice::from_ref(&exe), || {
+        elf::required_glibc_of(&exe)
+    })?;
     let (git_revision, git_dirty) = match git {
         Some((rev, dirty)) => (Some(rev), dirty),
         None => (None, false),
