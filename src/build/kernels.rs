@@ -62,7 +62,8 @@ pub fn discover(root: &Path, dir: &Path) -> Result<Vec<KernelSource>> {
         );
     }
     let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+    // Links are followed: a project may link kernels it shares with another one.
+    for entry in walkdir::WalkDir::new(dir).follow_links(true).sort_by_file_name() {
         let entry = entry.with_context(|| format!("failed to read kernels folder {}", dir.display()))?;
         let path = entry.path();
         if !entry.file_type().is_file() || path.extension().map(|e| e != "cu").unwrap_or(true) {
