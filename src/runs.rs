@@ -19,6 +19,7 @@ pub struct Phases {
     /// Start hook, waiting for SSH and the first connection.
     pub connect: f64,
     pub preflight: f64,
+    /// Upload (of the blobs the remote lacks) and launch: one remote command.
     pub upload: f64,
     pub run: f64,
     pub fetch: f64,

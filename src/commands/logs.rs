@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::{Context, Result};
 
 use crate::cli::{GlobalOpts, LogsArgs};
-use crate::commands::remote_run::{fetch, follow, transport_for, Followed};
+use crate::commands::remote_run::{exit_status, follow, transport_for, Followed};
 use crate::config::UserConfig;
 use crate::runs::{self, Record, State};
 use crate::shell::Shell;
@@ -26,11 +26,13 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &LogsArgs) -> Result<i32> 
         let transport = transport_for(&remote);
         shell.status("Following", format!("run {id} on {}", transport.describe()));
         transport.wait_ready(shell, remote.connect_timeout)?;
-        if let Followed::Interrupted = follow(shell, &*transport, &record.workdir, &id)? {
+        let script = crate::remote::protocol::stream(&record.workdir, &id);
+        let followed = follow(shell, &*transport, &script, &format!("follow run {id}"), None, &id, &run_dir);
+        let Followed::Done(refused) = followed.result? else {
             // Only the following stops: the run itself goes on.
             return Ok(crate::exit::INTERRUPTED);
-        }
-        let (status, refused) = fetch(shell, &*transport, &record.workdir, &id, &run_dir)?;
+        };
+        let status = exit_status(&run_dir);
         record.state = State::Finished;
         record.exit_status = status;
         record.refused = refused;

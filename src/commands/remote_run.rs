@@ -1,7 +1,8 @@
 //! `cargo gpu remote-run`: build if stale (or take `--package DIR`), start the instance, preflight
-//! in one round trip, upload the blobs the remote lacks, launch detached, stream the output, fetch
-//! and record the run, and run the `stop` command on every exit path. `cargo gpu logs` reuses the
-//! follow and fetch steps.
+//! in one round trip, then one more remote command that uploads the blobs the remote lacks,
+//! launches the run detached, streams its output and brings its files back (every remote command
+//! runs the remote user's shell start-up files, so they are kept few), record the run, and run
+//! the `stop` command on every exit path. `cargo gpu logs` reuses the follow step.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,7 +20,9 @@ use crate::config::{choose_remote, Remote, UserConfig};
 use crate::project::Project;
 use crate::remote::protocol::{self, human_bytes, Launch};
 use crate::remote::ssh::Ssh;
-use crate::remote::transport::{exec as exec_child, run_script, ExecOptions, Local, Sink, Transport};
+use crate::remote::transport::{
+    exec as exec_child, run_script, script_failure, ExecOptions, Local, Sink, StdinFeed, Transport,
+};
 use crate::remote::unpack;
 use crate::runs::{self, Phases, Record, State};
 use crate::shell::Shell;
@@ -128,29 +131,98 @@ pub fn verify_package(dir: &Path, manifest: &Manifest) -> Result<Vec<(String, Pa
     Ok(files)
 }
 
-/// How following a run's logs ended.
+/// Test-only fault injection: panics at `point` when `CARGO_GPU_TEST_PANIC_IN` names it, so the
+/// tests can check that a panic still runs the `stop` command. Compiled out of release builds.
+fn panic_point(point: &str) {
+    if cfg!(debug_assertions) && std::env::var_os("CARGO_GPU_TEST_PANIC_IN").is_some_and(|v| v == point) {
+        panic!("CARGO_GPU_TEST_PANIC_IN={point}");
+    }
+}
+
+/// How following a run ended.
 pub enum Followed {
-    /// The run wrote its exit status (or vanished without one).
-    Done,
+    /// The run wrote its exit status (or vanished without one); its files came back (with the
+    /// entries refused).
+    Done(Vec<String>),
     Interrupted,
 }
 
-/// Streams a run's logs from the given offsets: its stdout to our stdout, its stderr to ours.
-pub fn follow(shell: &Shell, transport: &dyn Transport, workdir: &str, id: &str) -> Result<Followed> {
-    let script = protocol::stream(workdir, id, 0, 0);
-    let cmd = transport.script_command(&script, &format!("follow run {id}"));
-    let opts = ExecOptions { stdout: Sink::PassThrough, stderr: Sink::PassThrough, ..Default::default() };
-    let ended = exec_child(shell, &cmd, opts)?;
-    let _ = std::io::stdout().flush();
-    match ended.status {
-        None => Ok(Followed::Interrupted),
-        Some(s) if s.success() || s.code() == Some(4) => Ok(Followed::Done),
-        Some(s) if transport.is_transport_failure(s) => bail!(
-            "lost the connection to {} while following run {id}; the run goes on there: `cargo gpu logs {id}` follows it again",
-            transport.describe()
-        ),
-        Some(s) => Err(cmd.failure(s, &ended.stderr).into()),
+/// What [`follow`] saw.
+pub struct Follow {
+    /// Whether the script said it launched the run (always true for a plain stream).
+    pub launched: bool,
+    pub launched_at: Option<Instant>,
+    pub ended_at: Option<Instant>,
+    /// The script's own exit status, when it ended by itself.
+    pub exit_code: Option<i32>,
+    pub result: Result<Followed>,
+}
+
+/// Runs a [`protocol::run`] or [`protocol::stream`] script: passes the runner's stdout and
+/// stderr through as they come, then unpacks the run's files that follow into `run_dir`.
+pub fn follow(
+    shell: &Shell,
+    transport: &dyn Transport,
+    script: &str,
+    purpose: &str,
+    stdin: Option<StdinFeed>,
+    id: &str,
+    run_dir: &Path,
+) -> Follow {
+    use std::sync::{Arc, Mutex};
+    #[derive(Default)]
+    struct Seen {
+        demux: protocol::Demux,
+        launched_at: Option<Instant>,
+        ended_at: Option<Instant>,
     }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let taker = {
+        let seen = Arc::clone(&seen);
+        Box::new(move |bytes: &[u8]| {
+            let mut seen = seen.lock().expect("the follower does not panic");
+            let events = seen.demux.feed(bytes, &mut |ch, data| match ch {
+                protocol::Channel::Stdout => {
+                    let mut o = std::io::stdout().lock();
+                    let _ = o.write_all(data).and_then(|_| o.flush());
+                }
+                protocol::Channel::Stderr => {
+                    let mut e = std::io::stderr().lock();
+                    let _ = e.write_all(data).and_then(|_| e.flush());
+                }
+            });
+            for ev in events {
+                match ev {
+                    protocol::Event::Launched => seen.launched_at = Some(Instant::now()),
+                    protocol::Event::Ended => seen.ended_at = Some(Instant::now()),
+                }
+            }
+        })
+    };
+    let cmd = transport.script_command(script, purpose);
+    let opts = ExecOptions { stdin, stdout_to: Some(taker), stderr: Sink::PassThrough, ..Default::default() };
+    let ended = exec_child(shell, &cmd, opts);
+    let mut seen = seen.lock().expect("the follower does not panic");
+    let launched = seen.demux.launched;
+    let (launched_at, ended_at) = (seen.launched_at, seen.ended_at);
+    let exit_code = ended.as_ref().ok().and_then(|e| e.status).and_then(|s| s.code());
+    let result = (|| {
+        let ended = ended?;
+        match ended.status {
+            None => Ok(Followed::Interrupted),
+            Some(s) if s.success() && seen.demux.ended.is_some() => {
+                let tar = std::mem::take(&mut seen.demux.tar);
+                Ok(Followed::Done(unpack_run(shell, &tar, id, run_dir)?))
+            }
+            Some(s) if transport.is_transport_failure(s) && launched => bail!(
+                "lost the connection to {} while following run {id}; the run goes on there: `cargo gpu logs {id}` follows it again",
+                transport.describe()
+            ),
+            Some(s) if s.success() => bail!("the connection to {} ended before run {id} did", transport.describe()),
+            Some(_) => Err(script_failure(transport, &cmd, &ended)),
+        }
+    })();
+    Follow { launched, launched_at, ended_at, exit_code, result }
 }
 
 /// Stops a run on the remote (TERM, then KILL) so that what it wrote can be fetched.
@@ -158,6 +230,20 @@ pub fn stop_remote_run(shell: &Shell, transport: &dyn Transport, workdir: &str, 
     let opts = ExecOptions { interruptible: false, ..Default::default() };
     run_script(shell, transport, &protocol::stop_run(workdir, id), &format!("stop run {id}"), opts)?;
     Ok(())
+}
+
+fn unpack_run(shell: &Shell, tar: &[u8], id: &str, run_dir: &Path) -> Result<Vec<String>> {
+    let unpacked = unpack::unpack(tar, run_dir)
+        .with_context(|| format!("failed to unpack run {id} into {}", run_dir.display()))?;
+    for r in &unpacked.refused {
+        shell.warn(format!("refused an entry of run {id}: {r}"));
+    }
+    Ok(unpacked.refused)
+}
+
+/// The runner's exit status, as fetched into `run_dir`.
+pub fn exit_status(run_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(run_dir.join("exit-status")).ok().and_then(|s| s.trim().parse().ok())
 }
 
 /// Brings the run's files back into `run_dir` and returns the runner's exit status and the
@@ -171,13 +257,8 @@ pub fn fetch(
 ) -> Result<(Option<i32>, Vec<String>)> {
     let opts = ExecOptions { interruptible: false, ..Default::default() };
     let ended = run_script(shell, transport, &protocol::fetch(workdir, id), &format!("fetch run {id}"), opts)?;
-    let unpacked = unpack::unpack(&ended.stdout[..], run_dir)
-        .with_context(|| format!("failed to unpack run {id} into {}", run_dir.display()))?;
-    for r in &unpacked.refused {
-        shell.warn(format!("refused an entry of run {id}: {r}"));
-    }
-    let status = std::fs::read_to_string(run_dir.join("exit-status")).ok().and_then(|s| s.trim().parse().ok());
-    Ok((status, unpacked.refused))
+    let refused = unpack_run(shell, &ended.stdout, id, run_dir)?;
+    Ok((exit_status(run_dir), refused))
 }
 
 /// What the resolved run will use, decided before any work starts.
@@ -234,23 +315,79 @@ fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
     r
 }
 
+/// The preflight answer last given over one connection, kept beside it (in the ssh control
+/// folder) for the runs that reuse it: a connection that never dropped reaches the same machine,
+/// so its GPU, driver and glibc still hold; free disk and the stored blobs are checked again by
+/// the run script itself ([`protocol::Guard`]). It saves one remote command per re-run.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct KnownRemote {
+    connection: String,
+    workdir: String,
+    answer: String,
+    present: Vec<String>,
+}
+
+impl KnownRemote {
+    fn path(remote: &Remote) -> PathBuf {
+        let key = format!("{:?}\n{:?}\n{}", remote.host, remote.ssh_options, remote.workdir);
+        let hash = crate::build::package::sha256_hex(key.as_bytes());
+        crate::remote::ssh::control_dir().join(format!("preflight-{}.json", &hash[..16]))
+    }
+
+    fn load(remote: &Remote, connection: &str) -> Option<KnownRemote> {
+        let text = std::fs::read_to_string(Self::path(remote)).ok()?;
+        let known: KnownRemote = serde_json::from_str(&text).ok()?;
+        (known.connection == connection && known.workdir == remote.workdir).then_some(known)
+    }
+
+    /// Best effort: without it the next run only preflights again.
+    fn save(&self, remote: &Remote) {
+        if let Ok(text) = serde_json::to_string(self) {
+            let _ = std::fs::write(Self::path(remote), text);
+        }
+    }
+
+    fn forget(remote: &Remote) {
+        let _ = std::fs::remove_file(Self::path(remote));
+    }
+}
+
+/// What one attempt at uploading and launching came to.
+enum Attempt {
+    Ran(Outcome),
+    /// The guard found the remote changed since the preflight it relied on.
+    Stale,
+}
+
 impl Session<'_> {
     fn run(&self, instance: &mut Instance<'_>, record: &mut Record) -> Result<Outcome> {
         let (shell, remote, transport) = (self.shell, self.remote, self.transport);
         let workdir = remote.workdir.as_str();
-        let id = record.id.clone();
         shell.status("Connecting", transport.describe());
         timed(&mut record.phases.connect, || instance.start())?;
         crate::exit::check_interrupt()?;
 
-        // Preflight: one round trip.
-        let mut sizes: BTreeMap<&str, (u64, &Path)> = BTreeMap::new();
-        for ((sha, path), f) in self.files.iter().zip(&self.manifest.files) {
-            sizes.insert(sha, (f.size, path));
+        let hashes: Vec<String> = {
+            let mut h: Vec<String> = self.files.iter().map(|(sha, _)| sha.clone()).collect();
+            h.sort();
+            h.dedup();
+            h
+        };
+        // A detached run returns before the guard could speak: it always preflights.
+        let connection = if self.detach { None } else { transport.connection_id(shell) };
+        if let Some(known) = connection.as_deref().and_then(|c| KnownRemote::load(remote, c)) {
+            let mut facts = protocol::parse_preflight(&known.answer)?;
+            facts.missing = hashes.iter().filter(|h| !known.present.contains(h)).cloned().collect();
+            // Checked on the remote by the guard instead.
+            facts.disk_free_bytes = None;
+            match self.attempt(instance, record, &facts, &known.answer, connection.as_deref(), true)? {
+                Attempt::Ran(outcome) => return Ok(outcome),
+                Attempt::Stale => KnownRemote::forget(remote),
+            }
         }
-        let hashes: Vec<String> = sizes.keys().map(|h| h.to_string()).collect();
-        let total: u64 = self.manifest.files.iter().map(|f| f.size).sum();
-        let facts = timed(&mut record.phases.preflight, || {
+
+        // Preflight: one round trip.
+        let answer = timed(&mut record.phases.preflight, || {
             let ended = run_script(
                 shell,
                 transport,
@@ -258,32 +395,68 @@ impl Session<'_> {
                 "preflight the remote",
                 Default::default(),
             )?;
-            protocol::parse_preflight(&String::from_utf8_lossy(&ended.stdout))
+            Ok(String::from_utf8_lossy(&ended.stdout).into_owned())
         })?;
+        let facts = protocol::parse_preflight(&answer)?;
+        match self.attempt(instance, record, &facts, &answer, connection.as_deref(), false)? {
+            Attempt::Ran(outcome) => Ok(outcome),
+            Attempt::Stale => bail!("run {} was refused by its own guard after a fresh preflight", record.id),
+        }
+    }
+
+    /// Checks the facts, then uploads what they say is missing, launches and follows the run, in
+    /// one remote command. `guarded`: the facts come from an earlier preflight.
+    fn attempt(
+        &self,
+        instance: &mut Instance<'_>,
+        record: &mut Record,
+        facts: &protocol::RemoteFacts,
+        answer: &str,
+        connection: Option<&str>,
+        guarded: bool,
+    ) -> Result<Attempt> {
+        let (shell, remote, transport) = (self.shell, self.remote, self.transport);
+        let workdir = remote.workdir.as_str();
+        let id = record.id.clone();
+        let mut sizes: BTreeMap<&str, (u64, &Path)> = BTreeMap::new();
+        for ((sha, path), f) in self.files.iter().zip(&self.manifest.files) {
+            sizes.insert(sha, (f.size, path));
+        }
+        let hashes: Vec<String> = sizes.keys().map(|h| h.to_string()).collect();
+        let total: u64 = self.manifest.files.iter().map(|f| f.size).sum();
         let missing_bytes: u64 = facts.missing.iter().filter_map(|h| sizes.get(h.as_str())).map(|(s, _)| s).sum();
-        let target = protocol::check(&remote.name, &facts, self.manifest, missing_bytes + total)?;
+        let target = protocol::check(&remote.name, facts, self.manifest, missing_bytes + total)?;
         record.target = Some(target.to_string());
         record.gpu = facts.gpu_name.clone();
         record.compute_capability = facts.compute_cap.map(|c| c.to_string());
         shell.status(
             "Preflight",
             format!(
-                "{} (compute capability {}), driver CUDA {}, glibc {}, {} free",
+                "{} (compute capability {}), driver CUDA {}, glibc {}, {}",
                 facts.gpu_name.as_deref().unwrap_or("?"),
                 facts.compute_cap.map(|c| c.to_string()).unwrap_or_default(),
                 facts.driver_cuda.as_deref().unwrap_or("?"),
                 facts.glibc.as_deref().unwrap_or("?"),
-                facts.disk_free_bytes.map(human_bytes).unwrap_or_else(|| "?".into())
+                match facts.disk_free_bytes {
+                    Some(free) => format!("{} free", human_bytes(free)),
+                    None if guarded => "as preflighted before over this connection".into(),
+                    None => "free disk unknown".into(),
+                }
             ),
         );
         crate::exit::check_interrupt()?;
 
-        // Upload only the blobs the remote lacks, as one tar stream.
+        // Upload only the blobs the remote lacks, as one tar stream, in the same command that
+        // launches the run and follows it: one remote command (and one run of the remote
+        // user's shell start-up files) for the whole run.
+        panic_point("upload");
         let missing: Vec<String> = facts.missing.iter().filter(|h| sizes.contains_key(h.as_str())).cloned().collect();
         record.blobs_present = hashes.len() - missing.len();
         record.blobs_uploaded = missing.len();
         record.bytes_uploaded = missing_bytes;
-        if !missing.is_empty() {
+        let feed: Option<StdinFeed> = if missing.is_empty() {
+            None
+        } else {
             shell.status(
                 "Uploading",
                 format!(
@@ -296,60 +469,88 @@ impl Session<'_> {
             );
             let items: Vec<(String, PathBuf)> =
                 missing.iter().map(|h| (h.clone(), sizes[h.as_str()].1.to_path_buf())).collect();
-            timed(&mut record.phases.upload, || {
-                let feed = Box::new(move |stdin: &mut std::process::ChildStdin| -> std::io::Result<()> {
-                    let mut tar = tar::Builder::new(stdin);
-                    for (hash, path) in &items {
-                        let mut file = std::fs::File::open(path)?;
-                        let mut h = tar::Header::new_ustar();
-                        h.set_path(hash)?;
-                        h.set_size(file.metadata()?.len());
-                        h.set_mode(0o644);
-                        h.set_mtime(0);
-                        h.set_cksum();
-                        tar.append(&h, &mut file)?;
-                    }
-                    tar.finish()
-                });
-                let opts = ExecOptions { stdin: Some(feed), ..Default::default() };
-                run_script(
-                    shell,
-                    transport,
-                    &protocol::upload(workdir, &id, &missing),
-                    "upload the package blobs",
-                    opts,
-                )
-            })?;
-        }
+            Some(Box::new(move |stdin: &mut std::process::ChildStdin| -> std::io::Result<()> {
+                let mut tar = tar::Builder::new(stdin);
+                for (hash, path) in &items {
+                    let mut file = std::fs::File::open(path)?;
+                    let mut h = tar::Header::new_ustar();
+                    h.set_path(hash)?;
+                    h.set_size(file.metadata()?.len());
+                    h.set_mode(0o644);
+                    h.set_mtime(0);
+                    h.set_cksum();
+                    tar.append(&h, &mut file)?;
+                }
+                tar.finish()
+            }))
+        };
         crate::exit::check_interrupt()?;
 
         // Launch detached; from here on the run outlives this process.
         let watchdog = remote.idle_shutdown.map(|d| (d, remote.shutdown_command.as_str()));
         let launch = Launch { workdir, id: &id, manifest: self.manifest, args: &record.args, watchdog };
-        let script = protocol::launch(&launch)?;
+        let upload = (!missing.is_empty()).then_some((id.as_str(), missing.as_slice()));
+        let guard = guarded.then_some(protocol::Guard { hashes: &hashes, need_bytes: missing_bytes + total });
+        let script = protocol::run(upload, guard, &launch, self.detach)?;
         shell.status("Running", format!("{} on {} (run {id})", self.manifest.package.runner, remote.name));
-        let run_started = Instant::now();
-        run_script(shell, transport, &script, &format!("launch run {id}"), Default::default())?;
+        // Saved as running first: if this process dies, `logs` can still find the run.
         record.state = State::Running;
         record.save(self.runs_dir)?;
+        let purpose = if upload.is_some() { format!("upload and launch run {id}") } else { format!("launch run {id}") };
         if self.detach {
+            let opts = ExecOptions { stdin: feed, ..Default::default() };
+            if let Err(e) = timed(&mut record.phases.upload, || run_script(shell, transport, &script, &purpose, opts)) {
+                record.state = State::Failed;
+                return Err(e);
+            }
             instance.leave_up();
-            return Ok(Outcome::Detached);
+            return Ok(Attempt::Ran(Outcome::Detached));
         }
-        let followed = follow(shell, transport, workdir, &id);
-        record.phases.run = run_started.elapsed().as_secs_f64();
-        let interrupted = match followed? {
-            Followed::Done => false,
+        let started = Instant::now();
+        let followed = follow(shell, transport, &script, &purpose, feed, &id, self.run_dir);
+        let launched_at = followed.launched_at.unwrap_or(started);
+        record.phases.upload += launched_at.duration_since(started).as_secs_f64();
+        if let Some(ended_at) = followed.ended_at {
+            record.phases.run = ended_at.duration_since(launched_at).as_secs_f64();
+            record.phases.fetch += ended_at.elapsed().as_secs_f64();
+        } else {
+            record.phases.run = launched_at.elapsed().as_secs_f64();
+        }
+        if !followed.launched {
+            record.state = State::Failed;
+            if guarded && followed.exit_code == Some(protocol::STALE) {
+                return Ok(Attempt::Stale);
+            }
+            followed.result?;
+            // Ctrl-C before the launch was confirmed: if the remote got that far anyway, that
+            // run must not go on unwatched (a no-op when its folder does not exist).
+            let _ = stop_remote_run(shell, transport, workdir, &id);
+            return Err(crate::exit::interrupted_error());
+        }
+        // Every blob is there now: the next run over this connection can skip its preflight.
+        if let Some(connection) = connection {
+            let known = KnownRemote {
+                connection: connection.to_string(),
+                workdir: remote.workdir.clone(),
+                answer: answer.lines().filter(|l| !l.starts_with("missing: ")).collect::<Vec<_>>().join("\n"),
+                present: hashes.clone(),
+            };
+            known.save(remote);
+        }
+        match followed.result? {
+            Followed::Done(refused) => {
+                record.refused = refused;
+                Ok(Attempt::Ran(Outcome::Exited(exit_status(self.run_dir))))
+            }
             Followed::Interrupted => {
                 shell.status("Interrupted", format!("stopping run {id} on {}", remote.name));
                 stop_remote_run(shell, transport, workdir, &id)?;
-                true
+                let (status, refused) =
+                    timed(&mut record.phases.fetch, || fetch(shell, transport, workdir, &id, self.run_dir))?;
+                record.refused = refused;
+                Ok(Attempt::Ran(Outcome::Interrupted(status)))
             }
-        };
-        let (status, refused) =
-            timed(&mut record.phases.fetch, || fetch(shell, transport, workdir, &id, self.run_dir))?;
-        record.refused = refused;
-        Ok(if interrupted { Outcome::Interrupted(status) } else { Outcome::Exited(status) })
+        }
     }
 }
 

@@ -3,7 +3,10 @@
 //! watchdog. The remote needs only `sh`, `tar`, `sha256sum`, `setsid`, `nohup` and the NVIDIA
 //! driver. Layout under the workdir: `blobs/<sha256>`, `blobs/tmp/<upload>/`, `runs/<id>/`
 //! (`pid`, `stdout.log`, `stderr.log`, `exit-status`, `nvidia-smi.txt`, `env.txt`, `out/`).
-//! Also the reading of the preflight answer and the refusals that follow from it.
+//! A run takes two remote commands: preflight, then [`run`] (upload + launch + stream + fetch,
+//! its stdout framed so that one channel carries the runner's output and then the run's files);
+//! a re-run over the same connection only the second, guarded by a re-check ([`Guard`]).
+//! Also the reading of the preflight answer and of those frames, and the refusals that follow.
 
 use std::time::Duration;
 
@@ -67,13 +70,14 @@ for h in {hashes}; do [ -f "$W/blobs/$h" ] || echo "missing: $h"; done
 }
 
 /// Unpacks a tar of blobs (each named by its sha256) from stdin into `blobs/tmp/<upload>/`,
-/// checks every hash, and only then moves them into `blobs/`.
+/// checks every hash, and only then moves them into `blobs/`. A failure cleans up before it
+/// complains: with the connection gone, writing to stderr would end the script by SIGPIPE.
 pub fn upload(workdir: &str, upload_id: &str, hashes: &[String]) -> String {
     assert!(hashes.iter().all(|h| is_sha256(h)), "blob names are sha256 digests");
     format!(
         r#"{prelude}T="$W/blobs/tmp"/{id}
 rm -rf "$T" && mkdir -p "$T" && cd "$T" || exit 1
-fail() {{ echo "$1" >&2; cd /; rm -rf "$T"; exit 1; }}
+fail() {{ cd /; rm -rf "$T"; echo "$1" >&2; exit 1; }}
 tar -xf - || fail "could not unpack the blobs"
 for h in {hashes}; do
   s=$(sha256sum "$h" | cut -d ' ' -f 1)
@@ -157,13 +161,18 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     Ok(s)
 }
 
-/// Follows a run's logs from the given byte offsets until its exit status appears: stdout to
-/// stdout, stderr to stderr. Exits 4 when the runner vanished without an exit status.
-pub fn stream(workdir: &str, id: &str, out_offset: u64, err_offset: u64) -> String {
+/// Follows a run's logs until its exit status appears, then sends the run's files: one command
+/// for what used to take a stream and a fetch. Its stdout is a sequence of frames (see [`Demux`]):
+/// `o N` / `e N` and N bytes of the runner's stdout / stderr, `h` (a heartbeat every second of
+/// silence: writing it is how the script notices a vanished client and ends, so the idle
+/// watchdog does not count a dead client as alive), `x 0` (exit status written) or `x 2` (the
+/// runner vanished without one), then `t` and a tar of the run's files to the end.
+pub fn stream(workdir: &str, id: &str) -> String {
     format!(
         r#"{run}[ -d "$R" ] || {{ echo "no run folder $R" >&2; exit 3; }}
-o={out_offset}; e={err_offset}
+o=0; e=0; q=0; n=0
 size() {{ if [ -f "$1" ]; then wc -c < "$1"; else echo 0; fi; }}
+emit() {{ printf '%s %d\n' "$1" $(($4 - $3)); tail -c +$(($3 + 1)) "$2" | head -c $(($4 - $3)); }}
 while :; do
   date +%s > "$W/last-seen" 2>/dev/null
   d=0; [ -e "$R/exit-status" ] && d=1
@@ -171,15 +180,19 @@ while :; do
     if [ -e "$R/exit-status" ]; then d=1; else d=2; fi
   fi
   s=$(size "$R/stdout.log")
-  if [ "$s" -gt "$o" ]; then tail -c +$((o + 1)) "$R/stdout.log" | head -c $((s - o)); o=$s; fi
+  if [ "$s" -gt "$o" ]; then emit o "$R/stdout.log" "$o" "$s"; o=$s; q=0; fi
   s=$(size "$R/stderr.log")
-  if [ "$s" -gt "$e" ]; then tail -c +$((e + 1)) "$R/stderr.log" | head -c $((s - e)) >&2; e=$s; fi
-  [ $d = 1 ] && exit 0
-  [ $d = 2 ] && exit 4
-  sleep 0.2 2>/dev/null || sleep 1
+  if [ "$s" -gt "$e" ]; then emit e "$R/stderr.log" "$e" "$s"; e=$s; q=0; fi
+  [ $d != 0 ] && break
+  q=$((q + 1)); n=$((n + 1))
+  if [ $q -ge 20 ]; then printf 'h\n' || exit 5; q=0; fi
+  if [ $n -lt 40 ]; then sleep 0.05 2>/dev/null || sleep 1; else sleep 0.2 2>/dev/null || sleep 1; fi
 done
-"#,
+[ $d = 1 ] && printf 'x 0\n' || printf 'x 2\n'
+printf 't\n'
+{fetch}"#,
         run = run_dir(workdir, id),
+        fetch = fetch_tail(),
     )
 }
 
@@ -187,7 +200,8 @@ done
 /// a run that had none.
 pub fn stop_run(workdir: &str, id: &str) -> String {
     format!(
-        r#"{run}i=0
+        r#"{run}[ -d "$R" ] || exit 0
+i=0
 while [ ! -s "$R/pid" ] && [ $i -lt 20 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
 p=$(cat "$R/pid" 2>/dev/null)
 if [ -n "$p" ] && [ ! -e "$R/exit-status" ]; then
@@ -207,16 +221,152 @@ fi
 
 /// Writes the run's logs, exit status, `nvidia-smi -q`, environment and `out/` to stdout as one tar.
 pub fn fetch(workdir: &str, id: &str) -> String {
+    format!("{}{}", run_dir(workdir, id), fetch_tail())
+}
+
+fn fetch_tail() -> String {
     format!(
-        r#"{run}cd "$R" || exit 1
+        r#"cd "$R" || exit 1
 set --
 for f in {files}; do [ -e "$f" ] && set -- "$@" "$f"; done
 [ $# -gt 0 ] || exit 0
 tar -cf - "$@"
 "#,
-        run = run_dir(workdir, id),
         files = FETCHED.join(" "),
     )
+}
+
+/// The exit status of a [`run`] script whose [`Guard`] found the remote changed since the
+/// preflight it relied on: nothing was launched, preflight again.
+pub const STALE: i32 = 7;
+
+/// What a run that skips its preflight (relying on the last one over the same connection)
+/// checks on the remote first: free disk before the upload, every blob present after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Guard<'a> {
+    pub hashes: &'a [String],
+    pub need_bytes: u64,
+}
+
+/// The one command of a run after preflight: store the uploaded blobs (when `upload` names them;
+/// the tar comes on stdin), assemble and launch the run, say `r` (launched), then, unless
+/// `detach`, [`stream`]. With a `guard`, a remote that no longer matches exits [`STALE`] first.
+pub fn run(
+    upload_blobs: Option<(&str, &[String])>,
+    guard: Option<Guard<'_>>,
+    l: &Launch<'_>,
+    detach: bool,
+) -> Result<String> {
+    let mut s = String::new();
+    if let Some(g) = guard {
+        let need_kb = (g.need_bytes + DISK_MARGIN_BYTES).div_ceil(1024);
+        s.push_str(&format!(
+            "{}f=$(df -Pk \"$W\" | awk 'NR==2 {{print $4}}')\n[ \"${{f:-0}}\" -ge {need_kb} ] 2>/dev/null || exit {STALE}\n",
+            prelude(l.workdir)
+        ));
+    }
+    if let Some((upload_id, hashes)) = upload_blobs {
+        s.push_str(&upload(l.workdir, upload_id, hashes));
+    }
+    if let Some(g) = guard {
+        assert!(g.hashes.iter().all(|h| is_sha256(h)), "blob names are sha256 digests");
+        s.push_str(&format!(
+            "{}for h in {}; do [ -f \"$W/blobs/$h\" ] || exit {STALE}; done\n",
+            prelude(l.workdir),
+            words(g.hashes)
+        ));
+    }
+    s.push_str(&launch(l)?);
+    s.push_str("printf 'r\\n'\n");
+    if !detach {
+        s.push_str(&stream(l.workdir, l.id));
+    }
+    Ok(s)
+}
+
+/// Which output a frame's bytes belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DemuxState {
+    Header,
+    Body(Channel, usize),
+    Tar,
+}
+
+/// Reads [`run`]'s and [`stream`]'s framed stdout as it arrives, in chunks of any size.
+#[derive(Debug)]
+pub struct Demux {
+    state: DemuxState,
+    line: Vec<u8>,
+    pub launched: bool,
+    /// `Some(true)` when the run wrote its exit status, `Some(false)` when it vanished.
+    pub ended: Option<bool>,
+    pub tar: Vec<u8>,
+}
+
+impl Default for Demux {
+    fn default() -> Self {
+        Demux { state: DemuxState::Header, line: Vec::new(), launched: false, ended: None, tar: Vec::new() }
+    }
+}
+
+/// What a chunk held besides output: the run was launched, or it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Launched,
+    Ended,
+}
+
+impl Demux {
+    /// Hands the runner's output to `out` and returns the events seen in `bytes`. Lines that are
+    /// no frame (a remote start-up file that prints) are skipped.
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut dyn FnMut(Channel, &[u8])) -> Vec<Event> {
+        let mut events = Vec::new();
+        while !bytes.is_empty() {
+            match self.state {
+                DemuxState::Tar => {
+                    self.tar.extend_from_slice(bytes);
+                    return events;
+                }
+                DemuxState::Body(ch, left) => {
+                    let n = left.min(bytes.len());
+                    out(ch, &bytes[..n]);
+                    bytes = &bytes[n..];
+                    self.state = if n == left { DemuxState::Header } else { DemuxState::Body(ch, left - n) };
+                }
+                DemuxState::Header => {
+                    let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+                        self.line.extend_from_slice(bytes);
+                        return events;
+                    };
+                    self.line.extend_from_slice(&bytes[..nl]);
+                    bytes = &bytes[nl + 1..];
+                    let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+                    let (tag, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                    match (tag, arg.parse::<usize>().ok()) {
+                        ("r", _) => {
+                            self.launched = true;
+                            events.push(Event::Launched);
+                        }
+                        ("o", Some(n)) if n > 0 => self.state = DemuxState::Body(Channel::Stdout, n),
+                        ("e", Some(n)) if n > 0 => self.state = DemuxState::Body(Channel::Stderr, n),
+                        ("x", Some(code)) => {
+                            self.ended = Some(code == 0);
+                            events.push(Event::Ended);
+                        }
+                        ("t", _) => self.state = DemuxState::Tar,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        events
+    }
 }
 
 /// Starts (once per instance) a detached loop that runs `shutdown_command` when no run is alive
@@ -235,7 +385,9 @@ while :; do
     [ -e "$d/exit-status" ] && continue
     kill -0 "$(cat "$p")" 2>/dev/null && echo "$now" > "$W/last-seen"
   done
-  last=$(cat "$W/last-seen" 2>/dev/null || echo "$now")
+  last=$(cat "$W/last-seen" 2>/dev/null)
+  # A client rewriting the file leaves it empty for a moment: that is "just now", not "never".
+  case $last in ''|*[!0-9]*) last=$now ;; esac
   if [ $((now - last)) -ge {idle_s} ]; then
     echo "idle since $last: running the shutdown command"
     rm -f "$W/watchdog.pid"
@@ -511,10 +663,62 @@ mod tests {
         let wr = wrapper("bin/demo", &args, "run 1");
         sh_syntax_ok(&wr);
         assert!(wr.contains(r#""$R"/bin/demo 'a b' '$(touch pwned)' ''\''"'"#), "{wr}");
-        sh_syntax_ok(&stream(w, "x", 0, 10));
+        sh_syntax_ok(&stream(w, "x"));
+        sh_syntax_ok(
+            &run(
+                Some(("u", &hashes)),
+                Some(Guard { hashes: &hashes, need_bytes: 1 << 20 }),
+                &Launch { workdir: w, id: "x", manifest: &m, args: &args, watchdog: None },
+                false,
+            )
+            .unwrap(),
+        );
         sh_syntax_ok(&stop_run(w, "x"));
         sh_syntax_ok(&fetch(w, "x"));
         sh_syntax_ok(&watchdog(w, Duration::from_secs(60), "touch /tmp/it's off"));
+    }
+
+    #[test]
+    fn demux_splits_frames_across_any_chunking() {
+        let framed = b"noise from a start-up file\nr\no 5\nhello\ne 3\nerrh\no 2\n\n!x 0\nt\nTARBYTES";
+        for chunk in 1..framed.len() {
+            let mut d = Demux::default();
+            let (mut out, mut err, mut events) = (Vec::new(), Vec::new(), Vec::new());
+            for part in framed.chunks(chunk) {
+                events.extend(d.feed(part, &mut |ch, b| match ch {
+                    Channel::Stdout => out.extend_from_slice(b),
+                    Channel::Stderr => err.extend_from_slice(b),
+                }));
+            }
+            assert_eq!((out.as_slice(), err.as_slice()), (&b"hello\n!"[..], &b"err"[..]), "chunk {chunk}");
+            assert_eq!(events, [Event::Launched, Event::Ended]);
+            assert!(d.launched && d.ended == Some(true));
+            assert_eq!(d.tar, b"TARBYTES");
+        }
+    }
+
+    #[test]
+    fn the_stream_script_frames_a_real_run_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().display().to_string();
+        let r = dir.path().join("runs/x");
+        std::fs::create_dir_all(r.join("out")).unwrap();
+        std::fs::write(r.join("stdout.log"), "out 1\nout 2").unwrap();
+        std::fs::write(r.join("stderr.log"), "warn\n").unwrap();
+        std::fs::write(r.join("exit-status"), "3\n").unwrap();
+        let got = Command::new("sh").arg("-c").arg(stream(&w, "x")).output().unwrap();
+        assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+        let mut d = Demux::default();
+        let mut out = Vec::new();
+        d.feed(&got.stdout, &mut |ch, b| out.push((ch, b.to_vec())));
+        assert_eq!(out, [(Channel::Stdout, b"out 1\nout 2".to_vec()), (Channel::Stderr, b"warn\n".to_vec())]);
+        assert_eq!(d.ended, Some(true));
+        let names: Vec<String> = tar::Archive::new(&d.tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(names.contains(&"exit-status".to_string()) && names.contains(&"stdout.log".to_string()), "{names:?}");
     }
 
     #[test]

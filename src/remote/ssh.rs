@@ -88,6 +88,12 @@ impl Ssh {
     }
 }
 
+/// `Master running (pid=1234)`, what `ssh -O check` says.
+fn parse_master_pid(text: &str) -> Option<u32> {
+    let rest = &text[text.find("(pid=")? + 5..];
+    rest[..rest.find(')')?].parse().ok()
+}
+
 /// Whether ssh's complaint will not go away by waiting for the host to boot (a wrong host key,
 /// a refused key, an unknown alias): retrying until the ready timeout would only hide it.
 pub fn is_permanent(stderr: &[u8]) -> bool {
@@ -95,6 +101,43 @@ pub fn is_permanent(stderr: &[u8]) -> bool {
     ["Host key verification failed", "Permission denied", "Could not resolve hostname", "Bad configuration option"]
         .iter()
         .any(|m| text.contains(m))
+}
+
+impl Ssh {
+    /// The pid of the master connection when one is up: asked of the local master, no round trip.
+    fn master_pid(&self, shell: &Shell) -> Option<u32> {
+        let cmd = Cmd::new("ssh", "check the ssh master connection")
+            .args(self.base_args())
+            .args(["-O", "check", "--"])
+            .arg(&self.host);
+        let ended = exec(shell, &cmd, ExecOptions::default()).ok()?;
+        if !ended.status?.success() {
+            return None;
+        }
+        parse_master_pid(&String::from_utf8_lossy(&ended.stderr)).or(Some(0))
+    }
+
+    fn master_alive(&self, shell: &Shell) -> bool {
+        self.master_pid(shell).is_some()
+    }
+
+    /// Whether the user's `ssh-options` (which come first, so win) turn multiplexing off.
+    fn multiplexing_off(&self) -> bool {
+        self.options.iter().any(|o| {
+            let o = o.to_ascii_lowercase().replace([' ', '\t', '='], "");
+            o.contains("controlmasterno") || o.contains("controlpathnone") || o.contains("controlpersistno")
+        })
+    }
+
+    /// Opens the master connection and leaves it in the background (`-f -N`): authenticated,
+    /// but no remote command, so the remote user's shell start-up files do not run for it.
+    /// Without multiplexing a backgrounded `-N` would never end, so then it runs `exit 0`.
+    pub fn connect_command(&self) -> Cmd {
+        if self.multiplexing_off() {
+            return self.script_command("exit 0", "connect");
+        }
+        Cmd::new("ssh", "connect").args(self.base_args()).args(["-f", "-N", "-T", "--"]).arg(&self.host)
+    }
 }
 
 impl Transport for Ssh {
@@ -123,7 +166,10 @@ impl Transport for Ssh {
 
     fn wait_ready(&self, shell: &Shell, timeout: Duration) -> Result<()> {
         self.ensure_control_dir()?;
-        let cmd = self.script_command("exit 0", "connect");
+        if self.master_alive(shell) {
+            return Ok(());
+        }
+        let cmd = self.connect_command();
         let mut last = None;
         let once = timeout <= self.connect_timeout;
         let result = retry_until(timeout, Duration::from_secs(2), || {
@@ -143,6 +189,13 @@ impl Transport for Ssh {
                 last.context(format!("{} did not answer ssh within {:.0}s", self.describe(), timeout.as_secs_f64()))
             ),
             (Err(e), _) => Err(e),
+        }
+    }
+
+    fn connection_id(&self, shell: &Shell) -> Option<String> {
+        match self.master_pid(shell)? {
+            0 => None,
+            pid => Some(format!("ssh master pid {pid} {}", self.control_dir.display())),
         }
     }
 
@@ -182,6 +235,17 @@ mod tests {
     }
 
     #[test]
+    fn connecting_runs_no_remote_command() {
+        let line = ssh().connect_command().to_string();
+        assert!(line.contains("-o ControlMaster=auto") && line.ends_with(" -f -N -T -- me@h100"), "{line}");
+        let mut plain = ssh();
+        plain.options.extend(["-o".into(), "ControlMaster no".into()]);
+        let c = plain.connect_command();
+        assert!(!c.to_string().contains(" -f "), "{c}");
+        assert_eq!(c.get_args().last().unwrap(), "sh -c 'exit 0'");
+    }
+
+    #[test]
     fn the_remote_word_runs_the_script_exactly() {
         let script = "printf '%s|' \"$0\" 'it'\\''s $(x)'";
         let c = ssh().script_command(script, "t");
@@ -189,6 +253,12 @@ mod tests {
         // What the remote user's shell does with the one word ssh sends.
         let out = std::process::Command::new("sh").arg("-c").arg(&remote_word).output().unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "sh|it's $(x)|");
+    }
+
+    #[test]
+    fn the_master_pid_is_read_from_its_answer() {
+        assert_eq!(parse_master_pid("Master running (pid=4242)\r\n"), Some(4242));
+        assert_eq!(parse_master_pid("Control socket connect(/x): No such file"), None);
     }
 
     #[test]

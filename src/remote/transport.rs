@@ -26,6 +26,12 @@ pub trait Transport {
     fn wait_ready(&self, shell: &Shell, timeout: Duration) -> Result<()>;
     /// Closes a persistent connection, after the host was stopped.
     fn disconnect(&self, shell: &Shell);
+    /// Names the live connection (an ssh master's pid), so that what a preflight learned over it
+    /// can serve the runs that reuse it: a connection that never dropped reaches the same
+    /// machine. `None` where there is nothing to name.
+    fn connection_id(&self, _shell: &Shell) -> Option<String> {
+        None
+    }
 }
 
 /// This machine: the scripts run with `sh -c`, no ssh anywhere.
@@ -61,9 +67,12 @@ pub enum Sink {
 }
 
 pub type StdinFeed = Box<dyn FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send + 'static>;
+/// Takes the child's stdout chunk by chunk as it comes (instead of `stdout`'s sink).
+pub type StdoutTaker = Box<dyn FnMut(&[u8]) + Send + 'static>;
 
 pub struct ExecOptions {
     pub stdin: Option<StdinFeed>,
+    pub stdout_to: Option<StdoutTaker>,
     pub stdout: Sink,
     pub stderr: Sink,
     /// Kill the child and return when Ctrl-C was pressed (cleanup steps pass `false`).
@@ -72,7 +81,7 @@ pub struct ExecOptions {
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        ExecOptions { stdin: None, stdout: Sink::Capture, stderr: Sink::Capture, interruptible: true }
+        ExecOptions { stdin: None, stdout_to: None, stdout: Sink::Capture, stderr: Sink::Capture, interruptible: true }
     }
 }
 
@@ -90,9 +99,14 @@ impl Ended {
     }
 }
 
-fn pump(mut from: impl Read + Send, sink: Sink, to_stdout: bool) -> std::io::Result<Vec<u8>> {
+fn pump(
+    mut from: impl Read + Send,
+    sink: Sink,
+    mut taker: Option<StdoutTaker>,
+    to_stdout: bool,
+) -> std::io::Result<Vec<u8>> {
     let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
+    let mut buf = [0u8; 65536];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) => return Ok(kept),
@@ -100,6 +114,10 @@ fn pump(mut from: impl Read + Send, sink: Sink, to_stdout: bool) -> std::io::Res
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if let Some(take) = taker.as_mut() {
+            take(&buf[..n]);
+            continue;
+        }
         match sink {
             Sink::Capture => kept.extend_from_slice(&buf[..n]),
             Sink::PassThrough if to_stdout => {
@@ -139,13 +157,19 @@ pub fn exec(shell: &Shell, cmd: &Cmd, opts: ExecOptions) -> Result<Ended> {
         })
     });
     let (out_sink, err_sink) = (opts.stdout, opts.stderr);
-    let out = std::thread::spawn(move || pump(stdout, out_sink, true));
-    let err = std::thread::spawn(move || pump(stderr, err_sink, false));
+    let taker = opts.stdout_to;
+    let out = std::thread::spawn(move || pump(stdout, out_sink, taker, true));
+    let err = std::thread::spawn(move || pump(stderr, err_sink, None, false));
     let status = loop {
         if let Some(status) = child.try_wait().with_context(|| format!("failed to {}", cmd.purpose()))? {
             break status;
         }
         if opts.interruptible && crate::exit::interrupted() {
+            // The whole group: a hook's own children (`sh -c 'a; b'`) must not outlive it.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(Stdio::null())
+                .status();
             let _ = child.kill();
             let _ = child.wait();
             return Ok(Ended { status: None, stdout: Vec::new(), stderr: Vec::new() });

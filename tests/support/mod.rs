@@ -38,6 +38,32 @@ case "$*" in
 esac
 "#;
 
+/// A `tar` for the remote's PATH: the real one, except that while the file `slow-tar` exists
+/// beside it, an unpacking tar gets the first MiB of its input and then nothing more until that
+/// file is removed (so a test can cut an upload off while a blob is half written).
+const FAKE_TAR: &str = r#"#!/bin/sh
+d=$(dirname "$0")
+real=/usr/bin/tar; [ -x "$real" ] || real=/bin/tar
+if [ -e "$d/slow-tar" ] && [ "$1" = "-xf" ]; then
+  { head -c 1048576; while [ -e "$d/slow-tar" ]; do sleep 0.05; done; cat; } | "$real" "$@"
+  exit $?
+fi
+exec "$real" "$@"
+"#;
+
+/// A `df` for the remote's PATH: the real one, except that while the file `disk-full` exists
+/// beside it, every file system has 1 MiB free.
+const FAKE_DF: &str = r#"#!/bin/sh
+d=$(dirname "$0")
+real=/usr/bin/df; [ -x "$real" ] || real=/bin/df
+if [ -e "$d/disk-full" ]; then
+  echo "Filesystem 1024-blocks Used Available Capacity Mounted on"
+  echo "/dev/fake 1048576 1047552 1024 100% /"
+  exit 0
+fi
+exec "$real" "$@"
+"#;
+
 /// Whether tests that need sshd must run: under CI a missing sshd fails them.
 pub fn sshd_required() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
@@ -70,6 +96,8 @@ impl World {
         let fakebin = root.join("fakebin");
         std::fs::create_dir_all(&fakebin).unwrap();
         write_exe(&fakebin.join("nvidia-smi"), FAKE_NVIDIA_SMI);
+        write_exe(&fakebin.join("tar"), FAKE_TAR);
+        write_exe(&fakebin.join("df"), FAKE_DF);
         let control = root.join("cm");
         std::fs::create_dir_all(&control).unwrap();
         let cwd = root.join("cwd");
@@ -111,6 +139,16 @@ impl World {
         out
     }
 
+    /// Turns a behaviour of the fake `tar` or `df` (`slow-tar`, `disk-full`) on or off.
+    pub fn fake(&self, flag: &str, on: bool) {
+        let p = self.fakebin.join(flag);
+        if on {
+            std::fs::write(p, "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
     pub fn runs_dir(&self) -> PathBuf {
         self.target.join("gpu").join("runs")
     }
@@ -143,11 +181,16 @@ pub struct SshdOptions<'a> {
     pub fake_gpu: &'a str,
     /// Whether the client's known_hosts holds the server's key.
     pub known_host: bool,
+    /// More `NAME=value` words for the remote environment (`BASH_ENV=...` gives the remote user
+    /// shell start-up work, as a real `.bashrc` does).
+    pub env: &'a str,
+    /// More sshd_config lines (before the harness's own, so they win: sshd keeps the first value).
+    pub config: &'a str,
 }
 
 impl Default for SshdOptions<'_> {
     fn default() -> Self {
-        SshdOptions { fake_gpu: "h100", known_host: true }
+        SshdOptions { fake_gpu: "h100", known_host: true, env: "", config: "" }
     }
 }
 
@@ -186,9 +229,11 @@ impl Sshd {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin yes\n\
-             SetEnv PATH={remote_path} CARGO_GPU_FAKE_GPU={gpu}\nLogLevel ERROR\n",
+             SetEnv PATH={remote_path} CARGO_GPU_FAKE_GPU={gpu} {env}\n{extra}\nLogLevel ERROR\n",
             d = dir.display(),
             gpu = opts.fake_gpu,
+            env = opts.env,
+            extra = opts.config,
         );
         std::fs::write(dir.join("sshd_config"), config).unwrap();
         let ssh_config = dir.join("ssh_config");
