@@ -88,11 +88,11 @@ impl Manifest {
     }
 }
 
+/// A small package for tests: the runner `bin/demo` (sha256 "a" x 64) and one cubin
+/// `kernels/k.sm_90a.cubin` (sha256 "b" x 64), whatever `targets` says.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub fn sample() -> Manifest {
+impl Manifest {
+    pub(crate) fn sample(targets: &[&str]) -> Manifest {
         Manifest {
             package: PackageInfo {
                 name: "demo".into(),
@@ -100,7 +100,7 @@ mod tests {
                 profile: "debug".into(),
                 git_revision: Some("0123abcd".into()),
                 git_dirty: true,
-                targets: vec!["sm_90a".parse().unwrap(), "sm_100a".parse().unwrap()],
+                targets: targets.iter().map(|t| t.parse().unwrap()).collect(),
                 nvcc_version: "13.0.88".into(),
                 min_driver_cuda: "13.0".into(),
                 runner: "bin/demo".into(),
@@ -110,22 +110,31 @@ mod tests {
             files: vec![
                 FileEntry {
                     path: "bin/demo".into(),
-                    size: 10,
-                    sha256: "ab".repeat(32),
+                    size: 3,
+                    sha256: "a".repeat(64),
                     kernel: None,
                     target: None,
                     executable: true,
                 },
                 FileEntry {
                     path: "kernels/k.sm_90a.cubin".into(),
-                    size: 5,
-                    sha256: "cd".repeat(32),
+                    size: 2,
+                    sha256: "b".repeat(64),
                     kernel: Some("k".into()),
                     target: Some("sm_90a".parse().unwrap()),
                     executable: false,
                 },
             ],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest::sample(&["sm_90a", "sm_100a"])
     }
 
     #[test]

@@ -545,43 +545,10 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::manifest::{FileEntry, PackageInfo};
     use std::process::Command;
 
     fn manifest(targets: &[&str]) -> Manifest {
-        Manifest {
-            package: PackageInfo {
-                name: "demo".into(),
-                version: "0.1.0".into(),
-                profile: "debug".into(),
-                git_revision: None,
-                git_dirty: false,
-                targets: targets.iter().map(|t| t.parse().unwrap()).collect(),
-                nvcc_version: "13.0.88".into(),
-                min_driver_cuda: "13.0".into(),
-                runner: "bin/demo".into(),
-                runner_triple: "x86_64-unknown-linux-gnu".into(),
-                runner_glibc: Some("2.34".into()),
-            },
-            files: vec![
-                FileEntry {
-                    path: "bin/demo".into(),
-                    size: 3,
-                    sha256: "a".repeat(64),
-                    kernel: None,
-                    target: None,
-                    executable: true,
-                },
-                FileEntry {
-                    path: "kernels/k.sm_90a.cubin".into(),
-                    size: 2,
-                    sha256: "b".repeat(64),
-                    kernel: Some("k".into()),
-                    target: Some("sm_90a".parse().unwrap()),
-                    executable: false,
-                },
-            ],
-        }
+        Manifest::sample(targets)
     }
 
     fn h100() -> RemoteFacts {
