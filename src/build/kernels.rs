@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -144,9 +143,8 @@ struct Fingerprint {
 }
 
 fn stamp(path: &Path) -> Option<DepStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    let mtime = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
-    Some(DepStamp { path: path.to_path_buf(), size: meta.len(), mtime_ns: mtime })
+    let (size, mtime_ns) = crate::cache::file_stamp(path)?;
+    Some(DepStamp { path: path.to_path_buf(), size, mtime_ns })
 }
 
 impl<'a> CompileSettings<'a> {

@@ -3,10 +3,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::build::kernels::Built;
@@ -26,29 +24,10 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A file's hash, remembered by size and modification time so an unchanged runner is not re-read.
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
-struct HashStamp {
-    size: u64,
-    mtime_ns: u128,
-    sha256: String,
-}
-
-fn stamp_of(path: &Path) -> Option<(u64, u128)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos()))
-}
-
-fn cached_hash(path: &Path, cache: &Path) -> Result<String> {
-    let (size, mtime_ns) = stamp_of(path).with_context(|| format!("failed to stat {}", path.display()))?;
-    if let Some(c) = std::fs::read(cache).ok().and_then(|b| serde_json::from_slice::<HashStamp>(&b).ok()) {
-        if c.size == size && c.mtime_ns == mtime_ns {
-            return Ok(c.sha256);
-        }
-    }
-    let sha256 = sha256_file(path)?;
-    let _ = std::fs::write(cache, serde_json::to_vec(&HashStamp { size, mtime_ns, sha256: sha256.clone() })?);
-    Ok(sha256)
+/// A file's hash, remembered while its size and modification time stay the same, so an unchanged
+/// runner (tens of megabytes in a debug build) is not read again on every build.
+fn cached_hash(path: &Path) -> Result<String> {
+    crate::cache::memo("sha256", &path.display().to_string(), &[path.to_path_buf()], || sha256_file(path))
 }
 
 /// Git revision and dirty flag of the folder, in one `git status`; `None` outside a repository.
@@ -78,8 +57,8 @@ pub fn parse_git_status(text: &str) -> Option<(String, bool)> {
 }
 
 /// Copies `src` to `dst` unless `dst` already has the same bytes; returns whether it wrote.
-fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool, cache: &Path) -> Result<bool> {
-    if dst.is_file() && cached_hash(dst, cache).ok().as_deref() == Some(sha256) {
+fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool) -> Result<bool> {
+    if dst.is_file() && cached_hash(dst).ok().as_deref() == Some(sha256) {
         return Ok(false);
     }
     let tmp = dst.with_extension("tmp-install");
@@ -119,7 +98,6 @@ fn prune(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
 /// Inputs for assembling a package.
 pub struct PackageInputs<'a> {
     pub dir: &'a Path,
-    pub state_dir: &'a Path,
     pub info: PackageInfo,
     pub runner_exe: &'a Path,
     pub runner_name: &'a str,
@@ -136,18 +114,11 @@ pub struct Assembled {
 pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
     let bin_dir = inputs.dir.join("bin");
     std::fs::create_dir_all(&bin_dir).with_context(|| format!("failed to create {}", bin_dir.display()))?;
-    std::fs::create_dir_all(inputs.state_dir)?;
 
-    let runner_sha = cached_hash(inputs.runner_exe, &inputs.state_dir.join("runner-hash.json"))?;
+    let runner_sha = cached_hash(inputs.runner_exe)?;
     let runner_size = std::fs::metadata(inputs.runner_exe)?.len();
     let runner_path = bin_dir.join(inputs.runner_name);
-    install_file(
-        inputs.runner_exe,
-        &runner_path,
-        &runner_sha,
-        true,
-        &inputs.state_dir.join("installed-runner-hash.json"),
-    )?;
+    install_file(inputs.runner_exe, &runner_path, &runner_sha, true)?;
     prune(&bin_dir, &BTreeSet::from([inputs.runner_name.to_string()]))?;
     prune(&inputs.dir.join("kernels"), &inputs.cubins.iter().map(|b| b.job.cubin_name()).collect())?;
 

@@ -110,7 +110,6 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     };
     let assembled = package::assemble(PackageInputs {
         dir: &dir,
-        state_dir: &state_dir,
         info,
         runner_exe: &runner.executable,
         runner_name: &project.runner,
