@@ -377,6 +377,7 @@ pub fn watchdog(workdir: &str, idle: Duration, shutdown_command: &str) -> String
     let body = format!(
         r#"W=$1
 echo $$ > "$W/watchdog.pid"
+seen=$(date +%s)
 while :; do
   now=$(date +%s)
   for p in "$W"/runs/*/pid; do
@@ -385,9 +386,15 @@ while :; do
     [ -e "$d/exit-status" ] && continue
     kill -0 "$(cat "$p")" 2>/dev/null && echo "$now" > "$W/last-seen"
   done
-  last=$(cat "$W/last-seen" 2>/dev/null)
-  # A client rewriting the file leaves it empty for a moment: that is "just now", not "never".
-  case $last in ''|*[!0-9]*) last=$now ;; esac
+  if [ -e "$W/last-seen" ]; then
+    last=$(cat "$W/last-seen" 2>/dev/null)
+    # A client rewriting the file leaves it empty for a moment: that is "just now", not "never".
+    case $last in ''|*[!0-9]*) last=$now ;; esac
+  else
+    # The workdir (or its clock) is gone: no run or client can have been seen since.
+    last=$seen
+  fi
+  seen=$last
   if [ $((now - last)) -ge {idle_s} ]; then
     echo "idle since $last: running the shutdown command"
     rm -f "$W/watchdog.pid"
@@ -602,6 +609,24 @@ mod tests {
         let none = parse_preflight("protocol: 1\ngpu-error: sh: nvidia-smi: not found\n").unwrap();
         let err = check("box", &none, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
         assert_eq!(err, "box has no usable GPU: nvidia-smi said `sh: nvidia-smi: not found`");
+    }
+
+    #[test]
+    fn watchdog_fires_once_when_its_workdir_disappears() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("w");
+        let fired = dir.path().join("fired");
+        let command = format!("echo fired >> '{}'", fired.display());
+        let script = watchdog(work.to_str().unwrap(), Duration::from_secs(1), &command);
+        assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+        // Deleting the workdir must not keep the instance up forever.
+        std::fs::remove_dir_all(&work).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !fired.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(std::fs::read_to_string(&fired).unwrap_or_default(), "fired\n");
     }
 
     #[test]
