@@ -619,6 +619,12 @@ mod tests {
         let command = format!("echo fired >> '{}'", fired.display());
         let script = watchdog(work.to_str().unwrap(), Duration::from_secs(1), &command);
         assert!(Command::new("sh").arg("-c").arg(&script).status().unwrap().success());
+        // The watchdog starts in the background: let it come up before its workdir goes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !work.join("watchdog.pid").exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(work.join("watchdog.pid").exists(), "the watchdog started");
         // Deleting the workdir must not keep the instance up forever.
         std::fs::remove_dir_all(&work).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
