@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The full test suite, installing what it needs first: the CUDA compiler (see cuda-env.sh) and
-# the OpenSSH server that the remote-run tests start on loopback.
+# The full test suite, installing what it needs first: the CUDA compiler (see cuda-env.sh), the
+# OpenSSH server that the remote-run tests start on loopback, and the login shells (zsh, fish,
+# tcsh) those tests give the remote user.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/scripts/cuda-env.sh"
 ensure_cuda "$repo"
 
-if ! [ -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null; then
+missing=""
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+command -v ssh >/dev/null || missing="$missing openssh-client"
+for sh in zsh fish tcsh; do command -v "$sh" >/dev/null || missing="$missing $sh"; done
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "ssh: installing openssh-server and openssh-client"
+        echo "tests: installing$missing"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     else
-        echo "error: the remote-run tests need /usr/sbin/sshd and ssh: install openssh-server and openssh-client" >&2
+        echo "error: the remote-run tests need$missing: install them (apt-get install$missing)" >&2
         exit 1
     fi
 fi

@@ -9,7 +9,7 @@ use std::time::UNIX_EPOCH;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::build::package::sha256_hex;
+use crate::digest::sha256_hex;
 
 #[derive(Serialize, Deserialize)]
 struct Entry<T> {

@@ -23,6 +23,8 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
     purpose: String,
     stdin: Option<Vec<u8>>,
+    /// What errors show instead of the command line (a hook by name, not its secrets).
+    shown: Option<String>,
 }
 
 /// A child process that ran and did not succeed. Typed so that callers can tell a transport
@@ -37,11 +39,12 @@ pub struct CmdError {
 
 impl fmt::Display for CmdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "failed to {}: `{}` {}", self.purpose, self.command, describe_status(self.status))?;
+        let mut text = format!("failed to {}: `{}` {}", self.purpose, self.command, describe_status(self.status));
         if !self.stderr_tail.trim().is_empty() {
-            write!(f, "\n--- stderr\n{}", self.stderr_tail.trim_end())?;
+            text.push_str(&format!("\n--- stderr\n{}", self.stderr_tail.trim_end()));
         }
-        Ok(())
+        // A hook's own output may echo the key it was given.
+        f.write_str(&crate::redact::scrub(&text))
     }
 }
 
@@ -66,7 +69,25 @@ impl Cmd {
             cwd: None,
             purpose: purpose.into(),
             stdin: None,
+            shown: None,
         }
+    }
+
+    /// Shows the command as `text` in errors and records; the full line still prints under `-v`.
+    pub fn shown_as(mut self, text: impl Into<String>) -> Cmd {
+        self.shown = Some(text.into());
+        self
+    }
+
+    /// The command as errors and records show it: [`Cmd::shown_as`]'s text, else the command line
+    /// with secrets masked (see [`crate::redact::words`]).
+    pub fn public_line(&self) -> String {
+        if let Some(s) = &self.shown {
+            return crate::redact::scrub(s);
+        }
+        let words: Vec<String> =
+            std::iter::once(&self.program).chain(&self.args).map(|w| w.to_string_lossy().into_owned()).collect();
+        crate::redact::words(&words).join(" ")
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
@@ -143,7 +164,11 @@ impl Cmd {
         } else {
             String::new()
         };
-        anyhow::Error::new(err).context(format!("failed to {}: could not start `{self}`{hint}", self.purpose))
+        anyhow::Error::new(err).context(format!(
+            "failed to {}: could not start `{}`{hint}",
+            self.purpose,
+            self.public_line()
+        ))
     }
 
     /// Runs to completion capturing stdout and stderr; does not check the status.
@@ -160,9 +185,9 @@ impl Cmd {
             let writer = std::thread::spawn(move || stdin.write_all(&bytes));
             let out = child.wait_with_output();
             let _ = writer.join();
-            return out.with_context(|| format!("failed to {}: lost `{self}`", self.purpose));
+            return out.with_context(|| format!("failed to {}: lost `{}`", self.purpose, self.public_line()));
         }
-        child.wait_with_output().with_context(|| format!("failed to {}: lost `{self}`", self.purpose))
+        child.wait_with_output().with_context(|| format!("failed to {}: lost `{}`", self.purpose, self.public_line()))
     }
 
     /// Runs to completion capturing output; a non-zero status is a [`CmdError`].
@@ -178,7 +203,7 @@ impl Cmd {
     pub fn read(&self, shell: Option<&Shell>) -> Result<String> {
         let out = self.output(shell)?;
         String::from_utf8(out.stdout)
-            .with_context(|| format!("failed to {}: `{self}` printed non-UTF-8 output", self.purpose))
+            .with_context(|| format!("failed to {}: `{}` printed non-UTF-8 output", self.purpose, self.public_line()))
     }
 
     /// Runs with stdout and stderr inherited; returns the status without checking it.
@@ -201,7 +226,7 @@ impl Cmd {
     pub fn failure(&self, status: ExitStatus, stderr: &[u8]) -> CmdError {
         CmdError {
             purpose: self.purpose.clone(),
-            command: self.to_string(),
+            command: self.public_line(),
             status,
             stderr_tail: tail_lines(&String::from_utf8_lossy(stderr), STDERR_TAIL_LINES),
         }
@@ -215,9 +240,9 @@ pub fn tail_lines(text: &str, n: usize) -> String {
 }
 
 /// One shell word, quoted only when it must be (`arch=compute_90a,code=sm_90a` stays bare): the
-/// same quoting as every remote shell word, see [`crate::remote::quote::quote`].
+/// same quoting as every remote shell word, see [`crate::quote::quote`].
 pub fn quote(word: &OsStr) -> String {
-    crate::remote::quote::quote(&word.to_string_lossy())
+    crate::quote::quote(&word.to_string_lossy())
 }
 
 impl fmt::Display for Cmd {

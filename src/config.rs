@@ -18,6 +18,8 @@ pub const DEFAULT_SHUTDOWN_COMMAND: &str = "sudo shutdown -h now";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for SSH to answer after a `start` command.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
+/// The most a run may send back (logs and `out/`) unless its remote's `max-fetch` says otherwise.
+pub const DEFAULT_MAX_FETCH: u64 = 1 << 30;
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -58,6 +60,8 @@ pub struct RemoteConfig {
     pub connect_timeout: Option<String>,
     /// How long to wait for SSH to answer after `start`.
     pub ready_timeout: Option<String>,
+    /// The most a run may send back (`1GiB`, `500MB`); the rest is refused.
+    pub max_fetch: Option<String>,
 }
 
 /// A remote with every default filled in and every duration parsed.
@@ -75,6 +79,8 @@ pub struct Remote {
     pub ssh_options: Vec<String>,
     pub connect_timeout: Duration,
     pub ready_timeout: Duration,
+    /// Bytes.
+    pub max_fetch: u64,
 }
 
 impl Remote {
@@ -96,8 +102,15 @@ impl Remote {
             ssh_options: Vec::new(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            max_fetch: DEFAULT_MAX_FETCH,
         }
     }
+}
+
+/// Parses `1GiB`, `500MB`, `64MiB`, `1048576` (bytes).
+pub fn parse_bytes(text: &str) -> Result<u64> {
+    parse_size::parse_size(text.trim())
+        .map_err(|e| anyhow::anyhow!("`{text}` is not a size ({e}): write it as 1GiB, 500MB or a number of bytes"))
 }
 
 /// Parses `15m`, `10s`, `500ms`, `2h`, `1d`; a bare number is seconds.
@@ -179,6 +192,18 @@ impl UserConfig {
             (None, LOCAL) => None,
             (None, _) => bail!("invalid cargo-gpu config {} at key `remotes.{name}`: missing `host`", self.where_()),
         };
+        let max_fetch = r
+            .max_fetch
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .with_context(|| format!("invalid cargo-gpu config {} at key `remotes.{name}.max-fetch`", self.where_()))?
+            .unwrap_or(DEFAULT_MAX_FETCH);
+        // Whatever keys these commands carry are never printed or recorded.
+        for hook in [&r.start, &r.stop, &r.shutdown_command].into_iter().flatten() {
+            crate::redact::register_command(hook);
+        }
+        crate::redact::register_words(&r.ssh_options);
         Ok(Remote {
             name: name.to_string(),
             host,
@@ -191,6 +216,7 @@ impl UserConfig {
             ssh_options: r.ssh_options.clone(),
             connect_timeout: dur("connect-timeout", &r.connect_timeout)?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             ready_timeout: dur("ready-timeout", &r.ready_timeout)?.unwrap_or(DEFAULT_READY_TIMEOUT),
+            max_fetch,
         })
     }
 
@@ -293,6 +319,18 @@ remote = "h100"
         );
         let err = parse("[remotes.a]\nworkdir = \"/w\"\n").unwrap_err().to_string();
         assert!(err.contains("at key `remotes.a`: missing `host`"), "{err}");
+        let err = format!("{:#}", parse("[remotes.a]\nhost = \"h\"\nmax-fetch = \"lots\"\n").unwrap_err());
+        assert!(err.contains("at key `remotes.a.max-fetch`") && err.contains("`lots` is not a size"), "{err}");
+    }
+
+    #[test]
+    fn fetch_caps() {
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_bytes("64 MiB").unwrap(), 64 << 20);
+        let c = parse("[remotes.a]\nhost = \"h\"\nmax-fetch = \"2GiB\"\n").unwrap();
+        assert_eq!(c.remote("a").unwrap().max_fetch, 2 << 30);
+        assert_eq!(parse(EXAMPLE).unwrap().remote("h100").unwrap().max_fetch, DEFAULT_MAX_FETCH);
     }
 
     #[test]

@@ -89,20 +89,67 @@ pub struct Record {
     pub phases: Phases,
 }
 
+/// Where a run goes and what it runs: what a record knows before the run starts.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    pub remote: &'a str,
+    pub host: Option<&'a str>,
+    pub workdir: &'a str,
+    pub price_per_hour: Option<f64>,
+    /// The package folder, absolute.
+    pub package: &'a str,
+    pub package_name: &'a str,
+    pub package_digest: String,
+}
+
 impl Record {
+    /// The record of a run about to start: failed until it is seen to get further, and counted
+    /// as leaving its instance up until it is seen to stop it.
+    pub fn new(id: &str, origin: Origin<'_>, args: &[String], started: u64) -> Record {
+        Record {
+            id: id.to_string(),
+            remote: origin.remote.to_string(),
+            host: origin.host.map(str::to_string),
+            workdir: origin.workdir.to_string(),
+            target: None,
+            gpu: None,
+            compute_capability: None,
+            package: origin.package.to_string(),
+            package_name: origin.package_name.to_string(),
+            package_digest: origin.package_digest,
+            args: args.to_vec(),
+            started: rfc3339(started),
+            state: State::Failed,
+            exit_status: None,
+            error: None,
+            blobs_uploaded: 0,
+            bytes_uploaded: 0,
+            blobs_present: 0,
+            refused: Vec::new(),
+            left_up: true,
+            price_per_hour: origin.price_per_hour,
+            cost: None,
+            wall_seconds: 0.0,
+            phases: Phases::default(),
+        }
+    }
+
+    /// Writes `record.toml` as a new file renamed into place (never through a link), with every
+    /// registered secret masked.
     pub fn save(&self, runs_dir: &Path) -> Result<()> {
         let path = runs_dir.join(&self.id).join(RECORD_FILE);
         let text = toml::to_string(self).context("failed to serialize the run record")?;
-        crate::build::package::write_if_changed(&path, text.as_bytes())
+        crate::safe_fs::write_if_changed(&path, crate::redact::scrub(&text).as_bytes())
             .with_context(|| format!("failed to write run record {}", path.display()))?;
         Ok(())
     }
 
     pub fn load(runs_dir: &Path, id: &str) -> Result<Record> {
         let path = runs_dir.join(id).join(RECORD_FILE);
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("failed to read run record {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("failed to parse run record {}", path.display()))
+        let bytes = crate::safe_fs::read_no_follow(&path)
+            .with_context(|| format!("failed to read run record {}", path.display()))?;
+        toml::from_str(&String::from_utf8_lossy(&bytes))
+            .with_context(|| format!("failed to parse run record {}", path.display()))
     }
 
     pub fn exit_text(&self) -> String {
@@ -157,24 +204,28 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{date}T{h:02}:{mi:02}:{s:02}Z")
 }
 
-/// `2026-11-28T14-03-11-h100`: the run id for a run started at `secs` on `remote`.
-pub fn run_id(secs: u64, remote: &str) -> String {
-    let (date, (h, mi, s)) = utc_parts(secs);
+/// `2026-11-28T14-03-11.482-h100`: how the id of a run started at `millis` (since the Unix
+/// epoch, UTC) on `remote` begins. Ids sort in start order, to the millisecond.
+pub fn run_id(millis: u64, remote: &str) -> String {
+    let (date, (h, mi, s)) = utc_parts(millis / 1000);
     let remote: String =
         remote.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("{date}T{h:02}-{mi:02}-{s:02}-{remote}")
+    format!("{date}T{h:02}-{mi:02}-{s:02}.{:03}-{remote}", millis % 1000)
 }
 
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+pub fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Makes a fresh run folder and returns its id (`-2`, `-3`, ... on collision).
-pub fn create_run_dir(runs_dir: &Path, remote: &str, secs: u64) -> Result<(String, PathBuf)> {
+/// Makes a fresh run folder and returns its id: [`run_id`] and six random hex digits, so that
+/// runs started at the same moment, by other processes or on other machines sharing a remote's
+/// workdir, never share an id (the id also names the run's folder there).
+pub fn create_run_dir(runs_dir: &Path, remote: &str, millis: u64) -> Result<(String, PathBuf)> {
     std::fs::create_dir_all(runs_dir).with_context(|| format!("failed to create {}", runs_dir.display()))?;
-    let base = run_id(secs, remote);
-    for n in 1.. {
-        let id = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+    let base = run_id(millis, remote);
+    let mut rng = fastrand::Rng::new();
+    loop {
+        let id = format!("{base}-{:06x}", rng.u32(..1 << 24));
         let dir = runs_dir.join(&id);
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok((id, dir)),
@@ -182,7 +233,6 @@ pub fn create_run_dir(runs_dir: &Path, remote: &str, secs: u64) -> Result<(Strin
             Err(e) => return Err(e).with_context(|| format!("failed to create run folder {}", dir.display())),
         }
     }
-    unreachable!("some suffix is free")
 }
 
 /// `1m 03s`, `4.2s`.
@@ -284,20 +334,26 @@ mod tests {
 
     #[test]
     fn ids_are_utc_time_and_remote() {
-        assert_eq!(run_id(0, "h100"), "1970-01-01T00-00-00-h100");
-        // 2026-11-28T14:03:11Z
-        assert_eq!(run_id(1_795_874_591, "h100"), "2026-11-28T14-03-11-h100");
+        assert_eq!(run_id(0, "h100"), "1970-01-01T00-00-00.000-h100");
+        // 2026-11-28T14:03:11.482Z
+        assert_eq!(run_id(1_795_874_591_482, "h100"), "2026-11-28T14-03-11.482-h100");
         assert_eq!(rfc3339(1_795_874_591), "2026-11-28T14:03:11Z");
-        assert_eq!(run_id(951_782_400, "a/b c"), "2000-02-29T00-00-00-a_b_c");
+        assert_eq!(run_id(951_782_400_007, "a/b c"), "2000-02-29T00-00-00.007-a_b_c");
+        assert!(run_id(1_795_874_591_999, "h100") < run_id(1_795_874_592_000, "h100"), "ids sort by time");
     }
 
     #[test]
-    fn collisions_get_a_suffix() {
+    fn runs_in_the_same_second_get_their_own_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, _) = create_run_dir(dir.path(), "h100", 0).unwrap();
-        let (b, _) = create_run_dir(dir.path(), "h100", 0).unwrap();
-        assert_eq!(a, "1970-01-01T00-00-00-h100");
-        assert_eq!(b, "1970-01-01T00-00-00-h100-2");
+        let ids: Vec<String> = (0..50).map(|_| create_run_dir(dir.path(), "h100", 0).unwrap().0).collect();
+        for id in &ids {
+            let suffix = id.strip_prefix("1970-01-01T00-00-00.000-h100-").expect(id);
+            assert!(suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len());
     }
 
     #[test]

@@ -53,6 +53,8 @@ impl Shell {
     }
 
     fn line(&self, color: &str, label: &str, message: &str, right_align: bool) {
+        // Whatever a message quotes (a hook's output, an ssh error), no secret is shown.
+        let message = crate::redact::scrub(message);
         let label = if right_align { format!("{label:>12}") } else { label.to_string() };
         let mut err = std::io::stderr().lock();
         let _ = if self.color {
@@ -95,7 +97,7 @@ impl Shell {
     /// Prints an error with its cause chain, the way cargo does.
     pub fn error(&self, err: &anyhow::Error) {
         self.line(RED, "error:", &err.to_string(), false);
-        let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+        let causes: Vec<String> = err.chain().skip(1).map(|c| crate::redact::scrub(&c.to_string())).collect();
         if !causes.is_empty() {
             let mut out = std::io::stderr().lock();
             let _ = writeln!(out, "\nCaused by:");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cargo_gpu::build::package::sha256_file;
+use cargo_gpu::digest::sha256_file;
 use cargo_gpu::runs::State;
 use support::{make_package, Sshd, SshdOptions, World};
 

@@ -231,7 +231,7 @@ impl<'a> CompileSettings<'a> {
                 deps.push(stamp(&abs).with_context(|| format!("failed to stat kernel dependency {}", abs.display()))?);
             }
             let bytes = std::fs::read(&tmp_out).with_context(|| format!("failed to read {}", tmp_out.display()))?;
-            let sha256 = crate::build::package::sha256_hex(&bytes);
+            let sha256 = crate::digest::sha256_hex(&bytes);
             std::fs::rename(&tmp_out, &out)
                 .with_context(|| format!("failed to move the cubin into place at {}", out.display()))?;
             let output = stamp(&out).with_context(|| format!("failed to stat {}", out.display()))?;

@@ -80,7 +80,7 @@ impl Manifest {
 
     /// A digest of the whole package: the manifest's own hash, which covers every file's hash.
     pub fn digest(&self) -> String {
-        crate::build::package::sha256_hex(self.to_toml().as_bytes())
+        crate::digest::sha256_hex(self.to_toml().as_bytes())
     }
 
     pub fn cubins(&self) -> impl Iterator<Item = &FileEntry> {

@@ -5,24 +5,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::build::kernels::Built;
 use crate::build::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
 use crate::cmd::Cmd;
+use crate::digest::sha256_file;
+use crate::safe_fs::write_if_changed;
 use crate::shell::Shell;
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).with_context(|| format!("failed to read {}", path.display()))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
 
 /// A file's hash, remembered while its size and modification time stay the same, so an unchanged
 /// runner (tens of megabytes in a debug build) is not read again on every build.
@@ -68,17 +57,6 @@ fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool) -> Resul
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     }
     std::fs::rename(&tmp, dst).with_context(|| format!("failed to move {} into place", dst.display()))?;
-    Ok(true)
-}
-
-/// Writes `contents` unless the file already holds exactly that; returns whether it wrote.
-pub fn write_if_changed(path: &Path, contents: &[u8]) -> Result<bool> {
-    if std::fs::read(path).ok().as_deref() == Some(contents) {
-        return Ok(false);
-    }
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, contents).with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("failed to write {}", path.display()))?;
     Ok(true)
 }
 
@@ -150,11 +128,6 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha256_of_known_input() {
-        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    }
 
     #[test]
     fn git_status_is_read() {

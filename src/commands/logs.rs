@@ -6,8 +6,10 @@ use std::io::Write;
 use anyhow::{Context, Result};
 
 use crate::cli::{GlobalOpts, LogsArgs};
-use crate::commands::remote_run::{exit_status, follow, transport_for, Followed};
+use crate::commands::remote_run::transport_for;
 use crate::config::UserConfig;
+use crate::exit::Interrupt;
+use crate::remote::follow::{exit_status, follow, report_unpacked, Followed};
 use crate::runs::{self, Record, State};
 use crate::shell::Shell;
 
@@ -27,21 +29,24 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &LogsArgs) -> Result<i32> 
         shell.status("Following", format!("run {id} on {}", transport.describe()));
         transport.wait_ready(shell, remote.connect_timeout)?;
         let script = crate::remote::protocol::stream(&record.workdir, &id);
-        let followed = follow(shell, &*transport, &script, &format!("follow run {id}"), None, &id, &run_dir);
-        let Followed::Done(refused) = followed.result? else {
+        let purpose = format!("follow run {id}");
+        let max = remote.max_fetch;
+        let followed = follow(shell, &*transport, &script, &purpose, None, &id, &run_dir, max, Interrupt::First);
+        let Followed::Done(unpacked) = followed.result? else {
             // Only the following stops: the run itself goes on.
             return Ok(crate::exit::INTERRUPTED);
         };
         let status = exit_status(&run_dir);
         record.state = State::Finished;
         record.exit_status = status;
-        record.refused = refused;
+        record.refused = report_unpacked(shell, &unpacked, &id, &remote.name, max);
         record.save(&dir)?;
         return Ok(status.unwrap_or(crate::exit::FAILURE));
     }
     for (name, to_stdout) in [("stdout.log", true), ("stderr.log", false)] {
         let path = run_dir.join(name);
-        let bytes = match std::fs::read(&path) {
+        // Read without following a link: nothing in a run folder is a link cargo-gpu made.
+        let bytes = match crate::safe_fs::read_no_follow(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),

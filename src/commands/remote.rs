@@ -4,8 +4,9 @@
 use anyhow::{bail, Result};
 
 use crate::cli::{GlobalOpts, RemoteAction, RemoteArgs};
-use crate::commands::remote_run::{transport_for, Instance};
+use crate::commands::remote_run::transport_for;
 use crate::config::UserConfig;
+use crate::remote::instance::Instance;
 use crate::remote::protocol;
 use crate::remote::transport::run_script;
 use crate::shell::Shell;

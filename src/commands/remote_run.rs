@@ -5,26 +5,24 @@
 //! the `stop` command on every exit path. `cargo gpu logs` reuses the follow step.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
 use crate::build::manifest::Manifest;
-use crate::build::package::sha256_file;
 use crate::build::pipeline::{self, BuildOptions};
 use crate::cli::{GlobalOpts, RemoteRunArgs};
-use crate::cmd::Cmd;
 use crate::config::{choose_remote, Remote, UserConfig};
+use crate::digest::sha256_file;
+use crate::exit::Interrupt;
 use crate::project::Project;
+use crate::remote::follow::{exit_status, fetch, follow, report_unpacked, stop_remote_run, Followed};
+use crate::remote::instance::{Instance, Stopped};
 use crate::remote::protocol::{self, human_bytes, Launch};
 use crate::remote::ssh::Ssh;
-use crate::remote::transport::{
-    exec as exec_child, run_script, script_failure, ExecOptions, Local, Sink, StdinFeed, Transport,
-};
-use crate::remote::unpack;
-use crate::runs::{self, Phases, Record, State};
+use crate::remote::transport::{run_script, ExecOptions, Local, StdinFeed, Transport};
+use crate::runs::{self, Record, State};
 use crate::shell::Shell;
 
 /// The transport for a remote.
@@ -33,76 +31,6 @@ pub fn transport_for(remote: &Remote) -> Box<dyn Transport> {
         Box::new(Local)
     } else {
         Box::new(Ssh::new(remote))
-    }
-}
-
-/// The instance's lifetime: `start` before connecting, `stop` once on every exit path (also
-/// from `Drop`, so an early return or a panic stops it too) unless told to leave it up.
-pub struct Instance<'a> {
-    shell: &'a Shell,
-    remote: &'a Remote,
-    transport: &'a dyn Transport,
-    leave_up: bool,
-    stopped: bool,
-}
-
-fn run_hook(shell: &Shell, remote: &Remote, which: &str, command: &str, interruptible: bool) -> Result<()> {
-    let cmd = Cmd::new("sh", format!("run the `{which}` command of remote {}", remote.name)).arg("-c").arg(command);
-    let ended = exec_child(shell, &cmd, ExecOptions { interruptible, ..Default::default() })?;
-    match ended.status {
-        None => Err(crate::exit::interrupted_error()),
-        Some(s) if s.success() => Ok(()),
-        Some(s) => Err(cmd.failure(s, &ended.stderr).into()),
-    }
-}
-
-impl<'a> Instance<'a> {
-    pub fn new(shell: &'a Shell, remote: &'a Remote, transport: &'a dyn Transport, leave_up: bool) -> Instance<'a> {
-        Instance { shell, remote, transport, leave_up, stopped: false }
-    }
-
-    /// Runs `start` (if any) and waits until the transport answers.
-    pub fn start(&mut self) -> Result<()> {
-        let timeout = match &self.remote.start {
-            Some(start) => {
-                self.shell.status("Starting", format!("{} (`{start}`)", self.remote.name));
-                run_hook(self.shell, self.remote, "start", start, true)?;
-                self.remote.ready_timeout
-            }
-            None => self.remote.connect_timeout,
-        };
-        self.transport.wait_ready(self.shell, timeout)
-    }
-
-    pub fn leave_up(&mut self) {
-        self.leave_up = true;
-    }
-
-    /// Whether the instance will be (or was) stopped by this run.
-    pub fn will_stop(&self) -> bool {
-        !self.leave_up && self.remote.stop.is_some()
-    }
-
-    /// Runs `stop` once; Ctrl-C does not cut it short.
-    pub fn stop(&mut self) -> Result<()> {
-        if self.stopped || self.leave_up {
-            return Ok(());
-        }
-        self.stopped = true;
-        let Some(stop) = &self.remote.stop else { return Ok(()) };
-        self.shell.status("Stopping", format!("{} (`{stop}`)", self.remote.name));
-        let result = run_hook(self.shell, self.remote, "stop", stop, false);
-        // The host is going away: a master connection to it would only be stale next time.
-        self.transport.disconnect(self.shell);
-        result
-    }
-}
-
-impl Drop for Instance<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.stop() {
-            self.shell.error(&e.context(format!("the instance of {} may still be running", self.remote.name)));
-        }
     }
 }
 
@@ -137,128 +65,6 @@ fn panic_point(point: &str) {
     if cfg!(debug_assertions) && std::env::var_os("CARGO_GPU_TEST_PANIC_IN").is_some_and(|v| v == point) {
         panic!("CARGO_GPU_TEST_PANIC_IN={point}");
     }
-}
-
-/// How following a run ended.
-pub enum Followed {
-    /// The run wrote its exit status (or vanished without one); its files came back (with the
-    /// entries refused).
-    Done(Vec<String>),
-    Interrupted,
-}
-
-/// What [`follow`] saw.
-pub struct Follow {
-    /// Whether the script said it launched the run (always true for a plain stream).
-    pub launched: bool,
-    pub launched_at: Option<Instant>,
-    pub ended_at: Option<Instant>,
-    /// The script's own exit status, when it ended by itself.
-    pub exit_code: Option<i32>,
-    pub result: Result<Followed>,
-}
-
-/// Runs a [`protocol::run`] or [`protocol::stream`] script: passes the runner's stdout and
-/// stderr through as they come, then unpacks the run's files that follow into `run_dir`.
-pub fn follow(
-    shell: &Shell,
-    transport: &dyn Transport,
-    script: &str,
-    purpose: &str,
-    stdin: Option<StdinFeed>,
-    id: &str,
-    run_dir: &Path,
-) -> Follow {
-    use std::sync::{Arc, Mutex};
-    #[derive(Default)]
-    struct Seen {
-        demux: protocol::Demux,
-        launched_at: Option<Instant>,
-        ended_at: Option<Instant>,
-    }
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let taker = {
-        let seen = Arc::clone(&seen);
-        Box::new(move |bytes: &[u8]| {
-            let mut seen = seen.lock().expect("the follower does not panic");
-            let events = seen.demux.feed(bytes, &mut |ch, data| match ch {
-                protocol::Channel::Stdout => {
-                    let mut o = std::io::stdout().lock();
-                    let _ = o.write_all(data).and_then(|_| o.flush());
-                }
-                protocol::Channel::Stderr => {
-                    let mut e = std::io::stderr().lock();
-                    let _ = e.write_all(data).and_then(|_| e.flush());
-                }
-            });
-            for ev in events {
-                match ev {
-                    protocol::Event::Launched => seen.launched_at = Some(Instant::now()),
-                    protocol::Event::Ended => seen.ended_at = Some(Instant::now()),
-                }
-            }
-        })
-    };
-    let cmd = transport.script_command(script, purpose);
-    let opts = ExecOptions { stdin, stdout_to: Some(taker), stderr: Sink::PassThrough, ..Default::default() };
-    let ended = exec_child(shell, &cmd, opts);
-    let mut seen = seen.lock().expect("the follower does not panic");
-    let launched = seen.demux.launched;
-    let (launched_at, ended_at) = (seen.launched_at, seen.ended_at);
-    let exit_code = ended.as_ref().ok().and_then(|e| e.status).and_then(|s| s.code());
-    let result = (|| {
-        let ended = ended?;
-        match ended.status {
-            None => Ok(Followed::Interrupted),
-            Some(s) if s.success() && seen.demux.ended.is_some() => {
-                let tar = std::mem::take(&mut seen.demux.tar);
-                Ok(Followed::Done(unpack_run(shell, &tar, id, run_dir)?))
-            }
-            Some(s) if transport.is_transport_failure(s) && launched => bail!(
-                "lost the connection to {} while following run {id}; the run goes on there: `cargo gpu logs {id}` follows it again",
-                transport.describe()
-            ),
-            Some(s) if s.success() => bail!("the connection to {} ended before run {id} did", transport.describe()),
-            Some(_) => Err(script_failure(transport, &cmd, &ended)),
-        }
-    })();
-    Follow { launched, launched_at, ended_at, exit_code, result }
-}
-
-/// Stops a run on the remote (TERM, then KILL) so that what it wrote can be fetched.
-pub fn stop_remote_run(shell: &Shell, transport: &dyn Transport, workdir: &str, id: &str) -> Result<()> {
-    let opts = ExecOptions { interruptible: false, ..Default::default() };
-    run_script(shell, transport, &protocol::stop_run(workdir, id), &format!("stop run {id}"), opts)?;
-    Ok(())
-}
-
-fn unpack_run(shell: &Shell, tar: &[u8], id: &str, run_dir: &Path) -> Result<Vec<String>> {
-    let unpacked = unpack::unpack(tar, run_dir)
-        .with_context(|| format!("failed to unpack run {id} into {}", run_dir.display()))?;
-    for r in &unpacked.refused {
-        shell.warn(format!("refused an entry of run {id}: {r}"));
-    }
-    Ok(unpacked.refused)
-}
-
-/// The runner's exit status, as fetched into `run_dir`.
-pub fn exit_status(run_dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(run_dir.join("exit-status")).ok().and_then(|s| s.trim().parse().ok())
-}
-
-/// Brings the run's files back into `run_dir` and returns the runner's exit status and the
-/// refused entries.
-pub fn fetch(
-    shell: &Shell,
-    transport: &dyn Transport,
-    workdir: &str,
-    id: &str,
-    run_dir: &Path,
-) -> Result<(Option<i32>, Vec<String>)> {
-    let opts = ExecOptions { interruptible: false, ..Default::default() };
-    let ended = run_script(shell, transport, &protocol::fetch(workdir, id), &format!("fetch run {id}"), opts)?;
-    let refused = unpack_run(shell, &ended.stdout, id, run_dir)?;
-    Ok((exit_status(run_dir), refused))
 }
 
 /// What the resolved run will use, decided before any work starts.
@@ -315,10 +121,10 @@ fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
     r
 }
 
-/// The preflight answer last given over one connection, kept beside it (in the ssh control
-/// folder) for the runs that reuse it: a connection that never dropped reaches the same machine,
-/// so its GPU, driver and glibc still hold; free disk and the stored blobs are checked again by
-/// the run script itself ([`protocol::Guard`]). It saves one remote command per re-run.
+/// The preflight answer last given over one connection, kept beside it (in the private ssh
+/// control folder) for the runs that reuse it: a connection that never dropped reaches the same
+/// machine, so its GPU, driver and glibc still hold; free disk and the stored blobs are checked
+/// again by the run script itself ([`protocol::Guard`]). It saves one remote command per re-run.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct KnownRemote {
     connection: String,
@@ -328,27 +134,29 @@ struct KnownRemote {
 }
 
 impl KnownRemote {
-    fn path(remote: &Remote) -> PathBuf {
+    fn path(remote: &Remote) -> Result<PathBuf> {
         let key = format!("{:?}\n{:?}\n{}", remote.host, remote.ssh_options, remote.workdir);
-        let hash = crate::build::package::sha256_hex(key.as_bytes());
-        crate::remote::ssh::control_dir().join(format!("preflight-{}.json", &hash[..16]))
+        let hash = crate::digest::sha256_hex(key.as_bytes());
+        Ok(crate::remote::ssh::private_control_dir()?.join(format!("preflight-{}.json", &hash[..16])))
     }
 
     fn load(remote: &Remote, connection: &str) -> Option<KnownRemote> {
-        let text = std::fs::read_to_string(Self::path(remote)).ok()?;
-        let known: KnownRemote = serde_json::from_str(&text).ok()?;
+        let text = crate::safe_fs::read_no_follow(&Self::path(remote).ok()?).ok()?;
+        let known: KnownRemote = serde_json::from_slice(&text).ok()?;
         (known.connection == connection && known.workdir == remote.workdir).then_some(known)
     }
 
     /// Best effort: without it the next run only preflights again.
     fn save(&self, remote: &Remote) {
-        if let Ok(text) = serde_json::to_string(self) {
-            let _ = std::fs::write(Self::path(remote), text);
+        if let (Ok(path), Ok(text)) = (Self::path(remote), serde_json::to_vec(self)) {
+            let _ = crate::safe_fs::write_atomic(&path, &text);
         }
     }
 
     fn forget(remote: &Remote) {
-        let _ = std::fs::remove_file(Self::path(remote));
+        if let Ok(path) = Self::path(remote) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -357,6 +165,8 @@ enum Attempt {
     Ran(Outcome),
     /// The guard found the remote changed since the preflight it relied on.
     Stale,
+    /// Stored blobs did not match their names; they were deleted there and nothing launched.
+    BadBlobs(Vec<String>),
 }
 
 impl Session<'_> {
@@ -383,24 +193,48 @@ impl Session<'_> {
             match self.attempt(instance, record, &facts, &known.answer, connection.as_deref(), true)? {
                 Attempt::Ran(outcome) => return Ok(outcome),
                 Attempt::Stale => KnownRemote::forget(remote),
+                Attempt::BadBlobs(bad) => {
+                    KnownRemote::forget(remote);
+                    self.warn_bad_blobs(&bad);
+                }
             }
         }
 
-        // Preflight: one round trip.
-        let answer = timed(&mut record.phases.preflight, || {
-            let ended = run_script(
-                shell,
-                transport,
-                &protocol::preflight(workdir, &hashes),
-                "preflight the remote",
-                Default::default(),
-            )?;
-            Ok(String::from_utf8_lossy(&ended.stdout).into_owned())
-        })?;
-        let facts = protocol::parse_preflight(&answer)?;
-        match self.attempt(instance, record, &facts, &answer, connection.as_deref(), false)? {
-            Attempt::Ran(outcome) => Ok(outcome),
-            Attempt::Stale => bail!("run {} was refused by its own guard after a fresh preflight", record.id),
+        // Preflight: one round trip. A second one only when the first attempt found damaged
+        // blobs, which are uploaded again.
+        for fresh in 0..2 {
+            let answer = timed(&mut record.phases.preflight, || {
+                let ended = run_script(
+                    shell,
+                    transport,
+                    &protocol::preflight(workdir, &hashes),
+                    "preflight the remote",
+                    Default::default(),
+                )?;
+                Ok(String::from_utf8_lossy(&ended.stdout).into_owned())
+            })?;
+            let facts = protocol::parse_preflight(&answer)?;
+            match self.attempt(instance, record, &facts, &answer, connection.as_deref(), false)? {
+                Attempt::Ran(outcome) => return Ok(outcome),
+                Attempt::Stale => bail!("run {} was refused by its own guard after a fresh preflight", record.id),
+                Attempt::BadBlobs(bad) if fresh == 0 => self.warn_bad_blobs(&bad),
+                Attempt::BadBlobs(bad) => bail!(
+                    "{} damaged blob {} again right after it was uploaded: its disk or its sha256sum cannot be trusted",
+                    remote.name,
+                    bad.join(", ")
+                ),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn warn_bad_blobs(&self, bad: &[String]) {
+        for h in bad {
+            let path = self.manifest.files.iter().find(|f| &f.sha256 == h).map(|f| f.path.as_str()).unwrap_or("?");
+            self.shell.warn(format!(
+                "the stored blob {h} ({path}) on {} did not match its sha256: it was deleted there and is uploaded again",
+                self.remote.name
+            ));
         }
     }
 
@@ -499,15 +333,28 @@ impl Session<'_> {
         let purpose = if upload.is_some() { format!("upload and launch run {id}") } else { format!("launch run {id}") };
         if self.detach {
             let opts = ExecOptions { stdin: feed, ..Default::default() };
-            if let Err(e) = timed(&mut record.phases.upload, || run_script(shell, transport, &script, &purpose, opts)) {
-                record.state = State::Failed;
-                return Err(e);
+            let launched = timed(&mut record.phases.upload, || run_script(shell, transport, &script, &purpose, opts));
+            match launched {
+                Ok(ended) => {
+                    let mut demux = protocol::Demux::default();
+                    demux.feed(&ended.stdout, &mut |_, _| {});
+                    if !demux.bad_blobs.is_empty() {
+                        record.state = State::Failed;
+                        return Ok(Attempt::BadBlobs(demux.bad_blobs));
+                    }
+                }
+                Err(e) => {
+                    record.state = State::Failed;
+                    return Err(e);
+                }
             }
             instance.leave_up();
             return Ok(Attempt::Ran(Outcome::Detached));
         }
         let started = Instant::now();
-        let followed = follow(shell, transport, &script, &purpose, feed, &id, self.run_dir);
+        let max_fetch = remote.max_fetch;
+        let followed =
+            follow(shell, transport, &script, &purpose, feed, &id, self.run_dir, max_fetch, Interrupt::First);
         let launched_at = followed.launched_at.unwrap_or(started);
         record.phases.upload += launched_at.duration_since(started).as_secs_f64();
         if let Some(ended_at) = followed.ended_at {
@@ -518,6 +365,9 @@ impl Session<'_> {
         }
         if !followed.launched {
             record.state = State::Failed;
+            if !followed.bad_blobs.is_empty() && followed.exit_code == Some(protocol::BAD_BLOB) {
+                return Ok(Attempt::BadBlobs(followed.bad_blobs));
+            }
             if guarded && followed.exit_code == Some(protocol::STALE) {
                 return Ok(Attempt::Stale);
             }
@@ -538,17 +388,20 @@ impl Session<'_> {
             known.save(remote);
         }
         match followed.result? {
-            Followed::Done(refused) => {
-                record.refused = refused;
+            Followed::Done(unpacked) => {
+                record.refused = report_unpacked(shell, &unpacked, &id, &remote.name, max_fetch);
                 Ok(Attempt::Ran(Outcome::Exited(exit_status(self.run_dir))))
             }
             Followed::Interrupted => {
-                shell.status("Interrupted", format!("stopping run {id} on {}", remote.name));
+                shell.status(
+                    "Interrupted",
+                    format!("stopping run {id} on {} and fetching its logs (Ctrl-C again skips that)", remote.name),
+                );
                 stop_remote_run(shell, transport, workdir, &id)?;
-                let (status, refused) =
-                    timed(&mut record.phases.fetch, || fetch(shell, transport, workdir, &id, self.run_dir))?;
-                record.refused = refused;
-                Ok(Attempt::Ran(Outcome::Interrupted(status)))
+                let unpacked =
+                    timed(&mut record.phases.fetch, || fetch(shell, transport, workdir, &id, self.run_dir, max_fetch))?;
+                record.refused = report_unpacked(shell, &unpacked, &id, &remote.name, max_fetch);
+                Ok(Attempt::Ran(Outcome::Interrupted(exit_status(self.run_dir))))
             }
         }
     }
@@ -565,36 +418,21 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
     };
     let files = verify_package(&package_dir, &manifest)?;
     let runs_dir = crate::commands::runs::runs_dir(shell, global, Some(&package_dir));
-    let started = runs::now_secs();
+    let started = runs::now_millis();
     let (id, run_dir) = runs::create_run_dir(&runs_dir, &plan.remote.name, started)?;
     let remote = &plan.remote;
     let transport = transport_for(remote);
-    let mut record = Record {
-        id: id.clone(),
-        remote: remote.name.clone(),
-        host: remote.host.clone(),
-        workdir: remote.workdir.clone(),
-        target: None,
-        gpu: None,
-        compute_capability: None,
-        package: std::path::absolute(&package_dir).unwrap_or(package_dir.clone()).display().to_string(),
-        package_name: manifest.package.name.clone(),
-        package_digest: manifest.digest(),
-        args: args.args.clone(),
-        started: runs::rfc3339(started),
-        state: State::Failed,
-        exit_status: None,
-        error: None,
-        blobs_uploaded: 0,
-        bytes_uploaded: 0,
-        blobs_present: 0,
-        refused: Vec::new(),
-        left_up: true,
+    let package = std::path::absolute(&package_dir).unwrap_or(package_dir.clone()).display().to_string();
+    let origin = runs::Origin {
+        remote: &remote.name,
+        host: remote.host.as_deref(),
+        workdir: &remote.workdir,
         price_per_hour: remote.price_per_hour,
-        cost: None,
-        wall_seconds: 0.0,
-        phases: Phases::default(),
+        package: &package,
+        package_name: &manifest.package.name,
+        package_digest: manifest.digest(),
     };
+    let mut record = Record::new(&id, origin, &args.args, started / 1000);
     let clock = Instant::now();
     let mut instance = Instance::new(shell, remote, &*transport, args.keep_up);
     let session = Session {
@@ -608,9 +446,10 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         detach: args.detach,
     };
     let outcome = session.run(&mut instance, &mut record);
-    record.left_up = !instance.will_stop();
     let stop_result = timed(&mut record.phases.stop, || instance.stop());
+    let stopped = instance.stopped();
     drop(instance);
+    record.left_up = matches!(stopped, Stopped::LeftUp | Stopped::Failed) && remote.stop.is_some();
     record.wall_seconds = clock.elapsed().as_secs_f64();
     record.cost = remote.price_per_hour.map(|p| p * record.wall_seconds / 3600.0);
     let result: Result<i32> = match outcome {
@@ -633,28 +472,38 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         Err(e) => {
             if crate::exit::code_for(&e) == crate::exit::INTERRUPTED {
                 record.state = State::Interrupted;
+            } else if record.state == State::Running && stopped == Stopped::Yes && remote.stop.is_some() {
+                // The run was cut off from us and its instance is gone with it.
+                record.state = State::Failed;
+                shell.note(format!(
+                    "the `stop` command of {} ended run {id} too; pass --keep-up to let a run outlive a lost connection",
+                    remote.name
+                ));
             } else if record.state != State::Running {
                 record.state = State::Failed;
             }
             record.error = Some(format!("{e:#}"));
-            if record.state == State::Running && !record.left_up {
-                shell.note(format!(
-                    "the `stop` command of {} ends run {id} too; pass --keep-up to let a run outlive a lost connection",
-                    remote.name
-                ));
-            }
             Err(e)
         }
     };
     record.save(&runs_dir)?;
     if let Err(e) = stop_result {
-        shell.error(&e.context(format!("the instance of {} may still be running", remote.name)));
+        let e = if crate::exit::code_for(&e) == crate::exit::INTERRUPTED {
+            anyhow::anyhow!(
+                "abandoned the `stop` command of {}: the instance keeps running; `cargo gpu remote down {}` stops it",
+                remote.name,
+                remote.name
+            )
+        } else {
+            e.context(format!("the instance of {} may still be running", remote.name))
+        };
+        shell.error(&e);
     }
-    report(shell, &record, &run_dir, remote);
+    report(shell, &record, &run_dir, remote, stopped);
     result
 }
 
-fn report(shell: &Shell, record: &Record, run_dir: &Path, remote: &Remote) {
+fn report(shell: &Shell, record: &Record, run_dir: &Path, remote: &Remote, stopped: Stopped) {
     let shown = run_dir.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(run_dir);
     match record.state {
         State::Running => shell.status(
@@ -686,7 +535,7 @@ fn report(shell: &Shell, record: &Record, run_dir: &Path, remote: &Remote) {
             ),
         );
     }
-    if record.left_up && remote.stop.is_some() {
+    if stopped == Stopped::LeftUp && remote.stop.is_some() {
         shell.note(format!("{} is still up: `cargo gpu remote down {}` stops it", remote.name, remote.name));
     }
     shell.emit_json(&serde_json::json!({"reason": "gpu-run", "record": record}));

@@ -1,8 +1,10 @@
-//! Running a package elsewhere: the transports (ssh, local), the remote protocol's scripts, the
-//! quoting of remote shell words and the checked unpacking of what comes back.
+//! Running a package elsewhere: the transports (ssh, local), the remote protocol's scripts, who
+//! uses an instance (so that the last one stops it) and the checked unpacking of what comes back.
 
+pub mod follow;
+pub mod instance;
+pub mod lease;
 pub mod protocol;
-pub mod quote;
 pub mod ssh;
 pub mod transport;
 pub mod unpack;

@@ -14,10 +14,18 @@ use anyhow::{bail, Result};
 
 use crate::arch::{ComputeCap, SmArch};
 use crate::build::manifest::Manifest;
-use crate::remote::quote::{quote, quote_path};
+use crate::digest::is_sha256;
+use crate::escape;
+use crate::quote::{quote, quote_path};
+use crate::redact;
 
-/// Files a run leaves in its folder that come back with it.
-pub const FETCHED: [&str; 6] = ["stdout.log", "stderr.log", "exit-status", "nvidia-smi.txt", "env.txt", "out"];
+/// What a run leaves in its folder that comes back with it: files, and the folder `out/` (in
+/// this order, so that the logs come first when a cap cuts the rest).
+pub const FETCHED: [&str; 6] = ["stdout.log", "stderr.log", "exit-status", "nvidia-smi.txt", "env.txt", "out/"];
+
+/// The exit status of a [`launch`] that found a stored blob whose bytes do not match its name:
+/// the blob was deleted, nothing was launched, preflight (and so upload) again.
+pub const BAD_BLOB: i32 = 8;
 
 /// Disk kept free beyond what the package needs.
 pub const DISK_MARGIN_BYTES: u64 = 64 << 20;
@@ -28,10 +36,6 @@ fn prelude(workdir: &str) -> String {
 
 fn run_dir(workdir: &str, id: &str) -> String {
     format!("{}R=\"$W/runs\"/{}\n", prelude(workdir), quote(id))
-}
-
-fn is_sha256(h: &str) -> bool {
-    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 fn words(hashes: &[String]) -> String {
@@ -116,18 +120,39 @@ cd "$R" || exit 1
 echo $$ > pid
 CARGO_GPU_KERNELS="$R/kernels" CARGO_GPU_OUT="$R/out" CARGO_GPU_RUN_ID={id}
 export CARGO_GPU_KERNELS CARGO_GPU_OUT CARGO_GPU_RUN_ID
-env > env.txt
+{{ {env}; }} &
 {command} > stdout.log 2> stderr.log < /dev/null
 s=$?
 nvidia-smi -q > nvidia-smi.txt 2>&1
+wait
 echo "$s" > exit-status.tmp && mv exit-status.tmp exit-status
 "#,
         id = quote(id),
+        env = env_listing("env.txt"),
     )
 }
 
+/// Writes the environment to `file`, one `NAME=value` line per variable, with the value kept
+/// only for the names of [`redact::env_kept`] (the same rule is applied again here on arrival):
+/// rented images often carry tokens in their environment.
+fn env_listing(file: &str) -> String {
+    let exact = redact::ENV_KEPT.join("|");
+    let prefixes = redact::ENV_KEPT_PREFIXES.join("|");
+    let secret = redact::SECRET_PARTS.join("|");
+    let program = format!(
+        r#"BEGIN {{ for (k in ENVIRON) {{ v = ENVIRON[k]; u = toupper(k); gsub(/-/, "_", u);
+  if ((k !~ /^({exact})$/ && k !~ /^({prefixes})/) || u ~ /({secret})/) v = "{redacted}";
+  gsub(/\n/, "\\n", v); print k "=" v }} }}"#,
+        redacted = redact::ENV_REDACTED,
+    );
+    format!("awk {} < /dev/null | sort > {}", quote(&program), quote(file))
+}
+
 /// Assembles `runs/<id>/` from blobs and starts the runner under setsid and nohup, so that it
-/// survives the connection; its output goes to files first.
+/// survives the connection; its output goes to files first. Every file is checked against its
+/// sha256 after it is copied into the run's own folder, so a blob replaced in the store since it
+/// was uploaded is never run: it is deleted, named in a `b HASH` frame, and the script exits
+/// [`BAD_BLOB`] having launched nothing.
 pub fn launch(l: &Launch<'_>) -> Result<String> {
     let m = l.manifest;
     if !is_safe_relative(&m.package.runner) {
@@ -139,20 +164,36 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     }
     s.push_str(&run_dir(l.workdir, l.id));
     s.push_str("mkdir \"$R\" || exit 1\ncd \"$R\" && mkdir out kernels || exit 1\n");
+    s.push_str(&format!(
+        "bad() {{ rm -f \"$W/blobs/$1\"; cd /; rm -rf \"$R\"; printf 'b %s\\n' \"$1\"; exit {BAD_BLOB}; }}\n"
+    ));
+    s.push_str("check() { v=$(sha256sum < \"$2\") && [ \"${v%% *}\" = \"$1\" ] || bad \"$1\"; }\n");
     let mut dirs: Vec<&str> = m.files.iter().filter_map(|f| f.path.rsplit_once('/').map(|(d, _)| d)).collect();
     dirs.sort();
     dirs.dedup();
     if !dirs.is_empty() {
         s.push_str(&format!("mkdir -p {} || exit 1\n", dirs.iter().map(|d| quote(d)).collect::<Vec<_>>().join(" ")));
     }
+    let (mut sums, mut one_by_one, mut executables) = (String::new(), String::new(), Vec::new());
     for f in &m.files {
         if !is_safe_relative(&f.path) || !is_sha256(&f.sha256) {
             bail!("the package manifest lists `{}`, which is not a plain relative path with a sha256", f.path);
         }
-        s.push_str(&format!("cp \"$W/blobs/{}\" {} || exit 1\n", f.sha256, quote(&f.path)));
+        let path = quote(&f.path);
+        s.push_str(&format!("cp \"$W/blobs/{h}\" {path} || bad {h}\n", h = f.sha256));
+        sums.push_str(&format!("{}  {}\n", f.sha256, f.path));
+        one_by_one.push_str(&format!("  check {} {path}\n", f.sha256));
         if f.executable || f.path == m.package.runner {
-            s.push_str(&format!("chmod 755 {}\n", quote(&f.path)));
+            executables.push(path);
         }
+    }
+    // One `sha256sum -c` checks every copy; only when it fails (or cannot read a name) is each
+    // file checked alone, to name the damaged blob.
+    s.push_str(&format!(
+        "if ! sha256sum -c - > /dev/null 2>&1 <<'CARGO_GPU_SUMS'\n{sums}CARGO_GPU_SUMS\nthen\n{one_by_one}fi\n"
+    ));
+    if !executables.is_empty() {
+        s.push_str(&format!("chmod 755 {}\n", executables.join(" ")));
     }
     s.push_str(&format!(
         "setsid nohup sh -c {} cargo-gpu-run \"$R\" < /dev/null > /dev/null 2>&1 &\n",
@@ -174,7 +215,7 @@ o=0; e=0; q=0; n=0
 size() {{ if [ -f "$1" ]; then wc -c < "$1"; else echo 0; fi; }}
 emit() {{ printf '%s %d\n' "$1" $(($4 - $3)); tail -c +$(($3 + 1)) "$2" | head -c $(($4 - $3)); }}
 while :; do
-  date +%s > "$W/last-seen" 2>/dev/null
+  if [ $n = 0 ] || [ $n -ge 10 ]; then date +%s > "$W/last-seen" 2>/dev/null; fi
   d=0; [ -e "$R/exit-status" ] && d=1
   if [ $d = 0 ] && [ -s "$R/pid" ] && ! kill -0 "$(cat "$R/pid")" 2>/dev/null; then
     if [ -e "$R/exit-status" ]; then d=1; else d=2; fi
@@ -186,7 +227,9 @@ while :; do
   [ $d != 0 ] && break
   q=$((q + 1)); n=$((n + 1))
   if [ $q -ge 20 ]; then printf 'h\n' || exit 5; q=0; fi
-  if [ $n -lt 40 ]; then sleep 0.05 2>/dev/null || sleep 1; else sleep 0.2 2>/dev/null || sleep 1; fi
+  # Look often while a quick run may be ending, then less and less.
+  if [ $n -lt 10 ]; then pause=0.01; elif [ $n -lt 40 ]; then pause=0.05; else pause=0.2; fi
+  sleep $pause 2>/dev/null || sleep 1
 done
 [ $d = 1 ] && printf 'x 0\n' || printf 'x 2\n'
 printf 't\n'
@@ -219,12 +262,14 @@ fi
     )
 }
 
-/// Writes the run's logs, exit status, `nvidia-smi -q`, environment and `out/` to stdout as one tar.
+/// Sends the run's logs, exit status, `nvidia-smi -q`, environment and `out/`: a `t` frame and
+/// one tar, read by [`Demux`] like the end of [`stream`].
 pub fn fetch(workdir: &str, id: &str) -> String {
-    format!("{}{}", run_dir(workdir, id), fetch_tail())
+    format!("{}printf 't\\n'\n{}", run_dir(workdir, id), fetch_tail())
 }
 
 fn fetch_tail() -> String {
+    let names: Vec<&str> = FETCHED.iter().map(|f| f.trim_end_matches('/')).collect();
     format!(
         r#"cd "$R" || exit 1
 set --
@@ -232,7 +277,7 @@ for f in {files}; do [ -e "$f" ] && set -- "$@" "$f"; done
 [ $# -gt 0 ] || exit 0
 tar -cf - "$@"
 "#,
-        files = FETCHED.join(" "),
+        files = names.join(" "),
     )
 }
 
@@ -289,16 +334,25 @@ pub fn run(
 pub enum Channel {
     Stdout,
     Stderr,
+    /// The run's files, a tar stream to the end.
+    Tar,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DemuxState {
     Header,
+    /// Skipping an over-long line that is no frame, to its newline.
+    Noise,
     Body(Channel, usize),
     Tar,
 }
 
-/// Reads [`run`]'s and [`stream`]'s framed stdout as it arrives, in chunks of any size.
+/// The longest frame header read; a longer line is noise (a start-up file that prints) and is
+/// skipped without being kept.
+const MAX_HEADER: usize = 256;
+
+/// Reads [`run`]'s, [`stream`]'s and [`fetch`]'s framed stdout as it arrives, in chunks of any
+/// size, keeping nothing of it in memory but a short header line.
 #[derive(Debug)]
 pub struct Demux {
     state: DemuxState,
@@ -306,12 +360,22 @@ pub struct Demux {
     pub launched: bool,
     /// `Some(true)` when the run wrote its exit status, `Some(false)` when it vanished.
     pub ended: Option<bool>,
-    pub tar: Vec<u8>,
+    /// Whether the run's files began to arrive.
+    pub tar_started: bool,
+    /// Stored blobs that [`launch`] found damaged (and deleted).
+    pub bad_blobs: Vec<String>,
 }
 
 impl Default for Demux {
     fn default() -> Self {
-        Demux { state: DemuxState::Header, line: Vec::new(), launched: false, ended: None, tar: Vec::new() }
+        Demux {
+            state: DemuxState::Header,
+            line: Vec::new(),
+            launched: false,
+            ended: None,
+            tar_started: false,
+            bad_blobs: Vec::new(),
+        }
     }
 }
 
@@ -323,14 +387,14 @@ pub enum Event {
 }
 
 impl Demux {
-    /// Hands the runner's output to `out` and returns the events seen in `bytes`. Lines that are
-    /// no frame (a remote start-up file that prints) are skipped.
+    /// Hands the runner's output and the run's files to `out` and returns the events seen in
+    /// `bytes`. Lines that are no frame (a remote start-up file that prints) are skipped.
     pub fn feed(&mut self, mut bytes: &[u8], out: &mut dyn FnMut(Channel, &[u8])) -> Vec<Event> {
         let mut events = Vec::new();
         while !bytes.is_empty() {
             match self.state {
                 DemuxState::Tar => {
-                    self.tar.extend_from_slice(bytes);
+                    out(Channel::Tar, bytes);
                     return events;
                 }
                 DemuxState::Body(ch, left) => {
@@ -339,9 +403,20 @@ impl Demux {
                     bytes = &bytes[n..];
                     self.state = if n == left { DemuxState::Header } else { DemuxState::Body(ch, left - n) };
                 }
+                DemuxState::Noise => match bytes.iter().position(|&b| b == b'\n') {
+                    Some(nl) => {
+                        bytes = &bytes[nl + 1..];
+                        self.state = DemuxState::Header;
+                    }
+                    None => return events,
+                },
                 DemuxState::Header => {
                     let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
                         self.line.extend_from_slice(bytes);
+                        if self.line.len() > MAX_HEADER {
+                            self.line.clear();
+                            self.state = DemuxState::Noise;
+                        }
                         return events;
                     };
                     self.line.extend_from_slice(&bytes[..nl]);
@@ -359,7 +434,11 @@ impl Demux {
                             self.ended = Some(code == 0);
                             events.push(Event::Ended);
                         }
-                        ("t", _) => self.state = DemuxState::Tar,
+                        ("b", _) if is_sha256(arg) => self.bad_blobs.push(arg.to_string()),
+                        ("t", _) => {
+                            self.tar_started = true;
+                            self.state = DemuxState::Tar;
+                        }
                         _ => {}
                     }
                 }
@@ -433,12 +512,15 @@ pub struct RemoteFacts {
     pub missing: Vec<String>,
 }
 
+/// Every value is the remote's own text: control characters are escaped here, once, so that a
+/// GPU "name" cannot drive the terminal it is printed on or the records it is kept in.
 pub fn parse_preflight(text: &str) -> Result<RemoteFacts> {
     let mut f = RemoteFacts::default();
     let mut protocol = false;
     for line in text.lines() {
         let Some((key, value)) = line.split_once(": ") else { continue };
-        let value = value.trim();
+        let value = escape::line(value.trim());
+        let value = value.as_str();
         match key {
             "protocol" => protocol = true,
             "gpu" if f.gpu_name.is_none() => {
@@ -461,7 +543,8 @@ pub fn parse_preflight(text: &str) -> Result<RemoteFacts> {
         }
     }
     if !protocol {
-        bail!("the remote did not answer the preflight script; it printed:\n{}", text.trim());
+        let head: Vec<&str> = text.trim().lines().take(20).collect();
+        bail!("the remote did not answer the preflight script; it printed:\n{}", escape::block(&head.join("\n"), "  "));
     }
     Ok(f)
 }
@@ -678,20 +761,28 @@ mod tests {
 
     #[test]
     fn demux_splits_frames_across_any_chunking() {
-        let framed = b"noise from a start-up file\nr\no 5\nhello\ne 3\nerrh\no 2\n\n!x 0\nt\nTARBYTES";
-        for chunk in 1..framed.len() {
+        let long_noise = "n".repeat(10_000);
+        let bad = "c".repeat(64);
+        let framed = format!(
+            "noise from a start-up file\n{long_noise}\nr\nb {bad}\nb not-a-hash\no 5\nhello\ne 3\nerrh\no 2\n\n!x 0\nt\nTARBYTES"
+        );
+        let framed = framed.as_bytes();
+        for chunk in [1, 2, 3, 7, 100, 4096, framed.len()] {
             let mut d = Demux::default();
-            let (mut out, mut err, mut events) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut out, mut err, mut tar, mut events) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for part in framed.chunks(chunk) {
                 events.extend(d.feed(part, &mut |ch, b| match ch {
                     Channel::Stdout => out.extend_from_slice(b),
                     Channel::Stderr => err.extend_from_slice(b),
+                    Channel::Tar => tar.extend_from_slice(b),
                 }));
+                assert!(d.line.len() <= MAX_HEADER + chunk, "a header line never grows without bound");
             }
             assert_eq!((out.as_slice(), err.as_slice()), (&b"hello\n!"[..], &b"err"[..]), "chunk {chunk}");
             assert_eq!(events, [Event::Launched, Event::Ended]);
-            assert!(d.launched && d.ended == Some(true));
-            assert_eq!(d.tar, b"TARBYTES");
+            assert!(d.launched && d.ended == Some(true) && d.tar_started);
+            assert_eq!(d.bad_blobs, std::slice::from_ref(&bad));
+            assert_eq!(tar, b"TARBYTES");
         }
     }
 
@@ -707,11 +798,14 @@ mod tests {
         let got = Command::new("sh").arg("-c").arg(stream(&w, "x")).output().unwrap();
         assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
         let mut d = Demux::default();
-        let mut out = Vec::new();
-        d.feed(&got.stdout, &mut |ch, b| out.push((ch, b.to_vec())));
+        let (mut out, mut tar) = (Vec::new(), Vec::new());
+        d.feed(&got.stdout, &mut |ch, b| match ch {
+            Channel::Tar => tar.extend_from_slice(b),
+            _ => out.push((ch, b.to_vec())),
+        });
         assert_eq!(out, [(Channel::Stdout, b"out 1\nout 2".to_vec()), (Channel::Stderr, b"warn\n".to_vec())]);
         assert_eq!(d.ended, Some(true));
-        let names: Vec<String> = tar::Archive::new(&d.tar[..])
+        let names: Vec<String> = tar::Archive::new(&tar[..])
             .entries()
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
@@ -732,6 +826,35 @@ mod tests {
     }
 
     #[test]
+    fn a_blob_replaced_in_the_store_is_refused_deleted_and_nothing_launched() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().display().to_string();
+        let mut m = manifest(&["sm_90a"]);
+        m.files[0].sha256 = crate::digest::sha256_hex(b"#!/bin/sh\n");
+        m.files[1].sha256 = crate::digest::sha256_hex(b"cubin");
+        std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
+        std::fs::create_dir_all(dir.path().join("runs")).unwrap();
+        let runner_blob = dir.path().join("blobs").join(&m.files[0].sha256);
+        let cubin_blob = dir.path().join("blobs").join(&m.files[1].sha256);
+        std::fs::write(&runner_blob, b"#!/bin/sh\n").unwrap();
+        // The right name, other bytes: what a tampered store holds.
+        std::fs::write(&cubin_blob, b"planted").unwrap();
+        let l = Launch { workdir: &w, id: "r1", manifest: &m, args: &[], watchdog: None };
+        let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
+        assert_eq!(out.status.code(), Some(BAD_BLOB), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("b {}\n", m.files[1].sha256));
+        assert!(!cubin_blob.exists(), "the bad blob was deleted");
+        assert!(runner_blob.exists(), "the good one was kept");
+        assert!(!dir.path().join("runs/r1").exists(), "nothing was launched");
+        // With the blob whole again, the same script launches.
+        std::fs::write(&cubin_blob, b"cubin").unwrap();
+        let l = Launch { workdir: &w, id: "r2", manifest: &m, args: &[], watchdog: None };
+        let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read(dir.path().join("runs/r2/kernels/k.sm_90a.cubin")).unwrap(), b"cubin");
+    }
+
+    #[test]
     fn wrapper_runs_the_runner_with_its_args_verbatim() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("r");
@@ -742,14 +865,24 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755)).unwrap();
         let args = vec!["a b".to_string(), "$(touch pwned)".to_string(), "it's".to_string()];
-        let st =
-            Command::new("sh").arg("-c").arg(wrapper("bin/demo", &args, "id")).arg("x").arg(&run).status().unwrap();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(wrapper("bin/demo", &args, "id"))
+            .arg("x")
+            .arg(&run)
+            .env("HF_TOKEN", "hf_secret_value_123")
+            .env("CUDA_VISIBLE_DEVICES", "0")
+            .env("MULTI", "line one\nline two")
+            .status()
+            .unwrap();
         assert!(st.success());
         assert_eq!(std::fs::read_to_string(run.join("stdout.log")).unwrap(), "a b\n$(touch pwned)\nit's\n");
         assert_eq!(std::fs::read_to_string(run.join("stderr.log")).unwrap(), "err\n");
         assert_eq!(std::fs::read_to_string(run.join("exit-status")).unwrap(), "7\n");
         let env = std::fs::read_to_string(run.join("env.txt")).unwrap();
         assert!(env.contains(&format!("CARGO_GPU_OUT={}/out", run.display())), "{env}");
+        assert!(env.contains("\nCUDA_VISIBLE_DEVICES=0\n") && env.contains("\nHF_TOKEN=<redacted>\n"), "{env}");
+        assert!(env.contains("\nMULTI=<redacted>\n") && !env.contains("hf_secret"), "{env}");
         assert!(!run.join("pwned").exists());
     }
 }

@@ -2,17 +2,20 @@
 //! ProxyJump, keys, agent), one multiplexed connection (ControlMaster) that the whole run and the
 //! next run reuse, `BatchMode=yes` so nothing ever waits for a password, a connect timeout and
 //! keep-alives. Host keys are checked as the user's config says; this never turns that off.
-//! Every script runs as `sh -c 'script'`, never through a login shell's profile.
+//! ssh hands its command to the remote user's login shell, which may be bash, dash, zsh, fish or
+//! tcsh: every script therefore travels as one fixed command of plain words and base64 text, which
+//! all of them read the same way, and runs in `sh`. The master sockets live in a private folder
+//! that is checked before every use.
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 
 use crate::cmd::Cmd;
 use crate::config::Remote;
-use crate::remote::quote::quote;
+use crate::exit::Interrupt;
 use crate::remote::transport::{exec, retry_until, script_failure, ExecOptions, Transport};
 use crate::shell::Shell;
 
@@ -30,18 +33,45 @@ pub struct Ssh {
     pub control_dir: PathBuf,
 }
 
-/// Where master sockets live: `CARGO_GPU_SSH_CONTROL_DIR`, else `$XDG_RUNTIME_DIR/cargo-gpu`, else
-/// `/tmp/cargo-gpu-ssh-<uid>` (socket paths must stay short).
-pub fn control_dir() -> PathBuf {
+/// Where master sockets (and what is kept beside them) live: `CARGO_GPU_SSH_CONTROL_DIR`, else
+/// `$XDG_RUNTIME_DIR/cargo-gpu`, else `$TMPDIR/cargo-gpu-ssh-<uid>` (socket paths must stay
+/// short). Not checked: see [`private_control_dir`].
+pub fn control_dir_path() -> PathBuf {
     if let Some(d) = std::env::var_os("CARGO_GPU_SSH_CONTROL_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("cargo-gpu");
     }
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid().to_string()).unwrap_or_else(|_| "user".into());
+    let uid = rustix::process::getuid().as_raw();
     std::env::temp_dir().join(format!("cargo-gpu-ssh-{uid}"))
+}
+
+/// The control folder, made private if missing and checked to be ours, 0700 and not a link:
+/// in a shared temp folder another user may have made it first, open, with links planted in it.
+pub fn private_control_dir() -> Result<PathBuf> {
+    crate::safe_fs::private_dir(&control_dir_path(), "ssh control folder")
+}
+
+/// The longest remote command sent: Linux takes at most 128 KiB in one argument, and the login
+/// shell gets the command as one.
+const MAX_REMOTE_COMMAND: usize = 120 << 10;
+
+/// The one command ssh hands to the remote user's login shell for `script`: `sh -c` with a fixed
+/// program of plain words that decodes the script from base64 and runs it. Inside its single
+/// quotes are no quote, backslash, `!` or newline, so bash, dash, zsh, fish and tcsh all pass it
+/// to `sh` unchanged; the script itself only ever meets `sh`. Its stdin stays the connection's.
+pub fn remote_command(script: &str) -> Result<String> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(script);
+    let command = format!("sh -c 'eval \"$(printf %s {encoded} | base64 -d)\"'");
+    if command.len() > MAX_REMOTE_COMMAND {
+        bail!(
+            "the remote script is {} bytes, more than one remote command can carry ({MAX_REMOTE_COMMAND}): the package has too many files",
+            command.len()
+        );
+    }
+    Ok(command)
 }
 
 impl Ssh {
@@ -51,7 +81,7 @@ impl Ssh {
             host: remote.host.clone().expect("an ssh remote has a host"),
             options: remote.ssh_options.clone(),
             connect_timeout: remote.connect_timeout,
-            control_dir: control_dir(),
+            control_dir: control_dir_path(),
         }
     }
 
@@ -76,14 +106,7 @@ impl Ssh {
     }
 
     fn ensure_control_dir(&self) -> Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        if !self.control_dir.is_dir() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.control_dir)
-                .with_context(|| format!("failed to create the ssh control folder {}", self.control_dir.display()))?;
-        }
+        crate::safe_fs::private_dir(&self.control_dir, "ssh control folder")?;
         Ok(())
     }
 }
@@ -106,6 +129,7 @@ pub fn is_permanent(stderr: &[u8]) -> bool {
 impl Ssh {
     /// The pid of the master connection when one is up: asked of the local master, no round trip.
     fn master_pid(&self, shell: &Shell) -> Option<u32> {
+        self.ensure_control_dir().ok()?;
         let cmd = Cmd::new("ssh", "check the ssh master connection")
             .args(self.base_args())
             .args(["-O", "check", "--"])
@@ -134,7 +158,7 @@ impl Ssh {
     /// Without multiplexing a backgrounded `-N` would never end, so then it runs `exit 0`.
     pub fn connect_command(&self) -> Cmd {
         if self.multiplexing_off() {
-            return self.script_command("exit 0", "connect");
+            return self.script_command("exit 0", "connect").expect("a short script fits one command");
         }
         Cmd::new("ssh", "connect").args(self.base_args()).args(["-f", "-N", "-T", "--"]).arg(&self.host)
     }
@@ -149,15 +173,13 @@ impl Transport for Ssh {
         }
     }
 
-    fn script_command(&self, script: &str, purpose: &str) -> Cmd {
+    fn script_command(&self, script: &str, purpose: &str) -> Result<Cmd> {
         // ssh joins its arguments into one string for the remote user's shell: hand it exactly
-        // one word, `sh -c <quoted script>`.
-        Cmd::new("ssh", purpose)
-            .args(self.base_args())
-            .arg("-T")
-            .arg("--")
-            .arg(&self.host)
-            .arg(format!("sh -c {}", quote(script)))
+        // one word that every login shell reads the same way.
+        let words: Vec<String> =
+            self.base_args().into_iter().chain(["-T".into(), "--".into(), self.host.clone()]).collect();
+        let shown = format!("ssh {} '<{purpose} script>'", crate::redact::words(&words).join(" "));
+        Ok(Cmd::new("ssh", purpose).args(words).arg(remote_command(script)?).shown_as(shown))
     }
 
     fn is_transport_failure(&self, status: ExitStatus) -> bool {
@@ -200,17 +222,21 @@ impl Transport for Ssh {
     }
 
     fn disconnect(&self, shell: &Shell) {
+        if self.ensure_control_dir().is_err() {
+            return;
+        }
         let cmd = Cmd::new("ssh", "close the ssh master connection")
             .args(self.base_args())
             .args(["-O", "exit", "--"])
             .arg(&self.host);
-        let _ = exec(shell, &cmd, ExecOptions { interruptible: false, ..Default::default() });
+        let _ = exec(shell, &cmd, ExecOptions { interrupt: Interrupt::Never, ..Default::default() });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn ssh() -> Ssh {
         let mut r = Remote::local();
@@ -223,7 +249,7 @@ mod tests {
 
     #[test]
     fn command_line_is_batch_multiplexed_and_keeps_host_keys_checked() {
-        let c = ssh().script_command("echo 'hi there'", "greet");
+        let c = ssh().script_command("echo 'hi there'", "greet").unwrap();
         let line = c.to_string();
         assert!(line.starts_with("ssh -F '/t/ssh config' -o BatchMode=yes -o ConnectTimeout=3 "), "{line}");
         assert!(line.contains("-o ControlMaster=auto -o ControlPath=/run/cg/%C -o ControlPersist=10m"), "{line}");
@@ -231,7 +257,7 @@ mod tests {
         assert!(!line.contains("StrictHostKeyChecking"), "{line}");
         let args = c.get_args();
         assert_eq!(args[args.len() - 2], "me@h100");
-        assert_eq!(args[args.len() - 1], r#"sh -c 'echo '\''hi there'\'''"#);
+        assert!(c.public_line().ends_with(" -T -- me@h100 '<greet script>'"), "{}", c.public_line());
     }
 
     #[test]
@@ -242,17 +268,75 @@ mod tests {
         plain.options.extend(["-o".into(), "ControlMaster no".into()]);
         let c = plain.connect_command();
         assert!(!c.to_string().contains(" -f "), "{c}");
-        assert_eq!(c.get_args().last().unwrap(), "sh -c 'exit 0'");
+        assert_eq!(c.get_args().last().unwrap().to_str().unwrap(), remote_command("exit 0").unwrap());
+    }
+
+    /// The arguments that break naive quoting in one login shell or another.
+    const NASTY: &[&str] = &[
+        "';touch pwned;'",
+        "it's",
+        "a\\b",
+        "$(touch pwned)",
+        "`touch pwned`",
+        "%s",
+        "!!",
+        "~",
+        "a\nb",
+        "{a,b}",
+        "*",
+        "\"",
+        "#x",
+    ];
+
+    /// What `shell -c WORD` prints, with `WORD` the remote command for a script that prints its
+    /// arguments and then its stdin; `None` when that shell is not installed.
+    fn through_login_shell(shell: &str, dir: &Path) -> Option<String> {
+        let path = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(shell)).find(|p| p.is_file())?;
+        let mut script = String::from("printf '[%s]\\n'");
+        for a in NASTY {
+            script.push(' ');
+            script.push_str(&crate::quote::quote(a));
+        }
+        script.push_str("; cat");
+        let word = remote_command(&script).unwrap();
+        let mut child = std::process::Command::new(path)
+            .arg("-c")
+            .arg(word)
+            .current_dir(dir)
+            .env("HOME", dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"stdin arrives").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        Some(String::from_utf8(out.stdout).unwrap())
     }
 
     #[test]
-    fn the_remote_word_runs_the_script_exactly() {
-        let script = "printf '%s|' \"$0\" 'it'\\''s $(x)'";
-        let c = ssh().script_command(script, "t");
-        let remote_word = c.get_args().last().unwrap().to_str().unwrap().to_string();
-        // What the remote user's shell does with the one word ssh sends.
-        let out = std::process::Command::new("sh").arg("-c").arg(&remote_word).output().unwrap();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), "sh|it's $(x)|");
+    fn every_login_shell_runs_the_script_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let want: String = NASTY.iter().map(|a| format!("[{a}]\n")).collect::<String>() + "stdin arrives";
+        let required = std::env::var("CI").as_deref() == Ok("true");
+        for shell in ["sh", "bash", "dash", "zsh", "fish", "tcsh", "csh"] {
+            match through_login_shell(shell, dir.path()) {
+                Some(got) => assert_eq!(got, want, "login shell {shell}"),
+                None if required && shell != "csh" => panic!("{shell} is required under CI=true"),
+                None => eprintln!("skipping {shell}: not installed"),
+            }
+        }
+        assert!(!dir.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn the_remote_command_is_one_plain_word_list() {
+        let word = remote_command("echo 'a' \"b\" \\ ! \n $x").unwrap();
+        let inner = word.strip_prefix("sh -c '").and_then(|w| w.strip_suffix('\'')).unwrap();
+        assert!(!inner.contains(['\'', '\\', '!', '\n']), "{inner}");
+        let huge = "x".repeat(200 << 10);
+        assert!(remote_command(&huge).unwrap_err().to_string().contains("too many files"));
     }
 
     #[test]

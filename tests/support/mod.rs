@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cargo_gpu::build::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
-use cargo_gpu::build::package::sha256_file;
+use cargo_gpu::digest::sha256_file;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cargo-gpu");
 pub const ALIAS: &str = "cargo-gpu-test";
@@ -20,6 +20,8 @@ const FAKE_NVIDIA_SMI: &str = r#"#!/bin/sh
 # Fake nvidia-smi: answers the queries cargo-gpu makes, as the GPU in $CARGO_GPU_FAKE_GPU would.
 case "${CARGO_GPU_FAKE_GPU:-h100}" in
   rtx5060ti) name="NVIDIA GeForce RTX 5060 Ti"; cc=12.0 ;;
+  # A host that names its GPU with terminal escapes: retitle the window, clear the screen.
+  hostile) name=$(printf 'NVIDIA H100\033]0;pwned\007\033[2J'); cc=9.0 ;;
   *) name="NVIDIA H100 80GB HBM3"; cc=9.0 ;;
 esac
 driver=580.95.05
@@ -38,15 +40,22 @@ case "$*" in
 esac
 "#;
 
-/// A `tar` for the remote's PATH: the real one, except that while the file `slow-tar` exists
-/// beside it, an unpacking tar gets the first MiB of its input and then nothing more until that
-/// file is removed (so a test can cut an upload off while a blob is half written).
+/// A `tar` for the remote's PATH: the real one, except that
+/// - while the file `slow-tar` exists beside it, an unpacking tar gets the first MiB of its input
+///   and then nothing more until that file is removed (so a test can cut an upload off while a
+///   blob is half written);
+/// - while `slow-fetch` exists, a creating tar waits (a slow fetch of a run's files);
+/// - while `hostile.tar` exists, a creating tar sends that file instead: a hostile host's answer.
 const FAKE_TAR: &str = r#"#!/bin/sh
 d=$(dirname "$0")
 real=/usr/bin/tar; [ -x "$real" ] || real=/bin/tar
 if [ -e "$d/slow-tar" ] && [ "$1" = "-xf" ]; then
   { head -c 1048576; while [ -e "$d/slow-tar" ]; do sleep 0.05; done; cat; } | "$real" "$@"
   exit $?
+fi
+if [ "$1" = "-cf" ]; then
+  while [ -e "$d/slow-fetch" ]; do sleep 0.05; done
+  if [ -e "$d/hostile.tar" ]; then exec cat "$d/hostile.tar"; fi
 fi
 exec "$real" "$@"
 "#;
@@ -98,8 +107,10 @@ impl World {
         write_exe(&fakebin.join("nvidia-smi"), FAKE_NVIDIA_SMI);
         write_exe(&fakebin.join("tar"), FAKE_TAR);
         write_exe(&fakebin.join("df"), FAKE_DF);
+        // Private, as cargo-gpu requires of the folder its ssh sockets live in.
         let control = root.join("cm");
         std::fs::create_dir_all(&control).unwrap();
+        std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o700)).unwrap();
         let cwd = root.join("cwd");
         std::fs::create_dir_all(&cwd).unwrap();
         World { config: root.join("config.toml"), target: root.join("target"), fakebin, control, cwd, tmp }
@@ -168,6 +179,103 @@ impl World {
     }
 }
 
+/// Writes `bytes` as the answer the fake remote `tar` gives instead of the run's files.
+pub fn hostile_tar(world: &World, bytes: &[u8]) {
+    std::fs::write(world.fakebin.join("hostile.tar"), bytes).unwrap();
+}
+
+/// A tar built header by header, so that it can hold what `tar::Builder` itself would refuse
+/// (`..`, absolute paths, escapes in names): `(name, kind, contents, link target)`.
+pub fn raw_tar(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, data, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        let bytes = name.as_bytes();
+        h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            let lb = l.as_bytes();
+            h.as_old_mut().linkname[..lb.len()].copy_from_slice(lb);
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// What a child process printed and how it ended, with the most memory it held at once.
+pub struct Measured {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub peak_rss_bytes: u64,
+}
+
+/// Runs `cmd` to the end and reads its peak resident memory from the kernel (`wait4`), which
+/// counts every page it ever held, however briefly.
+// The child is reaped by `wait4`, which std's own `wait` cannot give the memory figure of.
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(cmd: &mut Command) -> Measured {
+    use std::io::Read;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).unwrap();
+        v
+    });
+    let e = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        err.read_to_end(&mut v).unwrap();
+        v
+    });
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, whose pid std has not reaped (we never call `wait`).
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4 failed");
+    let code = if libc::WIFEXITED(status) { Some(libc::WEXITSTATUS(status)) } else { None };
+    Measured {
+        code,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+        // Linux reports kilobytes.
+        peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+    }
+}
+
+/// How many processes of ours have `needle` in their command line (ssh clients and masters of
+/// one test's sshd, say).
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if line.contains(needle) {
+                found.push(line);
+            }
+        }
+    }
+    found
+}
+
+/// Every file (or link) under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.file_type().is_dir())
+        .filter(|e| std::fs::read(e.path()).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle)))
+        .map(|e| e.into_path())
+        .collect()
+}
+
 /// A real sshd on loopback, and the ssh_config that reaches it.
 pub struct Sshd {
     child: Child,
@@ -186,11 +294,14 @@ pub struct SshdOptions<'a> {
     pub env: &'a str,
     /// More sshd_config lines (before the harness's own, so they win: sshd keeps the first value).
     pub config: &'a str,
+    /// The remote user's login shell (`/usr/bin/fish`): sshd hands every command to it as
+    /// `SHELL -c COMMAND`, which a `ForceCommand` does here exactly, for any user the tests run as.
+    pub login_shell: Option<&'a str>,
 }
 
 impl Default for SshdOptions<'_> {
     fn default() -> Self {
-        SshdOptions { fake_gpu: "h100", known_host: true, env: "", config: "" }
+        SshdOptions { fake_gpu: "h100", known_host: true, env: "", config: "", login_shell: None }
     }
 }
 
@@ -225,11 +336,15 @@ impl Sshd {
         });
         let port = free_port();
         let remote_path = format!("{}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", world.fakebin.display());
+        let force = match opts.login_shell {
+            Some(shell) => format!("ForceCommand exec {shell} -c \"$SSH_ORIGINAL_COMMAND\"\n"),
+            None => String::new(),
+        };
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin yes\n\
-             SetEnv PATH={remote_path} CARGO_GPU_FAKE_GPU={gpu} {env}\n{extra}\nLogLevel ERROR\n",
+             SetEnv PATH={remote_path} CARGO_GPU_FAKE_GPU={gpu} {env}\n{extra}\n{force}LogLevel ERROR\n",
             d = dir.display(),
             gpu = opts.fake_gpu,
             env = opts.env,

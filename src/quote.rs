@@ -1,4 +1,4 @@
-//! Quoting words for the remote POSIX shell. Every word that goes into a remote script passes
+//! Quoting words for a POSIX shell (the remote's `sh`, and command lines shown to the user). Every word that goes into a remote script passes
 //! through [`quote`] (or [`quote_path`], which adds `~/` expansion), so a workdir, a package path
 //! or a runner argument with spaces, quotes or `$(...)` reaches the remote exactly as given.
 
