@@ -5,9 +5,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::shell::Verbosity;
+use crate::shell::{MessageFormat, Verbosity};
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", styles = clap::builder::styling::Styles::styled())]
@@ -56,14 +56,6 @@ impl GlobalOpts {
             Verbosity::Normal
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum MessageFormat {
-    #[default]
-    Human,
-    /// One JSON object per artifact on stdout
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,14 @@
 
 use std::io::{IsTerminal, Write};
 
-use crate::cli::MessageFormat;
+/// How machine-readable results are printed on stdout (`--message-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum MessageFormat {
+    #[default]
+    Human,
+    /// One JSON object per artifact on stdout
+    Json,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {

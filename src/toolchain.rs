@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 use semver::Version;
 
-use crate::arch::{ComputeCap, SmArch};
+use crate::arch::SmArch;
 use crate::cmd::Cmd;
+use crate::nvidia_smi::{parse_gpu_query, Gpu};
 use crate::shell::Shell;
 
 /// The CUDA compiler this build uses.
@@ -153,33 +154,6 @@ impl Nvcc {
     }
 }
 
-/// One GPU as `nvidia-smi` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Gpu {
-    pub index: usize,
-    pub name: String,
-    pub compute_cap: ComputeCap,
-    pub driver_version: String,
-}
-
-/// Parses `nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader`.
-pub fn parse_gpu_query(text: &str) -> Result<Vec<Gpu>> {
-    let mut gpus = Vec::new();
-    for (index, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let fields: Vec<&str> = line.rsplitn(3, ',').map(str::trim).collect();
-        let [driver, cc, name] = fields.as_slice() else {
-            bail!("unexpected line from nvidia-smi: `{line}`");
-        };
-        gpus.push(Gpu {
-            index,
-            name: name.to_string(),
-            compute_cap: cc.parse().with_context(|| format!("unexpected line from nvidia-smi: `{line}`"))?,
-            driver_version: driver.to_string(),
-        });
-    }
-    Ok(gpus)
-}
-
 /// What the local machine says about its GPUs. No nvidia-smi, or one that finds no device, is a
 /// normal answer (`Ok(vec![])`), with the reason kept for `doctor`.
 pub fn local_gpus(shell: &Shell) -> (Vec<Gpu>, Option<String>) {
@@ -216,20 +190,6 @@ mod tests {
             Some(Version::new(12, 4, 131))
         );
         assert_eq!(parse_nvcc_version("garbage"), None);
-    }
-
-    #[test]
-    fn reads_nvidia_smi_query() {
-        let gpus =
-            parse_gpu_query("NVIDIA GeForce RTX 5060 Ti, 12.0, 580.95.05\nNVIDIA H100 80GB HBM3, 9.0, 580.95.05\n")
-                .unwrap();
-        assert_eq!(gpus.len(), 2);
-        assert_eq!(gpus[0].name, "NVIDIA GeForce RTX 5060 Ti");
-        assert_eq!(gpus[0].compute_cap, ComputeCap::new(12, 0));
-        assert_eq!(gpus[1].index, 1);
-        assert_eq!(gpus[1].driver_version, "580.95.05");
-        assert!(parse_gpu_query("").unwrap().is_empty());
-        assert!(parse_gpu_query("just one field").is_err());
     }
 
     #[test]

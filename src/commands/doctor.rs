@@ -8,9 +8,10 @@ use serde_json::json;
 
 use crate::arch::SmArch;
 use crate::cli::{DoctorArgs, GlobalOpts};
+use crate::nvidia_smi::Gpu;
 use crate::project::{locate_manifest, Project};
 use crate::shell::Shell;
-use crate::toolchain::{self, Gpu, Nvcc};
+use crate::toolchain::{self, Nvcc};
 
 /// Targets reported when not inside a project: the two datacenter targets this tool exists for.
 const DEFAULT_TARGETS: [&str; 2] = ["sm_90a", "sm_100a"];

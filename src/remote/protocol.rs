@@ -524,7 +524,7 @@ pub fn parse_preflight(text: &str) -> Result<RemoteFacts> {
         match key {
             "protocol" => protocol = true,
             "gpu" if f.gpu_name.is_none() => {
-                let gpus = crate::toolchain::parse_gpu_query(value)?;
+                let gpus = crate::nvidia_smi::parse_gpu_query(value)?;
                 if let Some(g) = gpus.into_iter().next() {
                     f.gpu_name = Some(g.name);
                     f.compute_cap = Some(g.compute_cap);

@@ -333,7 +333,7 @@ pub fn retry_until(timeout: Duration, pause: Duration, mut attempt: impl FnMut()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::MessageFormat;
+    use crate::shell::MessageFormat;
     use crate::shell::Verbosity;
 
     fn shell() -> Shell {
