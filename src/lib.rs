@@ -5,16 +5,17 @@
 //! `build`, `remote`, `runs`; `arch` is pure data and rules used by all of them.
 
 pub mod arch;
-pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod cmd;
 pub mod commands;
+pub mod compile;
 pub mod config;
 pub mod digest;
 pub mod escape;
 pub mod exit;
 pub mod nvidia_smi;
+pub mod package;
 pub mod project;
 pub mod quote;
 pub mod redact;

@@ -44,6 +44,30 @@ fn noop_rebuild_compiles_nothing_and_rewrites_nothing() {
 }
 
 #[test]
+fn switching_targets_back_and_forth_compiles_each_only_once() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda.clone()));
+    let kernels = |p: &TestProject| {
+        let mut v: Vec<String> = std::fs::read_dir(p.package("debug").join("kernels"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    p.run(&["build", "--target", "sm_90a"]).ok().stderr_has("(2 kernels compiled, 0 fresh)");
+    p.run(&["build", "--target", "sm_100a"]).ok().stderr_has("(2 kernels compiled, 0 fresh)");
+    assert_eq!(kernels(&p), ["fill.sm_100a.cubin", "scale.sm_100a.cubin"], "the package holds only its targets");
+    let back = p.run(&["build", "--target", "sm_90a"]).ok();
+    assert!(back.compiled().is_empty(), "switching back compiles nothing: {}", back.stderr);
+    back.stderr_has("(0 kernels compiled, 2 fresh)");
+    assert_eq!(kernels(&p), ["fill.sm_90a.cubin", "scale.sm_90a.cubin"]);
+    let out = cuobjdump(&cuda, &["-lelf"], &p.package("debug").join("kernels/fill.sm_90a.cubin"));
+    assert!(out.contains("sm_90a"), "{out}");
+    p.run(&["build", "--target", "sm_100a"]).ok().stderr_has("(0 kernels compiled, 2 fresh)");
+}
+
+#[test]
 fn touching_a_header_recompiles_exactly_the_kernels_that_include_it() {
     let Some(cuda) = require_cuda() else { return };
     let p = TestProject::new("tiny", Some(cuda));

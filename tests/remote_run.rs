@@ -17,7 +17,7 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn package(world: &World) -> (std::path::PathBuf, cargo_gpu::build::manifest::Manifest) {
+fn package(world: &World) -> (std::path::PathBuf, cargo_gpu::package::manifest::Manifest) {
     let dir = world.path("pkg");
     let m = make_package(&dir, RUNNER, &[("a.sm_90a.cubin", CUBIN_A), ("b.sm_90a.cubin", CUBIN_B)], &["sm_90a"]);
     (dir, m)
@@ -506,7 +506,7 @@ fn without_a_package_it_builds_if_stale_then_runs() {
         &std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().file_name().to_string_lossy(),
     )
     .unwrap();
-    let manifest = cargo_gpu::build::manifest::Manifest::read(&project.package("debug")).unwrap();
+    let manifest = cargo_gpu::package::manifest::Manifest::read(&project.package("debug")).unwrap();
     assert_eq!(rec.package_digest, manifest.digest());
     assert_eq!(rec.blobs_uploaded, manifest.files.len());
     // Nothing changed: no compile, no upload.

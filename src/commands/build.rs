@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 
-use crate::build::pipeline::{self, BuildOptions};
 use crate::cli::{BuildArgs, GlobalOpts};
+use crate::compile::pipeline::{self, BuildOptions};
 use crate::shell::Shell;
 
 pub fn exec(shell: &Shell, global: &GlobalOpts, args: &BuildArgs) -> Result<i32> {

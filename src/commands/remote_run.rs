@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::manifest::Manifest;
-use crate::build::pipeline::{self, BuildOptions};
 use crate::cli::{GlobalOpts, RemoteRunArgs};
+use crate::compile::pipeline::{self, BuildOptions};
 use crate::config::{choose_remote, Remote, UserConfig};
 use crate::digest::sha256_file;
 use crate::exit::Interrupt;
+use crate::package::manifest::Manifest;
 use crate::project::Project;
 use crate::remote::follow::{exit_status, fetch, follow, report_unpacked, stop_remote_run, Followed};
 use crate::remote::instance::{Instance, Stopped};

@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::arch::{ComputeCap, SmArch};
-use crate::build::manifest::Manifest;
 use crate::digest::is_sha256;
 use crate::escape;
+use crate::package::manifest::Manifest;
 use crate::quote::{quote, quote_path};
 use crate::redact;
 

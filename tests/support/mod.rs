@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cargo_gpu::build::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
 use cargo_gpu::digest::sha256_file;
+use cargo_gpu::package::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cargo-gpu");
 pub const ALIAS: &str = "cargo-gpu-test";

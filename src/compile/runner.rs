@@ -7,8 +7,8 @@ use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 
-use crate::build::kernels::Profile;
 use crate::cmd::Cmd;
+use crate::compile::sources::Profile;
 use crate::project::{cargo_program, Project};
 use crate::shell::{Shell, Verbosity};
 

@@ -9,10 +9,12 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::arch::SmArch;
-use crate::build::kernels::{self, CompileSettings, Job, Profile};
-use crate::build::manifest::{Manifest, PackageInfo};
-use crate::build::package::{self, PackageInputs};
-use crate::build::{elf, runner};
+use crate::compile::nvcc::CompileSettings;
+use crate::compile::schedule;
+use crate::compile::sources::{self, Job, Profile};
+use crate::compile::{elf, runner};
+use crate::package::assemble::{self, PackageInputs};
+use crate::package::manifest::{Manifest, PackageInfo};
 use crate::project::Project;
 use crate::shell::Shell;
 use crate::toolchain::Nvcc;
@@ -55,14 +57,13 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let nvcc = Nvcc::get(shell)?;
     check_targets(nvcc, &project.targets)?;
 
-    let sources = kernels::discover(&project.root, &project.kernels_dir)?;
+    let sources = sources::discover(&project.root, &project.kernels_dir)?;
     let jobs: Vec<Job> = sources
         .iter()
         .flat_map(|k| project.targets.iter().map(move |t| Job { kernel: k.clone(), target: *t }))
         .collect();
     let dir = project.package_dir(profile.name());
     let state_dir = project.build_state_dir(profile.name());
-    let out_dir = dir.join("kernels");
     let settings = CompileSettings {
         nvcc,
         profile,
@@ -70,7 +71,6 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         kernels_dir: &project.kernels_dir,
         include_dirs: &project.include_dirs,
         extra_flags: &project.nvcc_flags,
-        out_dir: &out_dir,
         state_dir: &state_dir,
     };
     let parallel = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
@@ -78,8 +78,8 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     // costs little more than cargo's own no-op build.
     let (cubins, runner, git) = std::thread::scope(|s| {
         let runner = s.spawn(|| runner::build(shell, &project, profile));
-        let git = s.spawn(|| package::git_state(shell, &project.root));
-        let cubins = kernels::build_all(shell, &settings, &jobs, parallel);
+        let git = s.spawn(|| assemble::git_state(shell, &project.root));
+        let cubins = schedule::build_all(shell, &settings, &jobs, parallel);
         (cubins, runner.join().expect("the runner build thread does not panic"), git.join().unwrap_or(None))
     });
     let cubins = cubins?;
@@ -108,7 +108,7 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         runner_triple: runner.triple.clone(),
         runner_glibc: glibc.map(|(a, b)| format!("{a}.{b}")),
     };
-    let assembled = package::assemble(PackageInputs {
+    let assembled = assemble::assemble(PackageInputs {
         dir: &dir,
         info,
         runner_exe: &runner.executable,
@@ -121,7 +121,7 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
             shell.emit_json(&json!({
                 "reason": "gpu-artifact", "kind": "cubin", "kernel": b.job.kernel.stem,
                 "source": project.root.join(&b.job.kernel.rel), "target": b.job.target.to_string(),
-                "path": b.path, "size": b.size, "sha256": b.sha256, "fresh": b.fresh,
+                "path": dir.join("kernels").join(b.job.cubin_name()), "size": b.size, "sha256": b.sha256, "fresh": b.fresh,
             }));
         }
         shell.emit_json(&json!({

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::build::kernels::Built;
-use crate::build::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
 use crate::cmd::Cmd;
+use crate::compile::sources::Built;
 use crate::digest::sha256_file;
+use crate::package::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
 use crate::safe_fs::write_if_changed;
 use crate::shell::Shell;
 
@@ -46,12 +46,22 @@ pub fn parse_git_status(text: &str) -> Option<(String, bool)> {
 }
 
 /// Copies `src` to `dst` unless `dst` already has the same bytes; returns whether it wrote.
-fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool) -> Result<bool> {
-    if dst.is_file() && cached_hash(dst).ok().as_deref() == Some(sha256) {
+/// A cubin (`link`) is hard-linked from the build's store when it can be: no copy, and the store
+/// keeps every target's cubin for a later build that switches back.
+fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool, link: bool) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let same_file = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    };
+    if dst.is_file() && (same_file(src, dst) || cached_hash(dst).ok().as_deref() == Some(sha256)) {
         return Ok(false);
     }
     let tmp = dst.with_extension("tmp-install");
-    std::fs::copy(src, &tmp).with_context(|| format!("failed to copy {} to {}", src.display(), tmp.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    if !link || std::fs::hard_link(src, &tmp).is_err() {
+        std::fs::copy(src, &tmp).with_context(|| format!("failed to copy {} to {}", src.display(), tmp.display()))?;
+    }
     if executable {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
@@ -96,9 +106,14 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
     let runner_sha = cached_hash(inputs.runner_exe)?;
     let runner_size = std::fs::metadata(inputs.runner_exe)?.len();
     let runner_path = bin_dir.join(inputs.runner_name);
-    install_file(inputs.runner_exe, &runner_path, &runner_sha, true)?;
+    install_file(inputs.runner_exe, &runner_path, &runner_sha, true, false)?;
     prune(&bin_dir, &BTreeSet::from([inputs.runner_name.to_string()]))?;
-    prune(&inputs.dir.join("kernels"), &inputs.cubins.iter().map(|b| b.job.cubin_name()).collect())?;
+    let kernels_dir = inputs.dir.join("kernels");
+    std::fs::create_dir_all(&kernels_dir).with_context(|| format!("failed to create {}", kernels_dir.display()))?;
+    for b in inputs.cubins {
+        install_file(&b.path, &kernels_dir.join(b.job.cubin_name()), &b.sha256, false, true)?;
+    }
+    prune(&kernels_dir, &inputs.cubins.iter().map(|b| b.job.cubin_name()).collect())?;
 
     let mut files = vec![FileEntry {
         path: format!("bin/{}", inputs.runner_name),

@@ -1,0 +1,12 @@
+//! Compiling what a package holds: the kernels (sources, nvcc jobs, fingerprints, diagnostics, the
+//! parallel scheduler), the host runner (cargo), the runner's glibc need (ELF), and the build as
+//! one library call (`pipeline`).
+
+pub mod diagnostics;
+pub mod elf;
+pub mod fingerprint;
+pub mod nvcc;
+pub mod pipeline;
+pub mod runner;
+pub mod schedule;
+pub mod sources;
