@@ -1,8 +1,25 @@
 //! `cargo gpu`: cross-compile CUDA kernels for datacenter GPUs with debug info, package them with a
 //! Rust host runner, and run the package on a remote GPU host over SSH (or locally).
 //!
-//! Layers, top to bottom (nothing flows back up): `cli` -> `commands` -> `project`, `toolchain`,
-//! `build`, `remote`, `runs`; `arch` is pure data and rules used by all of them.
+//! Layers, top to bottom; a module uses only modules below it (`tests/layers.rs` checks it), and
+//! [`run`] parses with `cli` and hands the parsed arguments to `commands`:
+//!
+//! ```text
+//! `commands`      one file per command: read what the user asked, call down
+//! `cli`           the clap types of the command line
+//! `compile`       kernels (nvcc jobs, fingerprints, diagnostics, scheduler), the runner, the build
+//! `remote`        transports, scripts, frames, preflight, the run session, instances, unpacking
+//! `project`       Cargo.toml + [package.metadata.gpu] -> one resolved project; run-folder places
+//! `templates`     the project templates and the runner kit, embedded
+//! `toolchain`     nvcc, cuobjdump, nvdisasm, local GPUs: found and versioned
+//! `package`       the package folder and its manifest
+//! `config`        the user's remotes
+//! `runs`          run records and the cost ledger
+//! `nvidia_smi`    nvidia-smi's answer, parsed
+//! `arch` `cache` `cmd` `digest` `escape` `exit` `quote` `redact` `safe_fs` `shell`
+//!                 leaves: target rules, memo, child processes, sha256, escaping, exit codes,
+//!                 shell quoting, secrets, link-safe files, output
+//! ```
 
 pub mod arch;
 pub mod cache;

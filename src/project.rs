@@ -229,6 +229,27 @@ impl Project {
     }
 }
 
+/// `target/gpu/runs` of the project: `CARGO_TARGET_DIR`, else the target folder of the package
+/// being run (`<target>/gpu/<profile>/<name>`), else the project's (through `cargo metadata`,
+/// only when a Cargo.toml is found), else `./target`.
+pub fn runs_dir(shell: &Shell, manifest_path: Option<&Path>, package: Option<&Path>) -> PathBuf {
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
+        return PathBuf::from(t).join("gpu").join(crate::runs::RUNS_FOLDER);
+    }
+    if let Some(gpu) = package.and_then(|p| std::path::absolute(p).ok()).and_then(|p| {
+        let gpu = p.parent()?.parent()?.to_path_buf();
+        (gpu.file_name()? == "gpu").then_some(gpu)
+    }) {
+        return gpu.join(crate::runs::RUNS_FOLDER);
+    }
+    if let Ok(m) = locate_manifest(manifest_path) {
+        if let Ok(p) = Project::load(shell, Some(&m), &[]) {
+            return p.target_dir.join("gpu").join(crate::runs::RUNS_FOLDER);
+        }
+    }
+    PathBuf::from("target").join("gpu").join(crate::runs::RUNS_FOLDER)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,16 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub const RECORD_FILE: &str = "record.toml";
+/// The folder of run records under `<target>/gpu/`.
+pub const RUNS_FOLDER: &str = "runs";
+
+/// Adds the time `f` takes to `slot` (seconds), whatever it returns.
+pub fn timed<T>(slot: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = std::time::Instant::now();
+    let r = f();
+    *slot += t.elapsed().as_secs_f64();
+    r
+}
 
 /// Wall time per phase, in seconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

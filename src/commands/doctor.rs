@@ -44,7 +44,8 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &DoctorArgs) -> Result<i32
             .and_then(|m| Project::load(shell, Some(&m), &[]))
             .map(|p| p.targets)
             .unwrap_or_default();
-        print!("{}", crate::commands::remote::doctor(shell, name, &targets)?);
+        let remote = crate::config::UserConfig::load()?.remote(name)?;
+        print!("{}", crate::remote::doctor::report(shell, &remote, &targets)?);
         return Ok(crate::exit::SUCCESS);
     }
     let (gpus, gpu_note) = toolchain::local_gpus(shell);

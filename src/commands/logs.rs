@@ -6,15 +6,15 @@ use std::io::Write;
 use anyhow::{Context, Result};
 
 use crate::cli::{GlobalOpts, LogsArgs};
-use crate::commands::remote_run::transport_for;
 use crate::config::UserConfig;
 use crate::exit::Interrupt;
 use crate::remote::follow::{exit_status, follow, report_unpacked, Followed};
+use crate::remote::session::transport_for;
 use crate::runs::{self, Record, State};
 use crate::shell::Shell;
 
 pub fn exec(shell: &Shell, global: &GlobalOpts, args: &LogsArgs) -> Result<i32> {
-    let dir = crate::commands::runs::runs_dir(shell, global, None);
+    let dir = crate::project::runs_dir(shell, global.manifest_path.as_deref(), None);
     let id = match &args.run {
         Some(id) => id.clone(),
         None => {
@@ -28,7 +28,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &LogsArgs) -> Result<i32> 
         let transport = transport_for(&remote);
         shell.status("Following", format!("run {id} on {}", transport.describe()));
         transport.wait_ready(shell, remote.connect_timeout)?;
-        let script = crate::remote::protocol::stream(&record.workdir, &id);
+        let script = crate::remote::scripts::stream(&record.workdir, &id);
         let purpose = format!("follow run {id}");
         let max = remote.max_fetch;
         let followed = follow(shell, &*transport, &script, &purpose, None, &id, &run_dir, max, Interrupt::First);

@@ -13,7 +13,7 @@ use crate::compile::nvcc::CompileSettings;
 use crate::compile::schedule;
 use crate::compile::sources::{self, Job, Profile};
 use crate::compile::{elf, runner};
-use crate::package::assemble::{self, PackageInputs};
+use crate::package::assemble::{self, Cubin, PackageInputs};
 use crate::package::manifest::{Manifest, PackageInfo};
 use crate::project::Project;
 use crate::shell::Shell;
@@ -108,12 +108,23 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         runner_triple: runner.triple.clone(),
         runner_glibc: glibc.map(|(a, b)| format!("{a}.{b}")),
     };
+    let package_cubins: Vec<Cubin> = cubins
+        .iter()
+        .map(|b| Cubin {
+            path: b.path.clone(),
+            name: b.job.cubin_name(),
+            kernel: b.job.kernel.stem.clone(),
+            target: b.job.target,
+            size: b.size,
+            sha256: b.sha256.clone(),
+        })
+        .collect();
     let assembled = assemble::assemble(PackageInputs {
         dir: &dir,
         info,
         runner_exe: &runner.executable,
         runner_name: &project.runner,
-        cubins: &cubins,
+        cubins: &package_cubins,
     })?;
 
     if shell.json() {

@@ -1,13 +1,13 @@
 //! The host runner: the project's Rust binary, built by cargo for the remote's target triple.
 //! cargo's `--message-format=json` names the executable, so no path is guessed.
 
-use std::io::BufRead;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, ExecOptions, Sink};
 use crate::compile::sources::Profile;
 use crate::project::{cargo_program, Project};
 use crate::shell::{Shell, Verbosity};
@@ -42,28 +42,44 @@ pub fn command(project: &Project, profile: Profile, verbosity: Verbosity) -> Cmd
 
 pub fn build(shell: &Shell, project: &Project, profile: Profile) -> Result<Runner> {
     let cmd = command(project, profile, shell.verbosity());
-    let mut child = cmd.spawn(Some(shell), |c| {
-        c.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
-    })?;
-    let stdout = child.stdout.take().expect("stdout was piped");
-    let mut found = None;
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.context("failed to read cargo's output")?;
-        let Ok(msg) = serde_json::from_str::<cargo_metadata::Message>(&line) else { continue };
-        if let cargo_metadata::Message::CompilerArtifact(a) = msg {
-            if a.target.name == project.runner && a.target.is_bin() {
-                if let Some(exe) = a.executable {
-                    found = Some((exe.into_std_path_buf(), a.fresh));
+    let found: Arc<Mutex<Option<(PathBuf, bool)>>> = Arc::default();
+    let taker = {
+        let found = Arc::clone(&found);
+        let runner = project.runner.clone();
+        let mut line = Vec::new();
+        Box::new(move |bytes: &[u8]| {
+            for &b in bytes {
+                if b != b'\n' {
+                    line.push(b);
+                    continue;
+                }
+                if let Some(exe) = executable_of(&std::mem::take(&mut line), &runner) {
+                    *found.lock().expect("the reader does not panic") = Some(exe);
                 }
             }
-        }
-    }
-    let status = child.wait().context("failed to wait for cargo")?;
+            ControlFlow::Continue(())
+        })
+    };
+    // cargo's own diagnostics and progress go straight to the terminal, as with `cargo build`.
+    let opts = ExecOptions { stdout_to: Some(taker), stderr: Sink::Inherit, ..Default::default() };
+    let ended = cmd.exec(shell, opts)?;
+    let Some(status) = ended.status else { return Err(crate::exit::interrupted_error()) };
     if !status.success() {
         bail!("could not build the host runner `{}`: cargo {}", project.runner, crate::cmd::describe_status(status));
     }
+    let found = found.lock().expect("the reader does not panic").take();
     let Some((executable, fresh)) = found else {
         bail!("cargo built no executable for the runner `{}`: `{cmd}` reported none", project.runner);
     };
     Ok(Runner { executable, triple: project.runner_target.clone().unwrap_or_else(|| HOST_TRIPLE.to_string()), fresh })
+}
+
+/// The runner's executable, and whether it was fresh, from one of cargo's JSON messages.
+fn executable_of(line: &[u8], runner: &str) -> Option<(PathBuf, bool)> {
+    match serde_json::from_slice::<cargo_metadata::Message>(line).ok()? {
+        cargo_metadata::Message::CompilerArtifact(a) if a.target.name == runner && a.target.is_bin() => {
+            Some((a.executable?.into_std_path_buf(), a.fresh))
+        }
+        _ => None,
+    }
 }

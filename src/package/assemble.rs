@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cmd::Cmd;
-use crate::compile::sources::Built;
 use crate::digest::sha256_file;
 use crate::package::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
 use crate::safe_fs::write_if_changed;
@@ -83,13 +82,26 @@ fn prune(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
     Ok(())
 }
 
+/// A compiled cubin to put in the package.
+#[derive(Debug, Clone)]
+pub struct Cubin {
+    /// Where the build keeps it.
+    pub path: PathBuf,
+    /// `<kernel>.<target>.cubin`
+    pub name: String,
+    pub kernel: String,
+    pub target: crate::arch::SmArch,
+    pub size: u64,
+    pub sha256: String,
+}
+
 /// Inputs for assembling a package.
 pub struct PackageInputs<'a> {
     pub dir: &'a Path,
     pub info: PackageInfo,
     pub runner_exe: &'a Path,
     pub runner_name: &'a str,
-    pub cubins: &'a [Built],
+    pub cubins: &'a [Cubin],
 }
 
 pub struct Assembled {
@@ -111,9 +123,9 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
     let kernels_dir = inputs.dir.join("kernels");
     std::fs::create_dir_all(&kernels_dir).with_context(|| format!("failed to create {}", kernels_dir.display()))?;
     for b in inputs.cubins {
-        install_file(&b.path, &kernels_dir.join(b.job.cubin_name()), &b.sha256, false, true)?;
+        install_file(&b.path, &kernels_dir.join(&b.name), &b.sha256, false, true)?;
     }
-    prune(&kernels_dir, &inputs.cubins.iter().map(|b| b.job.cubin_name()).collect())?;
+    prune(&kernels_dir, &inputs.cubins.iter().map(|b| b.name.clone()).collect())?;
 
     let mut files = vec![FileEntry {
         path: format!("bin/{}", inputs.runner_name),
@@ -125,11 +137,11 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
     }];
     for b in inputs.cubins {
         files.push(FileEntry {
-            path: format!("kernels/{}", b.job.cubin_name()),
+            path: format!("kernels/{}", b.name),
             size: b.size,
             sha256: b.sha256.clone(),
-            kernel: Some(b.job.kernel.stem.clone()),
-            target: Some(b.job.target),
+            kernel: Some(b.kernel.clone()),
+            target: Some(b.target),
             executable: false,
         });
     }

@@ -1,12 +1,13 @@
 //! `manifest.toml`: what a package holds and what it needs to run. It travels with the package,
 //! so a remote can be checked against it before anything is uploaded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::arch::SmArch;
+use crate::digest::sha256_file;
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
 
@@ -62,7 +63,41 @@ pub struct FileEntry {
     pub executable: bool,
 }
 
+/// Whether a manifest path is a plain relative path that stays inside the package.
+pub fn is_safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && !path.contains('\0')
+}
+
 impl Manifest {
+    /// The package's files in `dir`, each checked against this manifest: (sha256, local file).
+    pub fn verify(&self, dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+        let manifest = self;
+        let mut files = Vec::new();
+        for f in &manifest.files {
+            if !is_safe_relative(&f.path) {
+                bail!("the manifest of {} lists `{}`, which is not a plain relative path", dir.display(), f.path);
+            }
+            let path = dir.join(&f.path);
+            let sha = sha256_file(&path).with_context(|| format!("failed to check package file {}", path.display()))?;
+            if sha != f.sha256 {
+                bail!(
+                    "package file {} does not match {}/manifest.toml (sha256 {sha}, manifest says {}): rebuild the package",
+                    path.display(),
+                    dir.display(),
+                    f.sha256
+                );
+            }
+            files.push((f.sha256.clone(), path));
+        }
+        if !manifest.files.iter().any(|f| f.path == manifest.package.runner) {
+            bail!("the manifest of {} does not list its runner `{}`", dir.display(), manifest.package.runner);
+        }
+        Ok(files)
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a manifest always serializes")
     }

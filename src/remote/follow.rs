@@ -1,5 +1,5 @@
 //! Following a run: the one remote command that launches (or re-attaches to) a run sends its
-//! output as frames and then its files as a tar ([`protocol::Demux`]). The runner's output is
+//! output as frames and then its files as a tar ([`Demux`]). The runner's output is
 //! passed through as it comes; the tar is unpacked as it arrives, on its own thread, under the
 //! remote's `max-fetch` cap ([`unpack`]); when the cap is reached the transfer is cut, so
 //! neither memory nor disk here grows with what the remote sends. Also the two clean-up steps
@@ -14,18 +14,20 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::cmd::{ExecOptions, Sink, StdinFeed};
 use crate::exit::Interrupt;
 use crate::redact;
-use crate::remote::protocol::{self, Channel, Demux, Event};
-use crate::remote::transport::{exec, run_script, script_failure, ExecOptions, Sink, StdinFeed, Transport};
+use crate::remote::frames::{Channel, Demux, Event};
+use crate::remote::scripts;
+use crate::remote::transport::{run_script, script_failure, Transport};
 use crate::remote::unpack::{self, Unpacked};
-use crate::shell::Shell;
+use crate::shell::{human_bytes, Shell};
 
 /// What may come back from a run: its logs, exit status, GPU report, redacted environment and
 /// `out/`, at most `max_bytes` in all.
 pub fn rules(max_bytes: u64) -> unpack::Rules<'static> {
     unpack::Rules {
-        allowed: &protocol::FETCHED,
+        allowed: &scripts::FETCHED,
         filtered: &[("env.txt", redact::env_listing)],
         max_bytes,
         max_entries: 100_000,
@@ -84,7 +86,7 @@ struct Seen {
     ended_at: Option<Instant>,
 }
 
-/// Runs a [`protocol::run`], [`protocol::stream`] or [`protocol::fetch`] script: passes the
+/// Runs a [`scripts::run`], [`scripts::stream`] or [`scripts::fetch`] script: passes the
 /// runner's stdout and stderr through as they come, and unpacks the run's files that follow
 /// into `run_dir`, at most `max_fetch` bytes. `interrupt` says which Ctrl-C stops it.
 #[allow(clippy::too_many_arguments)]
@@ -159,7 +161,7 @@ pub fn follow(
         }
     };
     let opts = ExecOptions { stdin, stdout_to: Some(taker), stderr: Sink::Escaped, interrupt, ..Default::default() };
-    let ended = exec(shell, &cmd, opts);
+    let ended = cmd.exec(shell, opts);
     let mut seen = seen.lock().expect("the follower does not panic");
     let launched = seen.demux.launched;
     let (launched_at, ended_at) = (seen.launched_at, seen.ended_at);
@@ -192,7 +194,7 @@ pub fn follow(
 /// the clean-up after Ctrl-C, given up on the second.
 pub fn stop_remote_run(shell: &Shell, transport: &dyn Transport, workdir: &str, id: &str) -> Result<()> {
     let opts = ExecOptions { interrupt: Interrupt::Second, ..Default::default() };
-    run_script(shell, transport, &protocol::stop_run(workdir, id), &format!("stop run {id}"), opts)?;
+    run_script(shell, transport, &scripts::stop_run(workdir, id), &format!("stop run {id}"), opts)?;
     Ok(())
 }
 
@@ -206,7 +208,7 @@ pub fn fetch(
     run_dir: &Path,
     max_fetch: u64,
 ) -> Result<Unpacked> {
-    let script = protocol::fetch(workdir, id);
+    let script = scripts::fetch(workdir, id);
     let f =
         follow(shell, transport, &script, &format!("fetch run {id}"), None, id, run_dir, max_fetch, Interrupt::Second);
     match f.result? {
@@ -231,9 +233,9 @@ pub fn report_unpacked(shell: &Shell, u: &Unpacked, id: &str, remote: &str, max_
     if let Some(what) = &u.over_limit {
         let line = format!(
             "run {id} sent more than the {} that remote {remote} may send back (its `max-fetch`): kept {} file(s), {}; refused {what}",
-            protocol::human_bytes(max_fetch),
+            human_bytes(max_fetch),
             u.files.len(),
-            protocol::human_bytes(u.bytes),
+            human_bytes(u.bytes),
         );
         shell.warn(&line);
         lines.push(line);

@@ -7,10 +7,11 @@
 use anyhow::Result;
 
 use crate::cmd::Cmd;
+use crate::cmd::ExecOptions;
 use crate::config::Remote;
 use crate::exit::Interrupt;
 use crate::remote::lease::Lease;
-use crate::remote::transport::{exec, ExecOptions, Transport};
+use crate::remote::transport::Transport;
 use crate::shell::Shell;
 
 /// How [`Instance::stop`] left the instance.
@@ -44,7 +45,7 @@ fn run_hook(shell: &Shell, remote: &Remote, which: &str, command: &str, interrup
         .arg("-c")
         .arg(command)
         .shown_as(format!("sh -c <the `{which}` command>"));
-    let ended = exec(shell, &cmd, ExecOptions { interrupt, ..Default::default() })?;
+    let ended = cmd.exec(shell, ExecOptions { interrupt, ..Default::default() })?;
     match ended.status {
         None => Err(crate::exit::interrupted_error()),
         Some(s) if s.success() => Ok(()),

@@ -1,10 +1,16 @@
-//! Running a package elsewhere: the transports (ssh, local), the remote protocol's scripts, who
-//! uses an instance (so that the last one stops it) and the checked unpacking of what comes back.
+//! Running a package elsewhere: the transports (ssh, local) and the scripts they run, the frames
+//! and preflight answers that come back, one run's session from connecting to its files back, who
+//! uses an instance (so that the last one stops it), the checked unpacking of a run's files, and
+//! the remote doctor's report.
 
+pub mod doctor;
 pub mod follow;
+pub mod frames;
 pub mod instance;
 pub mod lease;
-pub mod protocol;
+pub mod preflight;
+pub mod scripts;
+pub mod session;
 pub mod ssh;
 pub mod transport;
 pub mod unpack;

@@ -14,9 +14,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::cmd::Cmd;
+use crate::cmd::ExecOptions;
 use crate::config::Remote;
 use crate::exit::Interrupt;
-use crate::remote::transport::{exec, retry_until, script_failure, ExecOptions, Transport};
+use crate::remote::transport::{retry_until, script_failure, Transport};
 use crate::shell::Shell;
 
 /// How long an idle master connection stays up for the next run.
@@ -134,7 +135,7 @@ impl Ssh {
             .args(self.base_args())
             .args(["-O", "check", "--"])
             .arg(&self.host);
-        let ended = exec(shell, &cmd, ExecOptions::default()).ok()?;
+        let ended = cmd.exec(shell, ExecOptions::default()).ok()?;
         if !ended.status?.success() {
             return None;
         }
@@ -195,7 +196,7 @@ impl Transport for Ssh {
         let mut last = None;
         let once = timeout <= self.connect_timeout;
         let result = retry_until(timeout, Duration::from_secs(2), || {
-            let ended = exec(shell, &cmd, ExecOptions::default())?;
+            let ended = cmd.exec(shell, ExecOptions::default())?;
             match ended.status {
                 Some(s) if s.success() => Ok(true),
                 Some(s) if self.is_transport_failure(s) && !once && !is_permanent(&ended.stderr) => {
@@ -229,7 +230,7 @@ impl Transport for Ssh {
             .args(self.base_args())
             .args(["-O", "exit", "--"])
             .arg(&self.host);
-        let _ = exec(shell, &cmd, ExecOptions { interrupt: Interrupt::Never, ..Default::default() });
+        let _ = cmd.exec(shell, ExecOptions { interrupt: Interrupt::Never, ..Default::default() });
     }
 }
 

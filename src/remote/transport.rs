@@ -1,22 +1,15 @@
 //! How scripts reach the machine that runs the package. One [`Transport`] trait with two
 //! implementations: ssh (in `ssh.rs`) and [`Local`], which runs the very same POSIX sh scripts
-//! with a local `sh -c`. Also [`exec`], the one way a transport child is run here: in its own
-//! process group (a terminal Ctrl-C reaches only cargo-gpu, which then cleans up in order),
-//! stdin fed from a thread, stdout and stderr captured or passed through, Ctrl-C polled.
+//! with a local `sh -c`. Also running one script and telling its failure apart (the connection,
+//! or the script), and retrying while a host boots.
 
-use std::io::{Read, Write};
-use std::ops::ControlFlow;
-use std::os::unix::process::CommandExt;
-use std::process::{ChildStdin, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::cmd::{tail_lines, Cmd};
+use crate::cmd::{tail_lines, Cmd, Ended, ExecOptions};
 use crate::escape;
-use crate::exit::Interrupt;
 use crate::shell::Shell;
 
 /// Runs POSIX sh scripts on the machine that runs the package.
@@ -63,222 +56,6 @@ impl Transport for Local {
     fn disconnect(&self, _shell: &Shell) {}
 }
 
-/// Where a child's output goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sink {
-    Capture,
-    /// Copied to our own stdout (for the child's stdout) or stderr (for its stderr) as it comes.
-    PassThrough,
-    /// Copied to our stderr line by line with control characters escaped: text from a remote
-    /// machine that is not the runner's own output.
-    Escaped,
-}
-
-pub type StdinFeed = Box<dyn FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send + 'static>;
-/// Takes the child's stdout chunk by chunk as it comes (instead of `stdout`'s sink); `Break`
-/// means it wants no more: the child is then stopped and [`Ended::cut`] is set.
-pub type StdoutTaker = Box<dyn FnMut(&[u8]) -> ControlFlow<()> + Send + 'static>;
-
-/// The most of a child's stdout kept in memory; the rest is dropped (and `Ended::truncated` set).
-const MAX_CAPTURED_STDOUT: usize = 16 << 20;
-/// The most of a child's stderr kept: its end, which holds the reason it failed.
-const MAX_CAPTURED_STDERR: usize = 256 << 10;
-
-pub struct ExecOptions {
-    pub stdin: Option<StdinFeed>,
-    pub stdout_to: Option<StdoutTaker>,
-    pub stdout: Sink,
-    pub stderr: Sink,
-    /// Which Ctrl-C kills the child and returns (clean-up steps wait for a later one).
-    pub interrupt: Interrupt,
-}
-
-impl Default for ExecOptions {
-    fn default() -> Self {
-        ExecOptions {
-            stdin: None,
-            stdout_to: None,
-            stdout: Sink::Capture,
-            stderr: Sink::Capture,
-            interrupt: Interrupt::First,
-        }
-    }
-}
-
-#[derive(Debug)]
-pub struct Ended {
-    /// `None` when Ctrl-C stopped it.
-    pub status: Option<ExitStatus>,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    /// The stdout taker asked for no more and the child was stopped.
-    pub cut: bool,
-    /// More stdout came than is kept in memory.
-    pub truncated: bool,
-}
-
-impl Ended {
-    pub fn interrupted(&self) -> bool {
-        self.status.is_none()
-    }
-}
-
-/// What a pump kept, and whether its taker cut the stream.
-#[derive(Default)]
-struct Pumped {
-    kept: Vec<u8>,
-    truncated: bool,
-}
-
-fn write_escaped_lines(pending: &mut Vec<u8>, bytes: &[u8], flush_all: bool) {
-    pending.extend_from_slice(bytes);
-    let mut err = std::io::stderr().lock();
-    while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = pending.drain(..=nl).collect();
-        let _ = writeln!(err, "{}", escape::line(String::from_utf8_lossy(&line[..nl]).as_ref()));
-    }
-    if flush_all && !pending.is_empty() || pending.len() > 4096 {
-        let _ = writeln!(err, "{}", escape::line(&String::from_utf8_lossy(pending)));
-        pending.clear();
-    }
-}
-
-fn pump(
-    mut from: impl Read + Send,
-    sink: Sink,
-    mut taker: Option<StdoutTaker>,
-    to_stdout: bool,
-    cut: &AtomicBool,
-) -> std::io::Result<Pumped> {
-    let mut p = Pumped::default();
-    let mut pending = Vec::new();
-    let mut buf = [0u8; 65536];
-    let limit = if to_stdout { MAX_CAPTURED_STDOUT } else { MAX_CAPTURED_STDERR };
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if let Some(take) = taker.as_mut() {
-            if take(&buf[..n]).is_break() {
-                cut.store(true, Ordering::SeqCst);
-                return Ok(p);
-            }
-            continue;
-        }
-        match sink {
-            Sink::Capture if to_stdout => {
-                let room = limit.saturating_sub(p.kept.len());
-                p.kept.extend_from_slice(&buf[..n.min(room)]);
-                p.truncated |= n > room;
-            }
-            Sink::Capture => {
-                p.kept.extend_from_slice(&buf[..n]);
-                if p.kept.len() > limit {
-                    let extra = p.kept.len() - limit;
-                    p.kept.drain(..extra);
-                    p.truncated = true;
-                }
-            }
-            Sink::PassThrough if to_stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
-            }
-            Sink::PassThrough => {
-                let mut err = std::io::stderr().lock();
-                let _ = err.write_all(&buf[..n]).and_then(|_| err.flush());
-            }
-            Sink::Escaped => write_escaped_lines(&mut pending, &buf[..n], false),
-        }
-    }
-    if sink == Sink::Escaped {
-        write_escaped_lines(&mut pending, &[], true);
-    }
-    Ok(p)
-}
-
-/// Kills a child's whole process group (a hook's own children, `sh -c 'a; b'`, must not outlive
-/// it), then the child itself, and reaps it.
-fn kill_group(child: &mut std::process::Child) -> Option<ExitStatus> {
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
-    let _ = child.kill();
-    child.wait().ok()
-}
-
-/// Runs `cmd` in its own process group. Returns when it ends, or soon after the Ctrl-C that
-/// `opts.interrupt` names (the child is then killed and `status` is `None`), or when the stdout
-/// taker cuts the stream (the child is then killed and `cut` is set).
-pub fn exec(shell: &Shell, cmd: &Cmd, opts: ExecOptions) -> Result<Ended> {
-    let has_stdin = opts.stdin.is_some();
-    let mut child = cmd.spawn(Some(shell), |c| {
-        c.process_group(0);
-        c.stdin(if has_stdin { Stdio::piped() } else { Stdio::null() });
-        // Piped even when passed through, so a dropped connection cannot garble our terminal.
-        c.stdout(Stdio::piped());
-        c.stderr(Stdio::piped());
-    })?;
-    let stdout = child.stdout.take().expect("stdout was piped");
-    let stderr = child.stderr.take().expect("stderr was piped");
-    let stdin = child.stdin.take();
-    // Plain threads, not scoped ones: through an ssh ControlMaster the master holds copies of
-    // these pipes until the remote command ends, so after Ctrl-C they are left to finish alone.
-    let feeder = opts.stdin.map(|feed| {
-        let mut stdin = stdin.expect("stdin was piped");
-        std::thread::spawn(move || {
-            let r = feed(&mut stdin);
-            drop(stdin);
-            r
-        })
-    });
-    let cut = Arc::new(AtomicBool::new(false));
-    let (out_sink, err_sink) = (opts.stdout, opts.stderr);
-    let taker = opts.stdout_to;
-    let out = {
-        let cut = Arc::clone(&cut);
-        std::thread::spawn(move || pump(stdout, out_sink, taker, true, &cut))
-    };
-    let err = {
-        let cut = Arc::clone(&cut);
-        std::thread::spawn(move || pump(stderr, err_sink, None, false, &cut))
-    };
-    let status = loop {
-        if let Some(status) = child.try_wait().with_context(|| format!("failed to {}", cmd.purpose()))? {
-            break status;
-        }
-        if crate::exit::reached(opts.interrupt) {
-            kill_group(&mut child);
-            return Ok(Ended { status: None, stdout: Vec::new(), stderr: Vec::new(), cut: false, truncated: false });
-        }
-        if cut.load(Ordering::SeqCst) {
-            // The stdout reader has closed its end already; the stderr reader is left to finish
-            // alone, as after Ctrl-C (an ssh master may hold the pipe a while longer).
-            let status = kill_group(&mut child);
-            return Ok(Ended { status, stdout: Vec::new(), stderr: Vec::new(), cut: true, truncated: false });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let feed_result = feeder.map(|f| f.join().expect("the stdin feeder does not panic"));
-    let stdout = out.join().expect("the stdout reader does not panic").unwrap_or_default();
-    let stderr = err.join().expect("the stderr reader does not panic").unwrap_or_default();
-    if let Some(Err(e)) = feed_result {
-        // A child that exits early closes its stdin: its own status and stderr then say why.
-        if status.success() {
-            return Err(e).with_context(|| format!("failed to {}: could not feed its input", cmd.purpose()));
-        }
-    }
-    Ok(Ended {
-        status: Some(status),
-        stdout: stdout.kept,
-        stderr: stderr.kept,
-        cut: cut.load(Ordering::SeqCst),
-        truncated: stdout.truncated,
-    })
-}
-
 /// The reason a script that ran through `transport` did not succeed, as an error.
 pub fn script_failure(transport: &dyn Transport, cmd: &Cmd, ended: &Ended) -> anyhow::Error {
     let Some(status) = ended.status else { return crate::exit::interrupted_error() };
@@ -307,7 +84,7 @@ pub fn run_script(
     opts: ExecOptions,
 ) -> Result<Ended> {
     let cmd = transport.script_command(script, purpose)?;
-    let ended = exec(shell, &cmd, opts)?;
+    let ended = cmd.exec(shell, opts)?;
     match ended.status {
         Some(s) if s.success() => Ok(ended),
         _ => Err(script_failure(transport, &cmd, &ended)),
@@ -335,6 +112,7 @@ mod tests {
     use super::*;
     use crate::shell::MessageFormat;
     use crate::shell::Verbosity;
+    use std::io::Write;
 
     fn shell() -> Shell {
         Shell::new(Verbosity::Quiet, MessageFormat::Human)

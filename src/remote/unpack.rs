@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use tar::EntryType;
 
 use crate::escape;
-use crate::remote::protocol::human_bytes;
+use crate::shell::human_bytes;
 
 /// The longest GNU long name or pax header read (real ones are a few hundred bytes).
 const MAX_META_BYTES: u64 = 64 << 10;

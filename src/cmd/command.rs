@@ -1,6 +1,8 @@
-//! `Cmd`: the one way this crate runs a child process. A `Cmd` carries a one-line purpose, shows
-//! itself as the exact shell-quoted command line (printed under `-v`), checks the exit status by
-//! default and, on failure, reports the command, the status and the tail of stderr.
+//! `Cmd`: the one way this crate describes and runs a child process. A `Cmd` carries a one-line
+//! purpose, shows itself as the exact shell-quoted command line (printed under `-v`; errors show
+//! it with secrets masked), checks the exit status by default and, on failure, reports the
+//! command, the status and the tail of stderr. Short captured runs live here; streaming ones in
+//! `exec.rs`.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -136,8 +138,8 @@ impl Cmd {
         &self.purpose
     }
 
-    /// The `std::process::Command` this describes, for callers that need to stream or spawn.
-    pub fn command(&self) -> Command {
+    /// The `std::process::Command` this describes.
+    fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(&self.args);
         for (k, v) in &self.envs {
@@ -206,16 +208,8 @@ impl Cmd {
             .with_context(|| format!("failed to {}: `{}` printed non-UTF-8 output", self.purpose, self.public_line()))
     }
 
-    /// Runs with stdout and stderr inherited; returns the status without checking it.
-    pub fn status_unchecked(&self, shell: Option<&Shell>) -> Result<ExitStatus> {
-        self.log(shell);
-        let mut c = self.command();
-        c.stdin(Stdio::null());
-        c.status().map_err(|e| self.spawn_error(e))
-    }
-
-    /// Spawns with the given stdio set up by the caller.
-    pub fn spawn(&self, shell: Option<&Shell>, configure: impl FnOnce(&mut Command)) -> Result<Child> {
+    /// Spawns with the given stdio set up by the caller (see `exec.rs`).
+    pub(super) fn spawn(&self, shell: Option<&Shell>, configure: impl FnOnce(&mut Command)) -> Result<Child> {
         self.log(shell);
         let mut c = self.command();
         configure(&mut c);

@@ -1,21 +1,19 @@
 //! The remote protocol as POSIX sh scripts, built as strings from quoted words (so tests can read
 //! them without running anything): preflight, upload, launch, stream, stop, fetch and the idle
-//! watchdog. The remote needs only `sh`, `tar`, `sha256sum`, `setsid`, `nohup` and the NVIDIA
-//! driver. Layout under the workdir: `blobs/<sha256>`, `blobs/tmp/<upload>/`, `runs/<id>/`
-//! (`pid`, `stdout.log`, `stderr.log`, `exit-status`, `nvidia-smi.txt`, `env.txt`, `out/`).
-//! A run takes two remote commands: preflight, then [`run`] (upload + launch + stream + fetch,
-//! its stdout framed so that one channel carries the runner's output and then the run's files);
-//! a re-run over the same connection only the second, guarded by a re-check ([`Guard`]).
-//! Also the reading of the preflight answer and of those frames, and the refusals that follow.
+//! watchdog. The remote needs only `sh`, `awk`, `tar`, `sha256sum`, `base64`, `setsid`, `nohup`
+//! and the NVIDIA driver. Layout under the workdir: `blobs/<sha256>`, `blobs/tmp/<upload>/`,
+//! `runs/<id>/` (`pid`, `stdout.log`, `stderr.log`, `exit-status`, `nvidia-smi.txt`, `env.txt`,
+//! `out/`). A run takes two remote commands: preflight, then [`run`] (upload + launch + stream +
+//! fetch, its stdout framed (see `frames`) so that one channel carries the runner's output and
+//! then the run's files); a re-run over the same connection only the second, guarded by a
+//! re-check ([`Guard`]).
 
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-use crate::arch::{ComputeCap, SmArch};
 use crate::digest::is_sha256;
-use crate::escape;
-use crate::package::manifest::Manifest;
+use crate::package::manifest::{is_safe_relative, Manifest};
 use crate::quote::{quote, quote_path};
 use crate::redact;
 
@@ -40,14 +38,6 @@ fn run_dir(workdir: &str, id: &str) -> String {
 
 fn words(hashes: &[String]) -> String {
     hashes.iter().map(|h| quote(h)).collect::<Vec<_>>().join(" ")
-}
-
-/// Whether a manifest path is a plain relative path that stays inside the package.
-pub fn is_safe_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.starts_with('/')
-        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
-        && !path.contains('\0')
 }
 
 /// One round trip: GPU, compute capability, driver CUDA, glibc, machine, free disk, missing blobs.
@@ -329,125 +319,6 @@ pub fn run(
     Ok(s)
 }
 
-/// Which output a frame's bytes belong to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    Stdout,
-    Stderr,
-    /// The run's files, a tar stream to the end.
-    Tar,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DemuxState {
-    Header,
-    /// Skipping an over-long line that is no frame, to its newline.
-    Noise,
-    Body(Channel, usize),
-    Tar,
-}
-
-/// The longest frame header read; a longer line is noise (a start-up file that prints) and is
-/// skipped without being kept.
-const MAX_HEADER: usize = 256;
-
-/// Reads [`run`]'s, [`stream`]'s and [`fetch`]'s framed stdout as it arrives, in chunks of any
-/// size, keeping nothing of it in memory but a short header line.
-#[derive(Debug)]
-pub struct Demux {
-    state: DemuxState,
-    line: Vec<u8>,
-    pub launched: bool,
-    /// `Some(true)` when the run wrote its exit status, `Some(false)` when it vanished.
-    pub ended: Option<bool>,
-    /// Whether the run's files began to arrive.
-    pub tar_started: bool,
-    /// Stored blobs that [`launch`] found damaged (and deleted).
-    pub bad_blobs: Vec<String>,
-}
-
-impl Default for Demux {
-    fn default() -> Self {
-        Demux {
-            state: DemuxState::Header,
-            line: Vec::new(),
-            launched: false,
-            ended: None,
-            tar_started: false,
-            bad_blobs: Vec::new(),
-        }
-    }
-}
-
-/// What a chunk held besides output: the run was launched, or it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    Launched,
-    Ended,
-}
-
-impl Demux {
-    /// Hands the runner's output and the run's files to `out` and returns the events seen in
-    /// `bytes`. Lines that are no frame (a remote start-up file that prints) are skipped.
-    pub fn feed(&mut self, mut bytes: &[u8], out: &mut dyn FnMut(Channel, &[u8])) -> Vec<Event> {
-        let mut events = Vec::new();
-        while !bytes.is_empty() {
-            match self.state {
-                DemuxState::Tar => {
-                    out(Channel::Tar, bytes);
-                    return events;
-                }
-                DemuxState::Body(ch, left) => {
-                    let n = left.min(bytes.len());
-                    out(ch, &bytes[..n]);
-                    bytes = &bytes[n..];
-                    self.state = if n == left { DemuxState::Header } else { DemuxState::Body(ch, left - n) };
-                }
-                DemuxState::Noise => match bytes.iter().position(|&b| b == b'\n') {
-                    Some(nl) => {
-                        bytes = &bytes[nl + 1..];
-                        self.state = DemuxState::Header;
-                    }
-                    None => return events,
-                },
-                DemuxState::Header => {
-                    let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
-                        self.line.extend_from_slice(bytes);
-                        if self.line.len() > MAX_HEADER {
-                            self.line.clear();
-                            self.state = DemuxState::Noise;
-                        }
-                        return events;
-                    };
-                    self.line.extend_from_slice(&bytes[..nl]);
-                    bytes = &bytes[nl + 1..];
-                    let line = String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
-                    let (tag, arg) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-                    match (tag, arg.parse::<usize>().ok()) {
-                        ("r", _) => {
-                            self.launched = true;
-                            events.push(Event::Launched);
-                        }
-                        ("o", Some(n)) if n > 0 => self.state = DemuxState::Body(Channel::Stdout, n),
-                        ("e", Some(n)) if n > 0 => self.state = DemuxState::Body(Channel::Stderr, n),
-                        ("x", Some(code)) => {
-                            self.ended = Some(code == 0);
-                            events.push(Event::Ended);
-                        }
-                        ("b", _) if is_sha256(arg) => self.bad_blobs.push(arg.to_string()),
-                        ("t", _) => {
-                            self.tar_started = true;
-                            self.state = DemuxState::Tar;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        events
-    }
-}
-
 /// Starts (once per instance) a detached loop that runs `shutdown_command` when no run is alive
 /// and no client has been seen for `idle`.
 pub fn watchdog(workdir: &str, idle: Duration, shutdown_command: &str) -> String {
@@ -497,201 +368,19 @@ fi
     )
 }
 
-/// What preflight learned about the remote.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RemoteFacts {
-    pub gpu_name: Option<String>,
-    pub compute_cap: Option<ComputeCap>,
-    pub driver_version: Option<String>,
-    pub gpu_error: Option<String>,
-    /// `13.0`, from `nvidia-smi -q`.
-    pub driver_cuda: Option<String>,
-    pub glibc: Option<String>,
-    pub machine: Option<String>,
-    pub disk_free_bytes: Option<u64>,
-    pub missing: Vec<String>,
-}
-
-/// Every value is the remote's own text: control characters are escaped here, once, so that a
-/// GPU "name" cannot drive the terminal it is printed on or the records it is kept in.
-pub fn parse_preflight(text: &str) -> Result<RemoteFacts> {
-    let mut f = RemoteFacts::default();
-    let mut protocol = false;
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(": ") else { continue };
-        let value = escape::line(value.trim());
-        let value = value.as_str();
-        match key {
-            "protocol" => protocol = true,
-            "gpu" if f.gpu_name.is_none() => {
-                let gpus = crate::nvidia_smi::parse_gpu_query(value)?;
-                if let Some(g) = gpus.into_iter().next() {
-                    f.gpu_name = Some(g.name);
-                    f.compute_cap = Some(g.compute_cap);
-                    f.driver_version = Some(g.driver_version);
-                }
-            }
-            "gpu-error" => f.gpu_error = Some(value.to_string()),
-            "cuda" => f.driver_cuda = Some(value.to_string()),
-            "glibc" => {
-                f.glibc = value.split_whitespace().last().filter(|v| parse_version(v).is_some()).map(str::to_string)
-            }
-            "machine" => f.machine = Some(value.to_string()).filter(|v| !v.is_empty()),
-            "disk-free-kb" => f.disk_free_bytes = value.parse::<u64>().ok().map(|kb| kb * 1024),
-            "missing" => f.missing.push(value.to_string()),
-            _ => {}
-        }
-    }
-    if !protocol {
-        let head: Vec<&str> = text.trim().lines().take(20).collect();
-        bail!("the remote did not answer the preflight script; it printed:\n{}", escape::block(&head.join("\n"), "  "));
-    }
-    Ok(f)
-}
-
-/// `2.39` or `13.0` as a comparable pair.
-pub fn parse_version(v: &str) -> Option<(u32, u32)> {
-    let mut parts = v.trim().split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next().map(|m| m.parse().ok()).unwrap_or(Some(0))?;
-    Some((major, minor))
-}
-
-/// The first architecture name of a Rust target triple, as `uname -m` prints it.
-fn triple_machine(triple: &str) -> &str {
-    triple.split('-').next().unwrap_or(triple)
-}
-
-/// The target that runs on the remote GPU, or the refusal that names what to build instead.
-/// `need_bytes` is what the upload and the run folder take.
-pub fn check(remote: &str, facts: &RemoteFacts, manifest: &Manifest, need_bytes: u64) -> Result<SmArch> {
-    let p = &manifest.package;
-    let cc = match (facts.compute_cap, &facts.gpu_error) {
-        (Some(cc), _) => cc,
-        (None, Some(e)) => bail!("{remote} has no usable GPU: nvidia-smi said `{e}`"),
-        (None, None) => bail!("{remote} has no GPU (nvidia-smi listed none)"),
-    };
-    let gpu = facts.gpu_name.as_deref().unwrap_or("its GPU");
-    let Some(target) = SmArch::best_for(&p.targets, cc) else {
-        let has: Vec<String> = p.targets.iter().map(|t| t.to_string()).collect();
-        bail!(
-            "package has {}; {remote} is compute capability {cc} ({gpu}): build with --target {}",
-            has.join(", "),
-            cc.suggested_arch()
-        );
-    };
-    if let (Some(have), Some(need)) = (facts.driver_cuda.as_deref(), parse_version(&p.min_driver_cuda)) {
-        if parse_version(have).is_some_and(|h| h < need) {
-            bail!(
-                "{remote}'s driver supports CUDA {have}, older than the package's min-driver-cuda {}: update the driver there or build with an older CUDA toolkit",
-                p.min_driver_cuda
-            );
-        }
-    }
-    if let Some(need) = p.runner_glibc.as_deref() {
-        match facts.glibc.as_deref() {
-            Some(have) if parse_version(have) < parse_version(need) => bail!(
-                "{remote} has glibc {have}, older than the {need} the runner needs: build the runner against an older glibc (cargo zigbuild --target {}.{have})",
-                p.runner_triple
-            ),
-            None => bail!("{remote} has no glibc that cargo-gpu could find, and the runner needs glibc {need}"),
-            _ => {}
-        }
-    }
-    if let Some(machine) = facts.machine.as_deref() {
-        let want = triple_machine(&p.runner_triple);
-        if machine != want {
-            bail!("{remote} is a {machine} machine; the runner was built for {} ({want})", p.runner_triple);
-        }
-    }
-    if let Some(free) = facts.disk_free_bytes {
-        if free < need_bytes + DISK_MARGIN_BYTES {
-            bail!(
-                "{remote} has {} free in its workdir; the run needs {} plus {} to spare",
-                human_bytes(free),
-                human_bytes(need_bytes),
-                human_bytes(DISK_MARGIN_BYTES)
-            );
-        }
-    }
-    Ok(target)
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::frames::{Channel, Demux};
     use std::process::Command;
 
     fn manifest(targets: &[&str]) -> Manifest {
         Manifest::sample(targets)
     }
 
-    fn h100() -> RemoteFacts {
-        parse_preflight(
-            "protocol: 1\ngpu: NVIDIA H100 80GB HBM3, 9.0, 580.95.05\ncuda: 13.0\nglibc: glibc 2.39\n\
-             machine: x86_64\ndisk-free-kb: 104857600\nmissing: bbbb\n",
-        )
-        .unwrap()
-    }
-
     fn sh_syntax_ok(script: &str) {
         let out = Command::new("sh").arg("-n").arg("-c").arg(script).output().unwrap();
         assert!(out.status.success(), "{script}\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    #[test]
-    fn preflight_answer_is_read() {
-        let f = h100();
-        assert_eq!(f.gpu_name.as_deref(), Some("NVIDIA H100 80GB HBM3"));
-        assert_eq!(f.compute_cap, Some(ComputeCap::new(9, 0)));
-        assert_eq!(f.driver_cuda.as_deref(), Some("13.0"));
-        assert_eq!(f.glibc.as_deref(), Some("2.39"));
-        assert_eq!(f.disk_free_bytes, Some(100 << 30));
-        assert_eq!(f.missing, ["bbbb"]);
-        let ldd = parse_preflight("protocol: 1\nglibc: ldd (Debian GLIBC 2.36-9+deb12u4) 2.36\n").unwrap();
-        assert_eq!(ldd.glibc.as_deref(), Some("2.36"));
-        assert!(parse_preflight("Welcome to Ubuntu\n").is_err());
-    }
-
-    #[test]
-    fn refusals_name_what_to_do() {
-        let err = check("h100", &h100(), &manifest(&["sm_100a"]), 0).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "package has sm_100a; h100 is compute capability 9.0 (NVIDIA H100 80GB HBM3): build with --target sm_90a"
-        );
-        assert_eq!(check("h100", &h100(), &manifest(&["sm_100a", "sm_90a"]), 0).unwrap().to_string(), "sm_90a");
-        let mut old = h100();
-        old.driver_cuda = Some("12.4".into());
-        let err = check("h100", &old, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
-        assert!(err.contains("driver supports CUDA 12.4, older than the package's min-driver-cuda 13.0"), "{err}");
-        let mut m = manifest(&["sm_90a"]);
-        m.package.runner_glibc = Some("2.40".into());
-        let err = check("h100", &h100(), &m, 0).unwrap_err().to_string();
-        assert!(err.contains("h100 has glibc 2.39, older than the 2.40 the runner needs"), "{err}");
-        let err = check("h100", &h100(), &manifest(&["sm_90a"]), 200 << 30).unwrap_err().to_string();
-        assert!(err.contains("has 100.0 GiB free") && err.contains("needs 200.0 GiB"), "{err}");
-        let mut arm = h100();
-        arm.machine = Some("aarch64".into());
-        assert!(check("gh200", &arm, &manifest(&["sm_90a"]), 0).unwrap_err().to_string().contains("aarch64"));
-        let none = parse_preflight("protocol: 1\ngpu-error: sh: nvidia-smi: not found\n").unwrap();
-        let err = check("box", &none, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
-        assert_eq!(err, "box has no usable GPU: nvidia-smi said `sh: nvidia-smi: not found`");
     }
 
     #[test]
@@ -757,33 +446,6 @@ mod tests {
         sh_syntax_ok(&stop_run(w, "x"));
         sh_syntax_ok(&fetch(w, "x"));
         sh_syntax_ok(&watchdog(w, Duration::from_secs(60), "touch /tmp/it's off"));
-    }
-
-    #[test]
-    fn demux_splits_frames_across_any_chunking() {
-        let long_noise = "n".repeat(10_000);
-        let bad = "c".repeat(64);
-        let framed = format!(
-            "noise from a start-up file\n{long_noise}\nr\nb {bad}\nb not-a-hash\no 5\nhello\ne 3\nerrh\no 2\n\n!x 0\nt\nTARBYTES"
-        );
-        let framed = framed.as_bytes();
-        for chunk in [1, 2, 3, 7, 100, 4096, framed.len()] {
-            let mut d = Demux::default();
-            let (mut out, mut err, mut tar, mut events) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for part in framed.chunks(chunk) {
-                events.extend(d.feed(part, &mut |ch, b| match ch {
-                    Channel::Stdout => out.extend_from_slice(b),
-                    Channel::Stderr => err.extend_from_slice(b),
-                    Channel::Tar => tar.extend_from_slice(b),
-                }));
-                assert!(d.line.len() <= MAX_HEADER + chunk, "a header line never grows without bound");
-            }
-            assert_eq!((out.as_slice(), err.as_slice()), (&b"hello\n!"[..], &b"err"[..]), "chunk {chunk}");
-            assert_eq!(events, [Event::Launched, Event::Ended]);
-            assert!(d.launched && d.ended == Some(true) && d.tar_started);
-            assert_eq!(d.bad_blobs, std::slice::from_ref(&bad));
-            assert_eq!(tar, b"TARBYTES");
-        }
     }
 
     #[test]

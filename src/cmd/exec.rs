@@ -1,0 +1,252 @@
+//! Running a [`Cmd`] with its output streamed: the one way a long-running or interruptible child
+//! (a remote script, a hook, cargo) is run. Its own process group, Ctrl-C levels (see
+//! [`crate::exit::Interrupt`]), bounded captures, escaped pass-through for a stranger's text, a
+//! taker that reads stdout as it comes and may cut it, and group kills through rustix.
+
+use std::io::{Read, Write};
+use std::ops::ControlFlow;
+use std::os::unix::process::CommandExt;
+use std::process::{ChildStdin, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cmd::command::Cmd;
+use crate::escape;
+use crate::exit::Interrupt;
+use crate::shell::Shell;
+
+/// Where a child's output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    Capture,
+    /// Copied to our own stdout (for the child's stdout) or stderr (for its stderr) as it comes.
+    PassThrough,
+    /// Copied to our stderr line by line with control characters escaped: text from a remote
+    /// machine that is not the runner's own output.
+    Escaped,
+    /// The child writes to our own stderr directly (cargo's colours and progress need a terminal).
+    /// Only for stderr.
+    Inherit,
+}
+
+pub type StdinFeed = Box<dyn FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send + 'static>;
+/// Takes the child's stdout chunk by chunk as it comes (instead of `stdout`'s sink); `Break`
+/// means it wants no more: the child is then stopped and [`Ended::cut`] is set.
+pub type StdoutTaker = Box<dyn FnMut(&[u8]) -> ControlFlow<()> + Send + 'static>;
+
+/// The most of a child's stdout kept in memory; the rest is dropped (and `Ended::truncated` set).
+const MAX_CAPTURED_STDOUT: usize = 16 << 20;
+/// The most of a child's stderr kept: its end, which holds the reason it failed.
+const MAX_CAPTURED_STDERR: usize = 256 << 10;
+
+pub struct ExecOptions {
+    pub stdin: Option<StdinFeed>,
+    pub stdout_to: Option<StdoutTaker>,
+    pub stdout: Sink,
+    pub stderr: Sink,
+    /// Which Ctrl-C kills the child and returns (clean-up steps wait for a later one).
+    pub interrupt: Interrupt,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            stdin: None,
+            stdout_to: None,
+            stdout: Sink::Capture,
+            stderr: Sink::Capture,
+            interrupt: Interrupt::First,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Ended {
+    /// `None` when Ctrl-C stopped it.
+    pub status: Option<ExitStatus>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The stdout taker asked for no more and the child was stopped.
+    pub cut: bool,
+    /// More stdout came than is kept in memory.
+    pub truncated: bool,
+}
+
+impl Ended {
+    pub fn interrupted(&self) -> bool {
+        self.status.is_none()
+    }
+}
+
+/// What a pump kept, and whether its taker cut the stream.
+#[derive(Default)]
+struct Pumped {
+    kept: Vec<u8>,
+    truncated: bool,
+}
+
+fn write_escaped_lines(pending: &mut Vec<u8>, bytes: &[u8], flush_all: bool) {
+    pending.extend_from_slice(bytes);
+    let mut err = std::io::stderr().lock();
+    while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=nl).collect();
+        let _ = writeln!(err, "{}", escape::line(String::from_utf8_lossy(&line[..nl]).as_ref()));
+    }
+    if flush_all && !pending.is_empty() || pending.len() > 4096 {
+        let _ = writeln!(err, "{}", escape::line(&String::from_utf8_lossy(pending)));
+        pending.clear();
+    }
+}
+
+fn pump(
+    mut from: impl Read + Send,
+    sink: Sink,
+    mut taker: Option<StdoutTaker>,
+    to_stdout: bool,
+    cut: &AtomicBool,
+) -> std::io::Result<Pumped> {
+    let mut p = Pumped::default();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 65536];
+    let limit = if to_stdout { MAX_CAPTURED_STDOUT } else { MAX_CAPTURED_STDERR };
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(take) = taker.as_mut() {
+            if take(&buf[..n]).is_break() {
+                cut.store(true, Ordering::SeqCst);
+                return Ok(p);
+            }
+            continue;
+        }
+        match sink {
+            Sink::Capture if to_stdout => {
+                let room = limit.saturating_sub(p.kept.len());
+                p.kept.extend_from_slice(&buf[..n.min(room)]);
+                p.truncated |= n > room;
+            }
+            Sink::Capture => {
+                p.kept.extend_from_slice(&buf[..n]);
+                if p.kept.len() > limit {
+                    let extra = p.kept.len() - limit;
+                    p.kept.drain(..extra);
+                    p.truncated = true;
+                }
+            }
+            Sink::PassThrough if to_stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
+            }
+            Sink::PassThrough => {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(&buf[..n]).and_then(|_| err.flush());
+            }
+            Sink::Escaped => write_escaped_lines(&mut pending, &buf[..n], false),
+            Sink::Inherit => {}
+        }
+    }
+    if sink == Sink::Escaped {
+        write_escaped_lines(&mut pending, &[], true);
+    }
+    Ok(p)
+}
+
+/// Kills a child's whole process group (a hook's own children, `sh -c 'a; b'`, must not outlive
+/// it), then the child itself, and reaps it.
+fn kill_group(child: &mut std::process::Child) -> Option<ExitStatus> {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+impl Cmd {
+    /// Runs in its own process group (a terminal's Ctrl-C reaches only cargo-gpu, which then
+    /// stops children in order), stdin fed from a thread, stdout and stderr captured (bounded),
+    /// passed through, escaped or handed to a taker as they come. Returns when the child ends, or
+    /// soon after the Ctrl-C that `opts.interrupt` names (the child's group is then killed and
+    /// `status` is `None`), or when the stdout taker cuts the stream (killed, `cut` set). The
+    /// exit status is not checked: see [`Cmd::failure`].
+    pub fn exec(&self, shell: &Shell, opts: ExecOptions) -> Result<Ended> {
+        exec(shell, self, opts)
+    }
+}
+
+fn exec(shell: &Shell, cmd: &Cmd, opts: ExecOptions) -> Result<Ended> {
+    let has_stdin = opts.stdin.is_some();
+    let inherit = opts.stderr == Sink::Inherit;
+    let mut child = cmd.spawn(Some(shell), |c| {
+        c.process_group(0);
+        c.stdin(if has_stdin { Stdio::piped() } else { Stdio::null() });
+        // Piped even when passed through, so a dropped connection cannot garble our terminal.
+        c.stdout(Stdio::piped());
+        c.stderr(if inherit { Stdio::inherit() } else { Stdio::piped() });
+    })?;
+    let stdout = child.stdout.take().expect("stdout was piped");
+    let stderr = child.stderr.take();
+    let stdin = child.stdin.take();
+    // Plain threads, not scoped ones: through an ssh ControlMaster the master holds copies of
+    // these pipes until the remote command ends, so after Ctrl-C they are left to finish alone.
+    let feeder = opts.stdin.map(|feed| {
+        let mut stdin = stdin.expect("stdin was piped");
+        std::thread::spawn(move || {
+            let r = feed(&mut stdin);
+            drop(stdin);
+            r
+        })
+    });
+    let cut = Arc::new(AtomicBool::new(false));
+    let (out_sink, err_sink) = (opts.stdout, opts.stderr);
+    let taker = opts.stdout_to;
+    let out = {
+        let cut = Arc::clone(&cut);
+        std::thread::spawn(move || pump(stdout, out_sink, taker, true, &cut))
+    };
+    let err = stderr.map(|stderr| {
+        let cut = Arc::clone(&cut);
+        std::thread::spawn(move || pump(stderr, err_sink, None, false, &cut))
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().with_context(|| format!("failed to {}", cmd.purpose()))? {
+            break status;
+        }
+        if crate::exit::reached(opts.interrupt) {
+            kill_group(&mut child);
+            return Ok(Ended { status: None, stdout: Vec::new(), stderr: Vec::new(), cut: false, truncated: false });
+        }
+        if cut.load(Ordering::SeqCst) {
+            // The stdout reader has closed its end already; the stderr reader is left to finish
+            // alone, as after Ctrl-C (an ssh master may hold the pipe a while longer).
+            let status = kill_group(&mut child);
+            return Ok(Ended { status, stdout: Vec::new(), stderr: Vec::new(), cut: true, truncated: false });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let feed_result = feeder.map(|f| f.join().expect("the stdin feeder does not panic"));
+    let stdout = out.join().expect("the stdout reader does not panic").unwrap_or_default();
+    let stderr = match err {
+        Some(e) => e.join().expect("the stderr reader does not panic").unwrap_or_default(),
+        None => Pumped::default(),
+    };
+    if let Some(Err(e)) = feed_result {
+        // A child that exits early closes its stdin: its own status and stderr then say why.
+        if status.success() {
+            return Err(e).with_context(|| format!("failed to {}: could not feed its input", cmd.purpose()));
+        }
+    }
+    Ok(Ended {
+        status: Some(status),
+        stdout: stdout.kept,
+        stderr: stderr.kept,
+        cut: cut.load(Ordering::SeqCst),
+        truncated: stdout.truncated,
+    })
+}

@@ -1,0 +1,189 @@
+//! What the preflight learned about a remote, read from its answer (every value escaped: it is a
+//! stranger's text), and the refusals that follow before anything is uploaded: no usable GPU, a
+//! compute capability the package has no cubin for, an old driver, an old glibc, another machine
+//! type, too little disk. Each refusal names what to do.
+
+use anyhow::{bail, Result};
+
+use crate::arch::{ComputeCap, SmArch};
+use crate::escape;
+use crate::package::manifest::Manifest;
+use crate::remote::scripts::DISK_MARGIN_BYTES;
+use crate::shell::human_bytes;
+
+/// What preflight learned about the remote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RemoteFacts {
+    pub gpu_name: Option<String>,
+    pub compute_cap: Option<ComputeCap>,
+    pub driver_version: Option<String>,
+    pub gpu_error: Option<String>,
+    /// `13.0`, from `nvidia-smi -q`.
+    pub driver_cuda: Option<String>,
+    pub glibc: Option<String>,
+    pub machine: Option<String>,
+    pub disk_free_bytes: Option<u64>,
+    pub missing: Vec<String>,
+}
+
+/// Every value is the remote's own text: control characters are escaped here, once, so that a
+/// GPU "name" cannot drive the terminal it is printed on or the records it is kept in.
+pub fn parse_preflight(text: &str) -> Result<RemoteFacts> {
+    let mut f = RemoteFacts::default();
+    let mut protocol = false;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(": ") else { continue };
+        let value = escape::line(value.trim());
+        let value = value.as_str();
+        match key {
+            "protocol" => protocol = true,
+            "gpu" if f.gpu_name.is_none() => {
+                let gpus = crate::nvidia_smi::parse_gpu_query(value)?;
+                if let Some(g) = gpus.into_iter().next() {
+                    f.gpu_name = Some(g.name);
+                    f.compute_cap = Some(g.compute_cap);
+                    f.driver_version = Some(g.driver_version);
+                }
+            }
+            "gpu-error" => f.gpu_error = Some(value.to_string()),
+            "cuda" => f.driver_cuda = Some(value.to_string()),
+            "glibc" => {
+                f.glibc = value.split_whitespace().last().filter(|v| parse_version(v).is_some()).map(str::to_string)
+            }
+            "machine" => f.machine = Some(value.to_string()).filter(|v| !v.is_empty()),
+            "disk-free-kb" => f.disk_free_bytes = value.parse::<u64>().ok().map(|kb| kb * 1024),
+            "missing" => f.missing.push(value.to_string()),
+            _ => {}
+        }
+    }
+    if !protocol {
+        let head: Vec<&str> = text.trim().lines().take(20).collect();
+        bail!("the remote did not answer the preflight script; it printed:\n{}", escape::block(&head.join("\n"), "  "));
+    }
+    Ok(f)
+}
+
+/// `2.39` or `13.0` as a comparable pair.
+pub fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map(|m| m.parse().ok()).unwrap_or(Some(0))?;
+    Some((major, minor))
+}
+
+/// The first architecture name of a Rust target triple, as `uname -m` prints it.
+fn triple_machine(triple: &str) -> &str {
+    triple.split('-').next().unwrap_or(triple)
+}
+
+/// The target that runs on the remote GPU, or the refusal that names what to build instead.
+/// `need_bytes` is what the upload and the run folder take.
+pub fn check(remote: &str, facts: &RemoteFacts, manifest: &Manifest, need_bytes: u64) -> Result<SmArch> {
+    let p = &manifest.package;
+    let cc = match (facts.compute_cap, &facts.gpu_error) {
+        (Some(cc), _) => cc,
+        (None, Some(e)) => bail!("{remote} has no usable GPU: nvidia-smi said `{e}`"),
+        (None, None) => bail!("{remote} has no GPU (nvidia-smi listed none)"),
+    };
+    let gpu = facts.gpu_name.as_deref().unwrap_or("its GPU");
+    let Some(target) = SmArch::best_for(&p.targets, cc) else {
+        let has: Vec<String> = p.targets.iter().map(|t| t.to_string()).collect();
+        bail!(
+            "package has {}; {remote} is compute capability {cc} ({gpu}): build with --target {}",
+            has.join(", "),
+            cc.suggested_arch()
+        );
+    };
+    if let (Some(have), Some(need)) = (facts.driver_cuda.as_deref(), parse_version(&p.min_driver_cuda)) {
+        if parse_version(have).is_some_and(|h| h < need) {
+            bail!(
+                "{remote}'s driver supports CUDA {have}, older than the package's min-driver-cuda {}: update the driver there or build with an older CUDA toolkit",
+                p.min_driver_cuda
+            );
+        }
+    }
+    if let Some(need) = p.runner_glibc.as_deref() {
+        match facts.glibc.as_deref() {
+            Some(have) if parse_version(have) < parse_version(need) => bail!(
+                "{remote} has glibc {have}, older than the {need} the runner needs: build the runner against an older glibc (cargo zigbuild --target {}.{have})",
+                p.runner_triple
+            ),
+            None => bail!("{remote} has no glibc that cargo-gpu could find, and the runner needs glibc {need}"),
+            _ => {}
+        }
+    }
+    if let Some(machine) = facts.machine.as_deref() {
+        let want = triple_machine(&p.runner_triple);
+        if machine != want {
+            bail!("{remote} is a {machine} machine; the runner was built for {} ({want})", p.runner_triple);
+        }
+    }
+    if let Some(free) = facts.disk_free_bytes {
+        if free < need_bytes + DISK_MARGIN_BYTES {
+            bail!(
+                "{remote} has {} free in its workdir; the run needs {} plus {} to spare",
+                human_bytes(free),
+                human_bytes(need_bytes),
+                human_bytes(DISK_MARGIN_BYTES)
+            );
+        }
+    }
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(targets: &[&str]) -> Manifest {
+        Manifest::sample(targets)
+    }
+
+    fn h100() -> RemoteFacts {
+        parse_preflight(
+            "protocol: 1\ngpu: NVIDIA H100 80GB HBM3, 9.0, 580.95.05\ncuda: 13.0\nglibc: glibc 2.39\n\
+             machine: x86_64\ndisk-free-kb: 104857600\nmissing: bbbb\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn preflight_answer_is_read() {
+        let f = h100();
+        assert_eq!(f.gpu_name.as_deref(), Some("NVIDIA H100 80GB HBM3"));
+        assert_eq!(f.compute_cap, Some(ComputeCap::new(9, 0)));
+        assert_eq!(f.driver_cuda.as_deref(), Some("13.0"));
+        assert_eq!(f.glibc.as_deref(), Some("2.39"));
+        assert_eq!(f.disk_free_bytes, Some(100 << 30));
+        assert_eq!(f.missing, ["bbbb"]);
+        let ldd = parse_preflight("protocol: 1\nglibc: ldd (Debian GLIBC 2.36-9+deb12u4) 2.36\n").unwrap();
+        assert_eq!(ldd.glibc.as_deref(), Some("2.36"));
+        assert!(parse_preflight("Welcome to Ubuntu\n").is_err());
+    }
+
+    #[test]
+    fn refusals_name_what_to_do() {
+        let err = check("h100", &h100(), &manifest(&["sm_100a"]), 0).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "package has sm_100a; h100 is compute capability 9.0 (NVIDIA H100 80GB HBM3): build with --target sm_90a"
+        );
+        assert_eq!(check("h100", &h100(), &manifest(&["sm_100a", "sm_90a"]), 0).unwrap().to_string(), "sm_90a");
+        let mut old = h100();
+        old.driver_cuda = Some("12.4".into());
+        let err = check("h100", &old, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
+        assert!(err.contains("driver supports CUDA 12.4, older than the package's min-driver-cuda 13.0"), "{err}");
+        let mut m = manifest(&["sm_90a"]);
+        m.package.runner_glibc = Some("2.40".into());
+        let err = check("h100", &h100(), &m, 0).unwrap_err().to_string();
+        assert!(err.contains("h100 has glibc 2.39, older than the 2.40 the runner needs"), "{err}");
+        let err = check("h100", &h100(), &manifest(&["sm_90a"]), 200 << 30).unwrap_err().to_string();
+        assert!(err.contains("has 100.0 GiB free") && err.contains("needs 200.0 GiB"), "{err}");
+        let mut arm = h100();
+        arm.machine = Some("aarch64".into());
+        assert!(check("gh200", &arm, &manifest(&["sm_90a"]), 0).unwrap_err().to_string().contains("aarch64"));
+        let none = parse_preflight("protocol: 1\ngpu-error: sh: nvidia-smi: not found\n").unwrap();
+        let err = check("box", &none, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
+        assert_eq!(err, "box has no usable GPU: nvidia-smi said `sh: nvidia-smi: not found`");
+    }
+}
