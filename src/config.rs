@@ -28,9 +28,12 @@ pub struct UserConfig {
     pub remotes: BTreeMap<String, RemoteConfig>,
     #[serde(default)]
     pub default: DefaultSection,
-    /// The file this was read from, for messages.
+    /// The file this was read from (or looked for), for messages.
     #[serde(skip)]
     pub path: Option<PathBuf>,
+    /// Whether that file exists.
+    #[serde(skip)]
+    pub file_exists: bool,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -113,24 +116,16 @@ pub fn parse_bytes(text: &str) -> Result<u64> {
         .map_err(|e| anyhow::anyhow!("`{text}` is not a size ({e}): write it as 1GiB, 500MB or a number of bytes"))
 }
 
-/// Parses `15m`, `10s`, `500ms`, `2h`, `1d`; a bare number is seconds.
+/// Parses `15m`, `10s`, `500ms`, `2h`, `1h 30m` (humantime's syntax); a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = match num.parse() {
-        Ok(v) if !num.is_empty() => v,
-        _ => bail!("`{text}` is not a duration (expected a number and a unit: 500ms, 10s, 15m, 2h)"),
-    };
-    let secs = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        "d" => value * 86400.0,
-        other => bail!("`{text}` is not a duration: unknown unit `{other}` (use ms, s, m, h or d)"),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| anyhow::anyhow!("`{text}` is not a duration ({e}): write it as 500ms, 10s, 15m or 2h"))
 }
 
 /// The config file to read: `CARGO_GPU_CONFIG`, else `$XDG_CONFIG_HOME/cargo-gpu/config.toml`.
@@ -151,7 +146,9 @@ impl UserConfig {
         let explicit = std::env::var_os("CARGO_GPU_CONFIG").is_some_and(|p| !p.is_empty());
         match std::fs::read_to_string(&path) {
             Ok(text) => UserConfig::parse(&text, &path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(UserConfig::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(UserConfig { path: Some(path), ..UserConfig::default() })
+            }
             Err(e) => Err(e).with_context(|| format!("failed to read the cargo-gpu config {}", path.display())),
         }
     }
@@ -166,6 +163,7 @@ impl UserConfig {
             anyhow::anyhow!("invalid cargo-gpu config {}{key}: {}", path.display(), e.inner().message())
         })?;
         config.path = Some(path.to_path_buf());
+        config.file_exists = true;
         for (name, r) in &config.remotes {
             // Resolving now reports bad durations with the file and key, before any work starts.
             config.resolve_table(name, r)?;
@@ -174,9 +172,10 @@ impl UserConfig {
     }
 
     fn where_(&self) -> String {
-        match &self.path {
-            Some(p) => p.display().to_string(),
-            None => "the cargo-gpu config (no file)".to_string(),
+        match (&self.path, self.file_exists) {
+            (Some(p), true) => p.display().to_string(),
+            (Some(p), false) => format!("{} (which does not exist yet)", p.display()),
+            (None, _) => "the cargo-gpu config (no config folder found: set CARGO_GPU_CONFIG)".to_string(),
         }
     }
 
@@ -227,14 +226,38 @@ impl UserConfig {
             None if name == LOCAL => Ok(Remote::local()),
             None => {
                 let known: Vec<&str> = self.remotes.keys().map(String::as_str).collect();
+                let file = match &self.path {
+                    Some(p) => p.display().to_string(),
+                    None => "the file CARGO_GPU_CONFIG names".to_string(),
+                };
                 bail!(
-                    "no remote named `{name}` in {}: known remotes are {}; add a `[remotes.{name}]` table with `host = \"...\"`",
+                    "no remote named `{name}` in {}; known remotes: {}\n\nAdd it to {file}:\n\n{}",
                     self.where_(),
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    if known.is_empty() { "none but `local`".to_string() } else { known.join(", ") },
+                    remote_template(name)
                 )
             }
         }
     }
+}
+
+/// A `[remotes.NAME]` table to paste into the config, with the keys a rented GPU needs.
+pub fn remote_template(name: &str) -> String {
+    let key = if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        name.to_string()
+    } else {
+        toml::Value::String(name.to_string()).to_string()
+    };
+    let host = toml::Value::String(name.to_string());
+    format!(
+        "[remotes.{key}]\n\
+         host = {host}                  # an alias from ~/.ssh/config, or user@host\n\
+         workdir = \"~/.cache/cargo-gpu\"\n\
+         # start = \"vastai start instance 1234\"   # starts a rented instance; stop runs on every exit\n\
+         # stop = \"vastai stop instance 1234\"\n\
+         # price-per-hour = 2.40\n\
+         # idle-shutdown = \"15m\"\n"
+    )
 }
 
 /// The remote to use, by precedence: command line > environment (`CARGO_GPU_REMOTE`) > project
@@ -278,12 +301,13 @@ remote = "h100"
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        for bad in ["", "m", "10 parsecs", "ten s", "-1s", "1..2s"] {
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
+        for bad in ["", "m", "10 parsecs", "ten s", "-1s", "1..2s", "-3"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-        assert!(parse_duration("3w").unwrap_err().to_string().contains("unknown unit `w`"));
+        assert!(parse_duration("3 fortnights").unwrap_err().to_string().contains("is not a duration"));
     }
 
     #[test]
@@ -342,7 +366,28 @@ remote = "h100"
         let c = parse("[remotes.local]\nworkdir = \"/w\"\n").unwrap();
         assert_eq!(c.remote(LOCAL).unwrap().workdir, "/w");
         let err = c.remote("a100").unwrap_err().to_string();
-        assert!(err.contains("no remote named `a100`") && err.contains("known remotes are local"), "{err}");
+        assert!(err.contains("no remote named `a100`") && err.contains("known remotes: local"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_remote_names_the_file_and_a_block_that_parses() {
+        let none = UserConfig { path: Some("/home/u/.config/cargo-gpu/config.toml".into()), ..Default::default() };
+        let err = none.remote("h100").unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "no remote named `h100` in /home/u/.config/cargo-gpu/config.toml (which does not exist yet); known remotes: none but `local`"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("Add it to /home/u/.config/cargo-gpu/config.toml:\n\n[remotes.h100]\nhost = \"h100\""),
+            "{err}"
+        );
+        for name in ["h100", "my box.1"] {
+            let block = remote_template(name);
+            let r = parse(&block).unwrap().remote(name).unwrap();
+            assert_eq!((r.host.as_deref(), r.workdir.as_str()), (Some(name), DEFAULT_WORKDIR));
+        }
     }
 
     #[test]

@@ -187,40 +187,20 @@ pub fn list(runs_dir: &Path) -> Result<Vec<Record>> {
     Ok(out)
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// `(date, time)` of a Unix time in UTC: `("2026-11-28", (14, 3, 11))`.
-fn utc_parts(secs: u64) -> (String, (u64, u64, u64)) {
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let t = secs % 86_400;
-    (format!("{y:04}-{m:02}-{d:02}"), (t / 3600, t / 60 % 60, t % 60))
-}
-
 /// `2026-11-28T14:03:11Z`.
 pub fn rfc3339(secs: u64) -> String {
-    let (date, (h, mi, s)) = utc_parts(secs);
-    format!("{date}T{h:02}:{mi:02}:{s:02}Z")
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
 }
 
 /// `2026-11-28T14-03-11.482-h100`: how the id of a run started at `millis` (since the Unix
 /// epoch, UTC) on `remote` begins. Ids sort in start order, to the millisecond.
 pub fn run_id(millis: u64, remote: &str) -> String {
-    let (date, (h, mi, s)) = utc_parts(millis / 1000);
+    let time = humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(millis)).to_string();
+    // `2026-11-28T14:03:11.482Z`, without the colons that some file systems and tools refuse.
+    let time = time.trim_end_matches('Z').replace(':', "-");
     let remote: String =
         remote.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    format!("{date}T{h:02}-{mi:02}-{s:02}.{:03}-{remote}", millis % 1000)
+    format!("{time}-{remote}")
 }
 
 pub fn now_millis() -> u64 {

@@ -523,3 +523,29 @@ fn without_a_package_it_builds_if_stale_then_runs() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("  sm_90a: runs there\n"), "{}", text(&out.stdout));
 }
+
+#[test]
+fn local_on_a_machine_without_a_gpu_says_so_before_building() {
+    let Some(cuda) = common::require_cuda() else { return };
+    let world = World::new();
+    let project = common::TestProject::new("tiny", Some(cuda));
+    world.write_config("");
+    // A PATH with no nvidia-smi: no NVIDIA driver here.
+    let nothing = world.path("empty-bin");
+    std::fs::create_dir_all(&nothing).unwrap();
+    let cargo_dir = std::path::Path::new(env!("CARGO")).parent().unwrap().to_path_buf();
+    let out = project
+        .cmd(&["remote-run", "--remote", "local"])
+        .env("CARGO_GPU_CONFIG", &world.config)
+        .env("PATH", format!("{}:{}", nothing.display(), cargo_dir.display()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`--remote local` runs the package on this machine, and this machine has no NVIDIA driver (nvidia-smi not found)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Compiling") && !project.package("debug").exists(), "nothing was built: {stderr}");
+}

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::cli::{GlobalOpts, RemoteRunArgs};
 use crate::compile::pipeline::{self, BuildOptions};
@@ -47,8 +47,26 @@ fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan
     Ok(Plan { remote, package: args.package.clone(), build })
 }
 
+/// `--remote local` runs here: a machine without a usable GPU is told so before anything is built.
+fn check_local_gpu(shell: &Shell) -> Result<()> {
+    match crate::toolchain::local_gpus(shell) {
+        (gpus, _) if !gpus.is_empty() => Ok(()),
+        (_, why) => bail!(
+            "`--remote local` runs the package on this machine, and {}: choose a remote with a GPU (--remote NAME), or only build here (`cargo gpu build`)",
+            match why {
+                Some(w) if w.contains("nvidia-smi not found") => "this machine has no NVIDIA driver (nvidia-smi not found)".to_string(),
+                Some(w) => format!("this machine has no usable GPU ({w})"),
+                None => "this machine has no GPU".to_string(),
+            }
+        ),
+    }
+}
+
 pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<i32> {
     let plan = plan(shell, global, args)?;
+    if plan.remote.is_local() {
+        check_local_gpu(shell)?;
+    }
     let (package_dir, manifest) = match &plan.package {
         Some(dir) => (dir.clone(), Manifest::read(dir)?),
         None => {

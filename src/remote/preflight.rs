@@ -82,6 +82,9 @@ pub fn check(remote: &str, facts: &RemoteFacts, manifest: &Manifest, need_bytes:
     let p = &manifest.package;
     let cc = match (facts.compute_cap, &facts.gpu_error) {
         (Some(cc), _) => cc,
+        (None, Some(e)) if e.contains("not found") => bail!(
+            "{remote} has no NVIDIA driver: nvidia-smi is not installed there; choose a remote with a GPU (--remote NAME)"
+        ),
         (None, Some(e)) => bail!("{remote} has no usable GPU: nvidia-smi said `{e}`"),
         (None, None) => bail!("{remote} has no GPU (nvidia-smi listed none)"),
     };
@@ -182,8 +185,14 @@ mod tests {
         let mut arm = h100();
         arm.machine = Some("aarch64".into());
         assert!(check("gh200", &arm, &manifest(&["sm_90a"]), 0).unwrap_err().to_string().contains("aarch64"));
-        let none = parse_preflight("protocol: 1\ngpu-error: sh: nvidia-smi: not found\n").unwrap();
+        let none = parse_preflight("protocol: 1\ngpu-error: sh: 5: nvidia-smi: not found\n").unwrap();
         let err = check("box", &none, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
-        assert_eq!(err, "box has no usable GPU: nvidia-smi said `sh: nvidia-smi: not found`");
+        assert!(err.starts_with("box has no NVIDIA driver: nvidia-smi is not installed there"), "{err}");
+        let broken = parse_preflight("protocol: 1\ngpu-error: NVIDIA-SMI has failed because it couldn't communicate\n");
+        let err = check("box", &broken.unwrap(), &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "box has no usable GPU: nvidia-smi said `NVIDIA-SMI has failed because it couldn't communicate`"
+        );
     }
 }
