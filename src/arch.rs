@@ -295,6 +295,19 @@ pub fn near_target(s: &str) -> Option<SmArch> {
     parse_exact(&format!("sm_{rest}"))
 }
 
+/// The order in which to list real-architecture names as nvcc prints them (`sm_90`, `sm_100f`),
+/// known to the table or not: by architecture number, then plain, `a`, `f` (the order of
+/// [`SmArch::all`]). `None` for a name that is not `sm_XY`, `sm_XYa` or `sm_XYf`.
+pub fn code_order(code: &str) -> Option<(u32, u32, u8)> {
+    let (major, minor, variant) = split_target(code.strip_prefix("sm_")?)?;
+    let v = match variant {
+        Variant::Base => 0,
+        Variant::Specific => 1,
+        Variant::Family => 2,
+    };
+    Some((major, minor, v))
+}
+
 impl FromStr for SmArch {
     type Err = anyhow::Error;
 
@@ -407,6 +420,18 @@ mod tests {
                 assert_eq!(t.parse::<SmArch>().is_ok(), known.contains(&t), "{t}");
             }
         }
+    }
+
+    #[test]
+    fn codes_sort_by_architecture_then_plain_a_f() {
+        let mut codes = vec!["sm_120f", "sm_100", "sm_90a", "sm_75", "sm_121", "sm_100f", "sm_52", "sm_100a", "sm_90"];
+        codes.sort_by_key(|c| code_order(c));
+        assert_eq!(codes, ["sm_52", "sm_75", "sm_90", "sm_90a", "sm_100", "sm_100a", "sm_100f", "sm_120f", "sm_121"]);
+        assert_eq!(code_order("compute_90"), None);
+        let all: Vec<String> = SmArch::all().iter().map(|t| t.to_string()).collect();
+        let mut sorted = all.clone();
+        sorted.sort_by_key(|c| code_order(c));
+        assert_eq!(sorted, all, "SmArch::all() is already in this order");
     }
 
     #[test]

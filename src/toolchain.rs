@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 use semver::Version;
 
-use crate::arch::SmArch;
+use crate::arch::{self, SmArch};
 use crate::cmd::Cmd;
 use crate::nvidia_smi::{parse_gpu_query, Gpu};
 use crate::shell::Shell;
@@ -142,6 +142,29 @@ impl Nvcc {
         None
     }
 
+    /// Every target this nvcc builds, sorted by architecture (`sm_90 sm_90a sm_100 sm_100a sm_100f
+    /// ...`). `nvcc --list-gpu-code` names only plain targets; the `a` and `f` forms, and the plain
+    /// ones this tool knows, are kept when [`Nvcc::cannot_build`] allows them, so this list and
+    /// the build agree. Plain targets nvcc lists that this tool has no row for are nvcc's answer and
+    /// stay. Empty when nvcc gave no list.
+    pub fn buildable(&self) -> Vec<String> {
+        if self.gpu_codes.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<String> =
+            SmArch::all().into_iter().filter(|t| self.cannot_build(*t).is_none()).map(|t| t.to_string()).collect();
+        for code in &self.gpu_codes {
+            if code.parse::<SmArch>().is_err() && !out.contains(code) {
+                out.push(code.clone());
+            }
+        }
+        out.sort_by(|a, b| {
+            let key = |c: &str| (arch::code_order(c).is_none(), arch::code_order(c));
+            key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+        });
+        out
+    }
+
     /// The oldest driver CUDA version that loads this nvcc's cubins for `targets`: the toolkit's
     /// major release (minor-version compatibility) and each target's own first release.
     pub fn min_driver_cuda(&self, targets: &[SmArch]) -> (u64, u64) {
@@ -199,6 +222,33 @@ mod tests {
         let old = Nvcc { version: Version::new(12, 8, 0), ..nvcc };
         assert_eq!(old.min_driver_cuda(&["sm_90a".parse().unwrap()]), (12, 0));
         assert_eq!(old.min_driver_cuda(&["sm_100a".parse().unwrap()]), (12, 8));
+    }
+
+    fn nvcc_listing(version: Version, codes: &str) -> Nvcc {
+        Nvcc { path: "nvcc".into(), version, gpu_codes: codes.split_whitespace().map(str::to_string).collect() }
+    }
+
+    #[test]
+    fn buildable_targets_add_a_and_f_forms_and_sort_by_architecture() {
+        // nvcc 13.0.88's own order, which puts sm_110 before sm_103.
+        let n = nvcc_listing(
+            Version::new(13, 0, 88),
+            "sm_75 sm_80 sm_86 sm_87 sm_88 sm_89 sm_90 sm_100 sm_110 sm_103 sm_120 sm_121",
+        );
+        assert_eq!(
+            n.buildable().join(" "),
+            "sm_75 sm_80 sm_86 sm_87 sm_88 sm_89 sm_90 sm_90a sm_100 sm_100a sm_100f sm_103 sm_103a sm_103f \
+             sm_110 sm_110a sm_110f sm_120 sm_120a sm_120f sm_121 sm_121a sm_121f"
+        );
+        // 12.8: no families yet, no sm_103; a plain target outside the table (sm_52) is kept.
+        let old = nvcc_listing(Version::new(12, 8, 61), "sm_90 sm_52 sm_120 sm_100 sm_101");
+        assert_eq!(old.buildable().join(" "), "sm_52 sm_90 sm_90a sm_100 sm_100a sm_101 sm_101a sm_120 sm_120a");
+        for t in old.buildable() {
+            if let Ok(t) = t.parse::<SmArch>() {
+                assert_eq!(old.cannot_build(t), None, "{t} is listed, so the build must accept it");
+            }
+        }
+        assert!(nvcc_listing(Version::new(10, 0, 0), "").buildable().is_empty());
     }
 
     #[test]
