@@ -1,6 +1,7 @@
 //! The external tools: nvcc (found, versioned, asked what it can build), the inspection tools
-//! beside it (cuobjdump, nvdisasm), nvidia-smi and ssh. Finding a tool follows one order:
-//! an explicit override, `$CUDA_HOME/bin`, `/usr/local/cuda/bin`, then `PATH`.
+//! beside it (cuobjdump, nvdisasm), nvidia-smi and ssh. Finding nvcc follows one order: an
+//! explicit override, `$CUDA_HOME/bin`, `/usr/local/cuda/bin`, `PATH`, then the compiler that
+//! `scripts/setup.sh` installed into the checkout this binary was built from.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -23,8 +24,46 @@ pub struct Nvcc {
     pub gpu_codes: Vec<String>,
 }
 
-/// Where a tool was looked for, for the error when it was not found.
-const SEARCH_ORDER: &str = "$CARGO_GPU_NVCC, $CUDA_HOME/bin, /usr/local/cuda/bin and PATH";
+/// The checkout this binary was built from. `scripts/setup.sh` installs the CUDA compiler into its
+/// `.venv-cuda/` when it finds none, then `cargo install --path .` builds from it: remembering the
+/// folder lets a new shell find that compiler without `CUDA_HOME`.
+const CHECKOUT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Where `scripts/setup.sh` puts the CUDA compiler inside its venv (pip's `nvidia-cuda-nvcc` for
+/// CUDA 13), below `lib/python3.N/`.
+const VENV_NVCC: &str = "site-packages/nvidia/cu13/bin/nvcc";
+
+/// The venv that `scripts/setup.sh` made: `$CARGO_GPU_CUDA_VENV`, else `.venv-cuda` in the checkout
+/// this binary was built from.
+pub fn setup_venv() -> PathBuf {
+    match std::env::var_os("CARGO_GPU_CUDA_VENV").filter(|v| !v.is_empty()) {
+        Some(v) => PathBuf::from(v),
+        None => Path::new(CHECKOUT).join(".venv-cuda"),
+    }
+}
+
+/// nvcc inside `venv` (`lib/python3*/site-packages/nvidia/cu13/bin/nvcc`), if it is there. Several
+/// Python versions are tried in name order, so the answer does not depend on directory order.
+pub fn venv_nvcc(venv: &Path) -> Option<PathBuf> {
+    let mut pythons: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path())
+        .collect();
+    pythons.sort();
+    pythons.into_iter().map(|p| p.join(VENV_NVCC)).find(|p| p.is_file())
+}
+
+/// Where nvcc was looked for, in order, for the error when it was not found.
+fn search_order(venv: &Path) -> String {
+    format!(
+        "$CARGO_GPU_NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, /usr/local/cuda/bin, PATH and {}/lib/python3*/{} \
+         (where scripts/setup.sh installs it)",
+        venv.display(),
+        VENV_NVCC.trim_end_matches("/nvcc")
+    )
+}
 
 /// Candidate folders for CUDA tools, in search order.
 pub fn cuda_bin_dirs() -> Vec<PathBuf> {
@@ -53,10 +92,16 @@ pub fn find_nvcc() -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    which::which("nvcc").map_err(|_| {
+    if let Ok(p) = which::which("nvcc") {
+        return Ok(p);
+    }
+    // Last, so that any toolkit the user chose wins over the one set-up installed for them.
+    let venv = setup_venv();
+    venv_nvcc(&venv).ok_or_else(|| {
         anyhow::anyhow!(
-            "no CUDA compiler (nvcc) found: looked in {SEARCH_ORDER}. Install the CUDA toolkit \
-             (12.8 or newer builds sm_90a and sm_100a) and set CUDA_HOME, or point CARGO_GPU_NVCC at nvcc"
+            "no CUDA compiler (nvcc) found: looked in {}. Install the CUDA toolkit (12.8 or newer builds \
+             sm_90a and sm_100a) and set CUDA_HOME, point CARGO_GPU_NVCC at nvcc, or run scripts/setup.sh",
+            search_order(&venv)
         )
     })
 }
@@ -249,6 +294,33 @@ mod tests {
             }
         }
         assert!(nvcc_listing(Version::new(10, 0, 0), "").buildable().is_empty());
+    }
+
+    #[test]
+    fn setup_venv_compiler_is_found_under_any_python3() {
+        let tmp = tempfile::tempdir().unwrap();
+        let venv = tmp.path().join(".venv-cuda");
+        assert_eq!(venv_nvcc(&venv), None);
+        std::fs::create_dir_all(venv.join("lib/python3.12/site-packages/nvidia/cu12/bin")).unwrap();
+        std::fs::write(venv.join("lib/python3.12/site-packages/nvidia/cu12/bin/nvcc"), "").unwrap();
+        assert_eq!(venv_nvcc(&venv), None, "only the cu13 compiler that setup.sh installs");
+        let nvcc = venv.join("lib/python3.11/site-packages/nvidia/cu13/bin/nvcc");
+        std::fs::create_dir_all(nvcc.parent().unwrap()).unwrap();
+        std::fs::write(&nvcc, "").unwrap();
+        assert_eq!(venv_nvcc(&venv), Some(nvcc));
+    }
+
+    #[test]
+    fn the_checkout_venv_is_the_last_place_named() {
+        let order = search_order(Path::new("/src/cargo-gpu/.venv-cuda"));
+        assert!(
+            order.ends_with(
+                "PATH and /src/cargo-gpu/.venv-cuda/lib/python3*/site-packages/nvidia/cu13/bin (where scripts/setup.sh \
+                 installs it)"
+            ),
+            "{order}"
+        );
+        assert!(Path::new(CHECKOUT).join("Cargo.toml").is_file(), "CHECKOUT is this crate's folder");
     }
 
     #[test]
