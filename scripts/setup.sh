@@ -7,8 +7,10 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/scripts/cuda-env.sh"
 ensure_cuda "$repo"
 
-echo "install: cargo install --path $repo --locked"
-cargo install --quiet --path "$repo" --locked --force
+# Print the command that runs, word for word: it is the line to repeat after a change.
+install=(cargo install --quiet --locked --force --path "$repo")
+printf 'install:'; printf ' %q' "${install[@]}"; printf '\n'
+"${install[@]}"
 bin_dir="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin"
 export PATH="$bin_dir:$PATH"
 
@@ -33,5 +35,12 @@ case "$cc" in
 esac
 if [ -n "${CUDA_HOME:-}" ]; then
     echo
-    echo "The CUDA compiler used here: export CUDA_HOME=$CUDA_HOME"
+    case "$CUDA_HOME" in
+        "$repo"/.venv-cuda/*)
+            # cargo-gpu looks here last by itself (it remembers the checkout it was built from).
+            echo "The CUDA compiler used here is this checkout's: $CUDA_HOME"
+            echo "cargo gpu finds it without CUDA_HOME; other tools need: export CUDA_HOME=$CUDA_HOME" ;;
+        *)
+            echo "The CUDA compiler used here: export CUDA_HOME=$CUDA_HOME" ;;
+    esac
 fi

@@ -249,32 +249,78 @@ fn valid_list() -> String {
     SmArch::all().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
 }
 
+/// The numbers and variant of a target written after its `sm_` (`90a`, `100f`, `89`), by syntax
+/// alone: whether the table knows it is for the caller to ask.
+fn split_target(rest: &str) -> Option<(u32, u32, Variant)> {
+    let (digits, variant) = match rest.as_bytes().last()? {
+        b'a' => (&rest[..rest.len() - 1], Variant::Specific),
+        b'f' => (&rest[..rest.len() - 1], Variant::Family),
+        _ => (rest, Variant::Base),
+    };
+    if !(2..=3).contains(&digits.len()) || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let (maj, min) = digits.split_at(digits.len() - 1);
+    Some((maj.parse().ok()?, min.parse().ok()?, variant))
+}
+
+/// A target exactly as it must be written, checked against the table.
+fn parse_exact(s: &str) -> Option<SmArch> {
+    let (major, minor, variant) = split_target(s.strip_prefix("sm_")?)?;
+    let row = find_row(major, minor)?;
+    let exists = match variant {
+        Variant::Base => true,
+        Variant::Specific => row.specific,
+        Variant::Family => row.family,
+    };
+    exists.then_some(SmArch { major, minor, variant })
+}
+
+/// The target a mistyped one most likely meant, when the only mistakes are its case, a missing or
+/// virtual-architecture prefix, or a compute capability's dot: `SM_90A`, `sm90a`, `90a`,
+/// `compute_90a` and `9.0a` all mean `sm_90a`. `None` when even that is no known target.
+pub fn near_target(s: &str) -> Option<SmArch> {
+    let lower = s.trim().to_ascii_lowercase();
+    let rest = ["sm_", "sm-", "sm", "compute_", "compute-", "compute"]
+        .iter()
+        .find_map(|p| lower.strip_prefix(p))
+        .unwrap_or(&lower);
+    // `9.0a`, `10.0`: a compute capability with its dot, whose minor is one digit.
+    let rest = match rest.split_once('.') {
+        Some((major, minor)) if minor.len() <= 2 && minor.starts_with(|c: char| c.is_ascii_digit()) => {
+            format!("{major}{minor}")
+        }
+        _ => rest.to_string(),
+    };
+    parse_exact(&format!("sm_{rest}"))
+}
+
+/// The order in which to list real-architecture names as nvcc prints them (`sm_90`, `sm_100f`),
+/// known to the table or not: by architecture number, then plain, `a`, `f` (the order of
+/// [`SmArch::all`]). `None` for a name that is not `sm_XY`, `sm_XYa` or `sm_XYf`.
+pub fn code_order(code: &str) -> Option<(u32, u32, u8)> {
+    let (major, minor, variant) = split_target(code.strip_prefix("sm_")?)?;
+    let v = match variant {
+        Variant::Base => 0,
+        Variant::Specific => 1,
+        Variant::Family => 2,
+    };
+    Some((major, minor, v))
+}
+
 impl FromStr for SmArch {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> anyhow::Result<SmArch> {
-        let bad = || anyhow::anyhow!("`{s}` is not a GPU target; valid targets are: {}", valid_list());
-        let rest = s.strip_prefix("sm_").ok_or_else(bad)?;
-        let (digits, variant) = match rest.as_bytes().last() {
-            Some(b'a') => (&rest[..rest.len() - 1], Variant::Specific),
-            Some(b'f') => (&rest[..rest.len() - 1], Variant::Family),
-            _ => (rest, Variant::Base),
-        };
-        if !(2..=3).contains(&digits.len()) || !digits.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let (maj, min) = digits.split_at(digits.len() - 1);
-        let (major, minor): (u32, u32) = (maj.parse().map_err(|_| bad())?, min.parse().map_err(|_| bad())?);
-        let row = find_row(major, minor).ok_or_else(bad)?;
-        let exists = match variant {
-            Variant::Base => true,
-            Variant::Specific => row.specific,
-            Variant::Family => row.family,
-        };
-        if !exists {
-            return Err(bad());
-        }
-        Ok(SmArch { major, minor, variant })
+        parse_exact(s).ok_or_else(|| match near_target(s) {
+            Some(near) => {
+                anyhow::anyhow!(
+                    "`{s}` is not a GPU target (did you mean `{near}`?); valid targets are: {}",
+                    valid_list()
+                )
+            }
+            None => anyhow::anyhow!("`{s}` is not a GPU target; valid targets are: {}", valid_list()),
+        })
     }
 }
 
@@ -337,6 +383,55 @@ mod tests {
             assert!(err.contains(&format!("`{bad}` is not a GPU target")), "{err}");
             assert!(err.contains("sm_90a, sm_100, sm_100a, sm_100f"), "{err}");
         }
+    }
+
+    #[test]
+    fn near_misses_suggest_the_target_they_mean() {
+        for typo in ["sm90a", "SM_90A", "sm_90A", "90a", "compute_90a", "Sm-90a", "9.0a", "sm_9.0a", " sm_90a "] {
+            assert_eq!(near_target(typo), Some(arch("sm_90a")), "{typo}");
+            let err = typo.parse::<SmArch>().unwrap_err().to_string();
+            assert!(err.starts_with(&format!("`{typo}` is not a GPU target (did you mean `sm_90a`?); ")), "{err}");
+            assert!(err.contains("valid targets are: sm_75, "), "the list stays: {err}");
+        }
+        assert_eq!(near_target("COMPUTE_100F"), Some(arch("sm_100f")));
+        assert_eq!(near_target("120"), Some(arch("sm_120")));
+        assert_eq!(near_target("10.3"), Some(arch("sm_103")));
+        assert_eq!(near_target("sm_1000"), None);
+    }
+
+    #[test]
+    fn no_hint_without_a_known_target_near() {
+        // sm_80a and sm_90f are well formed but do not exist: guessing a variant would change what
+        // the code may use, so only the list is offered.
+        for bad in ["sm_99z", "sm_99", "sm_90f", "sm_80a", "SM_80A", "hopper", "9.x", "compute_", ""] {
+            assert_eq!(near_target(bad), None, "{bad}");
+            let err = bad.parse::<SmArch>().unwrap_err().to_string();
+            assert!(!err.contains("did you mean"), "{err}");
+            assert!(err.contains("valid targets are: sm_75, "), "{err}");
+        }
+    }
+
+    #[test]
+    fn exactly_the_listed_targets_parse() {
+        let known: Vec<String> = SmArch::all().iter().map(|t| t.to_string()).collect();
+        for n in 10..1300 {
+            for suffix in ["", "a", "f"] {
+                let t = format!("sm_{n}{suffix}");
+                assert_eq!(t.parse::<SmArch>().is_ok(), known.contains(&t), "{t}");
+            }
+        }
+    }
+
+    #[test]
+    fn codes_sort_by_architecture_then_plain_a_f() {
+        let mut codes = vec!["sm_120f", "sm_100", "sm_90a", "sm_75", "sm_121", "sm_100f", "sm_52", "sm_100a", "sm_90"];
+        codes.sort_by_key(|c| code_order(c));
+        assert_eq!(codes, ["sm_52", "sm_75", "sm_90", "sm_90a", "sm_100", "sm_100a", "sm_100f", "sm_120f", "sm_121"]);
+        assert_eq!(code_order("compute_90"), None);
+        let all: Vec<String> = SmArch::all().iter().map(|t| t.to_string()).collect();
+        let mut sorted = all.clone();
+        sorted.sort_by_key(|c| code_order(c));
+        assert_eq!(sorted, all, "SmArch::all() is already in this order");
     }
 
     #[test]

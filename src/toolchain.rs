@@ -1,6 +1,7 @@
 //! The external tools: nvcc (found, versioned, asked what it can build), the inspection tools
-//! beside it (cuobjdump, nvdisasm), nvidia-smi and ssh. Finding a tool follows one order:
-//! an explicit override, `$CUDA_HOME/bin`, `/usr/local/cuda/bin`, then `PATH`.
+//! beside it (cuobjdump, nvdisasm), nvidia-smi and ssh. Finding nvcc follows one order: an
+//! explicit override, `$CUDA_HOME/bin`, `/usr/local/cuda/bin`, `PATH`, then the compiler that
+//! `scripts/setup.sh` installed into the checkout this binary was built from.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -8,7 +9,7 @@ use std::sync::OnceLock;
 use anyhow::{bail, Context, Result};
 use semver::Version;
 
-use crate::arch::SmArch;
+use crate::arch::{self, SmArch};
 use crate::cmd::Cmd;
 use crate::nvidia_smi::{parse_gpu_query, Gpu};
 use crate::shell::Shell;
@@ -23,8 +24,46 @@ pub struct Nvcc {
     pub gpu_codes: Vec<String>,
 }
 
-/// Where a tool was looked for, for the error when it was not found.
-const SEARCH_ORDER: &str = "$CARGO_GPU_NVCC, $CUDA_HOME/bin, /usr/local/cuda/bin and PATH";
+/// The checkout this binary was built from. `scripts/setup.sh` installs the CUDA compiler into its
+/// `.venv-cuda/` when it finds none, then `cargo install --path .` builds from it: remembering the
+/// folder lets a new shell find that compiler without `CUDA_HOME`.
+const CHECKOUT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Where `scripts/setup.sh` puts the CUDA compiler inside its venv (pip's `nvidia-cuda-nvcc` for
+/// CUDA 13), below `lib/python3.N/`.
+const VENV_NVCC: &str = "site-packages/nvidia/cu13/bin/nvcc";
+
+/// The venv that `scripts/setup.sh` made: `$CARGO_GPU_CUDA_VENV`, else `.venv-cuda` in the checkout
+/// this binary was built from.
+pub fn setup_venv() -> PathBuf {
+    match std::env::var_os("CARGO_GPU_CUDA_VENV").filter(|v| !v.is_empty()) {
+        Some(v) => PathBuf::from(v),
+        None => Path::new(CHECKOUT).join(".venv-cuda"),
+    }
+}
+
+/// nvcc inside `venv` (`lib/python3*/site-packages/nvidia/cu13/bin/nvcc`), if it is there. Several
+/// Python versions are tried in name order, so the answer does not depend on directory order.
+pub fn venv_nvcc(venv: &Path) -> Option<PathBuf> {
+    let mut pythons: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path())
+        .collect();
+    pythons.sort();
+    pythons.into_iter().map(|p| p.join(VENV_NVCC)).find(|p| p.is_file())
+}
+
+/// Where nvcc was looked for, in order, for the error when it was not found.
+fn search_order(venv: &Path) -> String {
+    format!(
+        "$CARGO_GPU_NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, /usr/local/cuda/bin, PATH and {}/lib/python3*/{} \
+         (where scripts/setup.sh installs it)",
+        venv.display(),
+        VENV_NVCC.trim_end_matches("/nvcc")
+    )
+}
 
 /// Candidate folders for CUDA tools, in search order.
 pub fn cuda_bin_dirs() -> Vec<PathBuf> {
@@ -53,10 +92,16 @@ pub fn find_nvcc() -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    which::which("nvcc").map_err(|_| {
+    if let Ok(p) = which::which("nvcc") {
+        return Ok(p);
+    }
+    // Last, so that any toolkit the user chose wins over the one set-up installed for them.
+    let venv = setup_venv();
+    venv_nvcc(&venv).ok_or_else(|| {
         anyhow::anyhow!(
-            "no CUDA compiler (nvcc) found: looked in {SEARCH_ORDER}. Install the CUDA toolkit \
-             (12.8 or newer builds sm_90a and sm_100a) and set CUDA_HOME, or point CARGO_GPU_NVCC at nvcc"
+            "no CUDA compiler (nvcc) found: looked in {}. Install the CUDA toolkit (12.8 or newer builds \
+             sm_90a and sm_100a) and set CUDA_HOME, point CARGO_GPU_NVCC at nvcc, or run scripts/setup.sh",
+            search_order(&venv)
         )
     })
 }
@@ -142,6 +187,29 @@ impl Nvcc {
         None
     }
 
+    /// Every target this nvcc builds, sorted by architecture (`sm_90 sm_90a sm_100 sm_100a sm_100f
+    /// ...`). `nvcc --list-gpu-code` names only plain targets; the `a` and `f` forms, and the plain
+    /// ones this tool knows, are kept when [`Nvcc::cannot_build`] allows them, so this list and
+    /// the build agree. Plain targets nvcc lists that this tool has no row for are nvcc's answer and
+    /// stay. Empty when nvcc gave no list.
+    pub fn buildable(&self) -> Vec<String> {
+        if self.gpu_codes.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<String> =
+            SmArch::all().into_iter().filter(|t| self.cannot_build(*t).is_none()).map(|t| t.to_string()).collect();
+        for code in &self.gpu_codes {
+            if code.parse::<SmArch>().is_err() && !out.contains(code) {
+                out.push(code.clone());
+            }
+        }
+        out.sort_by(|a, b| {
+            let key = |c: &str| (arch::code_order(c).is_none(), arch::code_order(c));
+            key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+        });
+        out
+    }
+
     /// The oldest driver CUDA version that loads this nvcc's cubins for `targets`: the toolkit's
     /// major release (minor-version compatibility) and each target's own first release.
     pub fn min_driver_cuda(&self, targets: &[SmArch]) -> (u64, u64) {
@@ -199,6 +267,60 @@ mod tests {
         let old = Nvcc { version: Version::new(12, 8, 0), ..nvcc };
         assert_eq!(old.min_driver_cuda(&["sm_90a".parse().unwrap()]), (12, 0));
         assert_eq!(old.min_driver_cuda(&["sm_100a".parse().unwrap()]), (12, 8));
+    }
+
+    fn nvcc_listing(version: Version, codes: &str) -> Nvcc {
+        Nvcc { path: "nvcc".into(), version, gpu_codes: codes.split_whitespace().map(str::to_string).collect() }
+    }
+
+    #[test]
+    fn buildable_targets_add_a_and_f_forms_and_sort_by_architecture() {
+        // nvcc 13.0.88's own order, which puts sm_110 before sm_103.
+        let n = nvcc_listing(
+            Version::new(13, 0, 88),
+            "sm_75 sm_80 sm_86 sm_87 sm_88 sm_89 sm_90 sm_100 sm_110 sm_103 sm_120 sm_121",
+        );
+        assert_eq!(
+            n.buildable().join(" "),
+            "sm_75 sm_80 sm_86 sm_87 sm_88 sm_89 sm_90 sm_90a sm_100 sm_100a sm_100f sm_103 sm_103a sm_103f \
+             sm_110 sm_110a sm_110f sm_120 sm_120a sm_120f sm_121 sm_121a sm_121f"
+        );
+        // 12.8: no families yet, no sm_103; a plain target outside the table (sm_52) is kept.
+        let old = nvcc_listing(Version::new(12, 8, 61), "sm_90 sm_52 sm_120 sm_100 sm_101");
+        assert_eq!(old.buildable().join(" "), "sm_52 sm_90 sm_90a sm_100 sm_100a sm_101 sm_101a sm_120 sm_120a");
+        for t in old.buildable() {
+            if let Ok(t) = t.parse::<SmArch>() {
+                assert_eq!(old.cannot_build(t), None, "{t} is listed, so the build must accept it");
+            }
+        }
+        assert!(nvcc_listing(Version::new(10, 0, 0), "").buildable().is_empty());
+    }
+
+    #[test]
+    fn setup_venv_compiler_is_found_under_any_python3() {
+        let tmp = tempfile::tempdir().unwrap();
+        let venv = tmp.path().join(".venv-cuda");
+        assert_eq!(venv_nvcc(&venv), None);
+        std::fs::create_dir_all(venv.join("lib/python3.12/site-packages/nvidia/cu12/bin")).unwrap();
+        std::fs::write(venv.join("lib/python3.12/site-packages/nvidia/cu12/bin/nvcc"), "").unwrap();
+        assert_eq!(venv_nvcc(&venv), None, "only the cu13 compiler that setup.sh installs");
+        let nvcc = venv.join("lib/python3.11/site-packages/nvidia/cu13/bin/nvcc");
+        std::fs::create_dir_all(nvcc.parent().unwrap()).unwrap();
+        std::fs::write(&nvcc, "").unwrap();
+        assert_eq!(venv_nvcc(&venv), Some(nvcc));
+    }
+
+    #[test]
+    fn the_checkout_venv_is_the_last_place_named() {
+        let order = search_order(Path::new("/src/cargo-gpu/.venv-cuda"));
+        assert!(
+            order.ends_with(
+                "PATH and /src/cargo-gpu/.venv-cuda/lib/python3*/site-packages/nvidia/cu13/bin (where scripts/setup.sh \
+                 installs it)"
+            ),
+            "{order}"
+        );
+        assert!(Path::new(CHECKOUT).join("Cargo.toml").is_file(), "CHECKOUT is this crate's folder");
     }
 
     #[test]

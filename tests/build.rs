@@ -201,15 +201,71 @@ fn target_too_new_for_the_installed_nvcc_is_refused_before_compiling() {
 #[test]
 fn missing_nvcc_says_where_it_looked_and_what_to_install() {
     let p = TestProject::new("tiny", None);
-    let run = p.cmd(&["build"]).env("PATH", "/usr/bin:/bin").output().unwrap();
+    // Hide the compiler scripts/setup.sh may have installed into this checkout.
+    let no_venv = p.tmp.path().join("no-venv");
+    let run = p.cmd(&["build"]).env("PATH", "/usr/bin:/bin").env("CARGO_GPU_CUDA_VENV", &no_venv).output().unwrap();
     let run = common::Run::from(run).fails_with(1);
     if Path::new("/usr/local/cuda/bin/nvcc").exists() {
         return; // a system toolkit is found by design
     }
-    run.stderr_has(
-        "no CUDA compiler (nvcc) found: looked in $CARGO_GPU_NVCC, $CUDA_HOME/bin, /usr/local/cuda/bin and PATH",
-    );
+    run.stderr_has(&format!(
+        "no CUDA compiler (nvcc) found: looked in $CARGO_GPU_NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, \
+         /usr/local/cuda/bin, PATH and {}/lib/python3*/site-packages/nvidia/cu13/bin (where scripts/setup.sh \
+         installs it)",
+        no_venv.display()
+    ));
     run.stderr_has("set CUDA_HOME");
+    run.stderr_has("or run scripts/setup.sh");
+}
+
+/// nvcc in this checkout's `.venv-cuda`, where scripts/setup.sh (and so scripts/test.sh) installs
+/// it when the machine has no CUDA toolkit.
+fn checkout_venv_nvcc() -> Option<PathBuf> {
+    let lib = common::repo_root().join(".venv-cuda/lib");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("site-packages/nvidia/cu13/bin/nvcc"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+#[test]
+fn a_new_shell_finds_the_compiler_setup_installed() {
+    let Some(nvcc) = checkout_venv_nvcc() else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "under CI=true the checkout needs .venv-cuda: run scripts/test.sh (it installs the CUDA compiler there)"
+        );
+        eprintln!("skipping: no .venv-cuda in this checkout (run scripts/setup.sh)");
+        return;
+    };
+    if ["/usr/local/cuda/bin/nvcc", "/usr/bin/nvcc", "/bin/nvcc"].iter().any(|n| Path::new(n).exists()) {
+        eprintln!("skipping: a system nvcc comes first by design, so the checkout's one is never reached");
+        return;
+    }
+    // The shell after scripts/setup.sh: no CUDA_HOME, no CUDA on PATH. Cargo and rustc come from
+    // the toolchain that runs this test (its bin folder holds no nvcc).
+    let cargo = PathBuf::from(std::env::var_os("CARGO").expect("cargo test sets CARGO"));
+    let toolchain = cargo.parent().unwrap();
+    assert!(!toolchain.join("nvcc").exists(), "{} must not hold nvcc", toolchain.display());
+    let p = TestProject::new("tiny", None);
+    let home = p.tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let mut cmd = std::process::Command::new("env");
+    cmd.arg("-i").arg(format!("PATH={}:/usr/bin:/bin", toolchain.display())).arg(format!("HOME={}", home.display()));
+    for var in ["RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
+        if let Ok(v) = std::env::var(var) {
+            cmd.arg(format!("{var}={v}"));
+        }
+    }
+    cmd.arg(common::BIN).args(["gpu", "build", "-v", "--target", "sm_90a"]).current_dir(&p.dir);
+    let run = common::Run::from(cmd.output().unwrap()).ok();
+    run.stderr_has(&format!("{} ", nvcc.display()));
+    assert!(p.package("debug").join("kernels/fill.sm_90a.cubin").is_file(), "{}", run.stderr);
 }
 
 #[test]

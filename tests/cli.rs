@@ -35,6 +35,20 @@ fn direct_invocation_without_gpu_word_works() {
 }
 
 #[test]
+fn mistyped_target_suggests_the_one_meant() {
+    Command::new(common::BIN)
+        .args(["gpu", "build", "--target", "SM_90A"])
+        .assert()
+        .code(2)
+        .stderr_eq(snapbox::file!["snapshots/target-typo.txt"]);
+    for typo in ["sm90a", "90a", "compute_90a"] {
+        Command::new(common::BIN).args(["gpu", "build", "--target", typo]).assert().code(2).stderr_eq(format!(
+            "error: invalid --target: `{typo}` is not a GPU target (did you mean `sm_90a`?); valid targets are: [..]\n"
+        ));
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     Command::new(common::BIN).args(["gpu", "no-such-command"]).assert().code(2);
 }

@@ -89,6 +89,57 @@ fn reports_the_compiler_and_whether_each_target_builds() {
     let run = doctor(&p, &bin);
     assert!(run.stdout.contains(&format!("nvcc:      13.0.88 ({}/bin/nvcc)", cuda.display())), "{}", run.stdout);
     assert!(run.stdout.contains("sm_90a: builds here (nvcc 13.0)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "\n           builds sm_75 sm_80 sm_86 sm_87 sm_88 sm_89 sm_90 sm_90a sm_100 sm_100a sm_100f sm_103 \
+             sm_103a sm_103f sm_110 sm_110a sm_110f sm_120 sm_120a sm_120f sm_121 sm_121a sm_121f\n"
+        ),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("cuobjdump: "), "{}", run.stdout);
     assert!(!run.stdout.contains("cuobjdump: not found"), "{}", run.stdout);
+}
+
+/// The targets line of doctor's report: what follows `builds`.
+fn builds_line(stdout: &str) -> Vec<String> {
+    let line = stdout.lines().find_map(|l| l.trim_start().strip_prefix("builds ")).expect("a `builds` line");
+    line.split(' ').map(str::to_string).collect()
+}
+
+#[test]
+fn nvcc_targets_are_sorted_with_the_a_and_f_forms_the_build_accepts() {
+    let p = TestProject::new("tiny", None);
+    let cuda = p.tmp.path().join("cuda-12.9");
+    // An nvcc 12.9 that lists its plain targets out of order, one of them (sm_52) older than
+    // anything cargo-gpu knows, and neither sm_88 nor sm_110 (CUDA 13.0).
+    write_script(
+        &cuda.join("bin/nvcc"),
+        "case \"$1\" in\n--version) echo 'Cuda compilation tools, release 12.9, V12.9.41';;\n\
+         --list-gpu-code) printf '%s\\n' sm_121 sm_90 sm_100 sm_75 sm_52 sm_120 sm_103 sm_101 sm_80 sm_86 sm_89 sm_87;;\n\
+         *) exit 9;;\nesac\n",
+    );
+    let targets = ["sm_90a", "sm_100f", "sm_101f", "sm_103a", "sm_121f", "sm_110a", "sm_88"];
+    let manifest = std::fs::read_to_string(p.path("Cargo.toml")).unwrap();
+    let list = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+    p.write("Cargo.toml", &manifest.replace("targets = [\"sm_90a\"]", &format!("targets = [{list}]")));
+    let bin = fake_smi(&p, None);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let run = Run::from(p.cmd(&["doctor"]).env("PATH", path).env("CUDA_HOME", &cuda).output().unwrap()).ok();
+
+    let builds = builds_line(&run.stdout);
+    assert_eq!(
+        builds.join(" "),
+        "sm_52 sm_75 sm_80 sm_86 sm_87 sm_89 sm_90 sm_90a sm_100 sm_100a sm_100f sm_101 sm_101a sm_101f sm_103 \
+         sm_103a sm_103f sm_120 sm_120a sm_120f sm_121 sm_121a sm_121f",
+        "{}",
+        run.stdout
+    );
+    // What the nvcc line says it builds, the per-target verdicts say too, and the reverse.
+    for t in targets {
+        let verdict = run.stdout.lines().find(|l| l.trim_start().starts_with(&format!("{t}: "))).unwrap();
+        let listed = builds.iter().any(|b| b == t);
+        assert_eq!(verdict.contains(": builds here (nvcc 12.9)"), listed, "{verdict}");
+        assert_eq!(verdict.contains(": cannot be built here: "), !listed, "{verdict}");
+    }
 }

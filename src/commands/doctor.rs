@@ -78,7 +78,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &DoctorArgs) -> Result<i32
             "reason": "doctor",
             "gpus": gpus.iter().map(|g| json!({"index": g.index, "name": g.name, "compute_cap": g.compute_cap.to_string(), "driver": g.driver_version})).collect::<Vec<_>>(),
             "gpu_note": gpu_note,
-            "nvcc": nvcc_ok.map(|n| json!({"path": n.path, "version": n.version.to_string(), "gpu_codes": n.gpu_codes})),
+            "nvcc": nvcc_ok.map(|n| json!({"path": n.path, "version": n.version.to_string(), "gpu_codes": n.gpu_codes, "builds": n.buildable()})),
             "tools": tools.iter().map(|(n, p)| (n.to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
             "targets": targets.iter().map(|t| json!({"target": t.to_string(), "verdict": target_verdict(*t, &gpus, nvcc_ok)})).collect::<Vec<_>>(),
         }));
@@ -109,8 +109,9 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &DoctorArgs) -> Result<i32
         }
         (Ok(_), Some(Ok(n))) => {
             let _ = writeln!(out, "nvcc:      {} ({})", n.version, n.path.display());
-            if !n.gpu_codes.is_empty() {
-                let _ = writeln!(out, "           builds {}", n.gpu_codes.join(" "));
+            let builds = n.buildable();
+            if !builds.is_empty() {
+                let _ = writeln!(out, "           builds {}", builds.join(" "));
             }
         }
         (Ok(_), None) => {}

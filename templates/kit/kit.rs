@@ -1303,6 +1303,45 @@ mod tests {
         assert_eq!(manifest_cuda_requirement("name = \"x\"\n"), None);
     }
 
+    /// The kit's rules against cargo-gpu's own, row by row, from a table that cargo-gpu's test
+    /// suite writes from its `arch` and `Manifest` code (tests/kit_arch.rs) and names in
+    /// `CARGO_GPU_KIT_TABLE`. A project's own `cargo test` has no table and compares nothing;
+    /// the suite checks the row count printed here, so an empty comparison cannot pass there.
+    #[test]
+    fn agrees_with_cargo_gpu() {
+        let Some(table) = std::env::var_os("CARGO_GPU_KIT_TABLE") else { return };
+        let text = std::fs::read_to_string(&table).expect("the table cargo-gpu's tests wrote");
+        let cc = |s: &str| -> (u32, u32) {
+            let (major, minor) = s.split_once('.').expect("MAJOR.MINOR");
+            (major.parse().unwrap(), minor.parse().unwrap())
+        };
+        let mut rows = 0;
+        for line in text.lines() {
+            match line.split(' ').collect::<Vec<_>>()[..] {
+                ["runs", target, device, runs] => {
+                    let t = Target::parse(target).unwrap_or_else(|| panic!("the kit cannot read {target}"));
+                    assert_eq!(t.to_string(), target);
+                    assert_eq!(t.runs_on(cc(device)), runs == "yes", "{line}");
+                }
+                ["best", device, targets, best] => {
+                    let files: Vec<String> = targets.split(',').map(|t| format!("k.{t}.cubin")).collect();
+                    let chosen = choose_cubin(&files, "k", cc(device)).map(|(_, t)| t.to_string());
+                    assert_eq!(chosen.as_deref().unwrap_or("-"), best, "{line}");
+                }
+                ["cubin", file, stem, target] => {
+                    let found = cubins_of(&[file.to_string()], stem);
+                    assert_eq!(found, vec![(file.to_string(), Target::parse(target).unwrap())], "{line}");
+                }
+                ["package", kernels_dir, cuda] => {
+                    assert_eq!(package_cuda_requirement(Path::new(kernels_dir)), Some(cc(cuda)), "{line}");
+                }
+                _ => panic!("unknown row in {}: {line}", Path::new(&table).display()),
+            }
+            rows += 1;
+        }
+        println!("kit agrees with cargo-gpu on {rows} rows");
+    }
+
     #[test]
     fn results_are_written_as_json_into_cargo_gpu_out() {
         let dir = std::env::temp_dir().join(format!("kit-report-{}", std::process::id()));
