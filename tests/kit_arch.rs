@@ -1,7 +1,7 @@
 //! The runner kit (`templates/kit/kit.rs`) keeps generated projects free of any dependency but
 //! cudarc, so it re-implements two things cargo-gpu owns: which cubin runs on which compute
 //! capability and which of several is best (`cargo_gpu::arch`), and reading the package's
-//! `manifest.toml` (`cargo_gpu::build::manifest`). This test writes cargo-gpu's answers into a
+//! `manifest.toml` (`cargo_gpu::package::manifest`). This test writes cargo-gpu's answers into a
 //! table (every target it accepts on every compute capability from 7.0 to 12.9, the best choice
 //! among many sets of targets, cubin names and manifests as the build writes them), generates a
 //! project with `cargo gpu new`, and runs the kit's own unit test there against that table.
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cargo_gpu::arch::{ComputeCap, SmArch};
-use cargo_gpu::build::kernels::{Job, KernelSource};
-use cargo_gpu::build::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
+use cargo_gpu::compile::sources::{Job, KernelSource};
+use cargo_gpu::package::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
 use cargo_gpu::toolchain::Nvcc;
 use common::{repo_root, Run, BIN};
 use semver::Version;
