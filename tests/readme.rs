@@ -53,3 +53,49 @@ fn remote_config_example_parses_with_every_key() {
         assert_eq!(config.default.remote.as_deref(), Some("h100"));
     }
 }
+
+/// Every long flag a command's `--help` lists is named in the README, so no flag goes
+/// undocumented (`remote-run --release` once did), and `-q` is described as `--help` has it.
+#[test]
+fn every_flag_of_build_and_remote_run_is_in_the_readme() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for cmd in ["build", "remote-run"] {
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_cargo-gpu")).args(["gpu", cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        for flag in help.split_whitespace().filter(|w| w.starts_with("--") && w.len() > 2) {
+            let flag = flag.trim_end_matches([',', '.']).split(['=', '[', '<']).next().unwrap();
+            if flag == "--help" {
+                continue;
+            }
+            assert!(readme.contains(flag), "`cargo gpu {cmd} {flag}` is not in the README");
+        }
+    }
+    assert!(
+        readme.contains("`-q` (`--quiet`) prints nothing but errors and warnings"),
+        "the README's -q says what --help says"
+    );
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-gpu")).args(["gpu", "--help"]).output().unwrap();
+    assert!(String::from_utf8(help.stdout).unwrap().contains("Print nothing but errors and warnings"));
+}
+
+/// kernels-example's README names every file it borrows from the templates, so it cannot drift
+/// from what the example really links and includes.
+#[test]
+fn kernels_example_readme_names_what_it_borrows() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("kernels-example/README.md")).unwrap();
+    assert!(readme.contains("only inside this repository"), "{readme}");
+    for e in std::fs::read_dir(root.join("kernels-example/kernels")).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_symlink() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(readme.contains(&format!("`kernels/{name}`")), "kernels/{name} is a link the README does not name");
+        }
+    }
+    let main = std::fs::read_to_string(root.join("kernels-example/src/main.rs")).unwrap();
+    for line in main.lines().filter_map(|l| l.trim().strip_prefix("#[path = \"../../")) {
+        let path = line.trim_end_matches("\"]");
+        assert!(readme.contains(&format!("`{path}`")), "src/main.rs includes {path}, which the README does not name");
+    }
+}
