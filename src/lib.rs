@@ -14,6 +14,7 @@ pub mod config;
 pub mod digest;
 pub mod escape;
 pub mod exit;
+pub mod manifest_edit;
 pub mod nvidia_smi;
 pub mod project;
 pub mod quote;

@@ -179,12 +179,18 @@ pub fn project_files(template: &Template, vars: &Vars) -> Result<Vec<(PathBuf, S
 /// The binary `cargo gpu init` adds to an existing crate.
 pub const INIT_RUNNER: &str = "gpu-runner";
 
+/// Where the runner `cargo gpu init` adds has its `main.rs`, as a manifest writes it: cargo finds
+/// it there on its own, and a `[[bin]]` points to it where `autobins = false` stops that.
+pub fn init_runner_main() -> String {
+    format!("src/bin/{INIT_RUNNER}/main.rs")
+}
+
 /// The files `cargo gpu init` adds to an existing crate: the template's kernels, and its runner
 /// as the binary [`INIT_RUNNER`] in `src/bin/gpu-runner/` (with the kit beside it), so the
 /// crate's own `src/main.rs` or `src/lib.rs` is left alone. Cargo.toml and the README are not
 /// among them: init edits the existing manifest instead.
 pub fn init_files(template: &Template) -> Vec<(PathBuf, String)> {
-    let bin_dir = PathBuf::from("src/bin").join(INIT_RUNNER);
+    let bin_dir = PathBuf::from(init_runner_main()).parent().expect("a file in a folder").to_path_buf();
     let mut files = Vec::new();
     for f in template.files.iter().filter(|f| !f.path.ends_with(".tmpl")) {
         let path = match f.path.strip_prefix("src/") {
@@ -203,7 +209,7 @@ pub fn init_files(template: &Template) -> Vec<(PathBuf, String)> {
 /// it builds as it is) to the same line.
 pub const CUDARC_DEPENDENCY: &str = r#"cudarc = { version = "0.19.10", default-features = false, features = ["std", "driver", "nvrtc", "dynamic-loading", "cuda-13000"] }"#;
 
-/// The `[package.metadata.gpu]` table `cargo gpu init` appends.
+/// The `[package.metadata.gpu]` table `cargo gpu init` adds, with its comment.
 pub fn metadata_table(targets: &[SmArch]) -> String {
     let vars = Vars { name: INIT_RUNNER.to_string(), targets: targets.to_vec() };
     format!(

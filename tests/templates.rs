@@ -1,7 +1,8 @@
 //! `cargo gpu new` and `cargo gpu init` through the real binary: each template generated into a
 //! temporary folder and built with the real nvcc, its SASS read with cuobjdump (HGMMA in the
 //! Hopper GEMM, UTCHMMA and the TMEM allocation in the Blackwell one), the kit copied byte for
-//! byte, and every refusal (bad names, existing folders, existing `[package.metadata.gpu]`).
+//! byte, init's edit of a hand-written manifest, and every refusal (bad names, existing folders,
+//! existing `[package.metadata.gpu]`).
 
 mod common;
 
@@ -180,8 +181,10 @@ fn new_refuses_to_overwrite() {
     assert_eq!(std::fs::read_to_string(dir.join("keep.txt")).unwrap(), "mine");
 }
 
+/// A crate with a manifest the way people write them: comments, one of them on a header.
 fn existing_crate(dir: &Path) -> String {
-    let manifest = "[package]\nname = \"existing\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n";
+    let manifest = "# An existing crate.\n[package]\nname = \"existing\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+                    [dependencies] # none yet\n\n[profile.dev]\nopt-level = 1 # keep tests quick\n";
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
     std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
@@ -200,6 +203,14 @@ fn init_adds_metadata_kernels_and_a_runner_that_builds() {
     let m = manifest(&dir);
     assert_eq!(m["package"]["metadata"]["gpu"]["runner"].as_str(), Some("gpu-runner"));
     assert!(m["dependencies"]["cudarc"].is_table());
+    let edited = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    for kept in [
+        "# An existing crate.\n[package]\n",
+        "\n[dependencies] # none yet\ncudarc = ",
+        "opt-level = 1 # keep tests quick\n",
+    ] {
+        assert!(edited.contains(kept), "{kept:?} was not kept:\n{edited}");
+    }
     assert_eq!(
         std::fs::read_to_string(dir.join("src/main.rs")).unwrap(),
         "fn main() {}\n",
@@ -219,6 +230,29 @@ fn init_adds_metadata_kernels_and_a_runner_that_builds() {
     let before = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     run(gpu(&dir, None, &["init"])).fails_with(1).stderr_has("already has [package.metadata.gpu]");
     assert_eq!(std::fs::read_to_string(dir.join("Cargo.toml")).unwrap(), before);
+}
+
+#[test]
+fn init_under_autobins_false_adds_a_runner_bin_that_builds() {
+    let Some(cuda) = require_cuda() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("no-autobins");
+    let original = "[package]\nname = \"no-autobins\"\nversion = \"0.1.0\"\nedition = \"2021\"\nautobins = false\n\n\
+                    [[bin]]\nname = \"no-autobins\"\npath = \"src/main.rs\"\n";
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("Cargo.toml"), original).unwrap();
+    std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+    let mut init = gpu(&dir, Some(&cuda), &["init"]);
+    init.env("PATH", fake_smi_path(tmp.path(), None));
+    run(init).ok();
+    let bins: Vec<String> =
+        manifest(&dir)["bin"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(bins, ["no-autobins", "gpu-runner"]);
+    // Without the [[bin]] cargo would not build src/bin/gpu-runner/ and the package would lack it.
+    run(gpu(&dir, Some(&cuda), &["build"])).ok();
+    let pkg = target_dir().join("gpu/debug/no-autobins");
+    assert!(pkg.join("bin/gpu-runner").is_file());
+    assert!(pkg.join("kernels/vector_add.sm_90a.cubin").is_file());
 }
 
 #[test]
