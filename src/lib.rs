@@ -25,6 +25,7 @@ pub mod safe_fs;
 pub mod shell;
 pub mod templates;
 pub mod toolchain;
+pub mod vcs;
 
 use cli::{Cargo, GpuCommand};
 use shell::Shell;

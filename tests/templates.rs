@@ -1,8 +1,9 @@
 //! `cargo gpu new` and `cargo gpu init` through the real binary: each template generated into a
 //! temporary folder and built with the real nvcc, its SASS read with cuobjdump (HGMMA in the
 //! Hopper GEMM, UTCHMMA and the TMEM allocation in the Blackwell one), the kit copied byte for
-//! byte, init's edit of a hand-written manifest, and every refusal (bad names, existing folders,
-//! existing `[package.metadata.gpu]`).
+//! byte, the git repository and `.gitignore` of a new project (checked with the real git), init's
+//! edit of a hand-written manifest, and every refusal (bad names, existing folders, existing
+//! `[package.metadata.gpu]`).
 
 mod common;
 
@@ -20,6 +21,8 @@ fn gpu(dir: &Path, cuda: Option<&Path>, args: &[&str]) -> Command {
     c.env("CARGO_TARGET_DIR", target_dir());
     c.env("CARGO_TERM_COLOR", "never");
     c.env_remove("CARGO_GPU_NVCC").env_remove("CUDA_PATH");
+    // Whether `new` makes a repository must not depend on a repository above the temporary folder.
+    c.env("GIT_CEILING_DIRECTORIES", std::env::temp_dir());
     match cuda {
         Some(h) => c.env("CUDA_HOME", h),
         None => c.env_remove("CUDA_HOME"),
@@ -29,6 +32,14 @@ fn gpu(dir: &Path, cuda: Option<&Path>, args: &[&str]) -> Command {
 
 fn run(mut c: Command) -> Run {
     Run::from(c.output().unwrap())
+}
+
+/// `git ARGS` in `dir`, to see what `new` made.
+fn git(dir: &Path, args: &[&str]) -> Run {
+    let mut c = Command::new("git");
+    c.args(args).current_dir(dir).env("GIT_CEILING_DIRECTORIES", std::env::temp_dir());
+    c.env_remove("GIT_DIR").env_remove("GIT_WORK_TREE");
+    run(c)
 }
 
 fn target_dir() -> PathBuf {
@@ -253,6 +264,73 @@ fn init_under_autobins_false_adds_a_runner_bin_that_builds() {
     let pkg = target_dir().join("gpu/debug/no-autobins");
     assert!(pkg.join("bin/gpu-runner").is_file());
     assert!(pkg.join("kernels/vector_add.sm_90a.cubin").is_file());
+}
+
+#[test]
+fn new_makes_a_git_repository_that_ignores_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(gpu(tmp.path(), None, &["new", "fresh", "--template", "hopper-wgmma"])).ok();
+    let dir = tmp.path().join("fresh");
+    assert!(dir.join(".git").is_dir(), "git init ran in the project");
+    assert_eq!(std::fs::read_to_string(dir.join(".gitignore")).unwrap(), "/target\n");
+    let top = git(&dir, &["rev-parse", "--show-toplevel"]).ok();
+    assert_eq!(Path::new(top.stdout.trim()), dir.canonicalize().unwrap());
+    git(&dir, &["check-ignore", "--quiet", "target/gpu/release/fresh/bin/fresh"]).ok();
+    // Like cargo new: nothing committed, every generated file waiting to be added.
+    let status = git(&dir, &["status", "--porcelain", "--untracked-files=all"]).ok();
+    for file in [".gitignore", "Cargo.toml", "src/kit.rs", "kernels/hgemm.cu"] {
+        assert!(status.stdout.contains(&format!("?? {file}\n")), "{file}: {}", status.stdout);
+    }
+}
+
+#[test]
+fn new_inside_a_repository_makes_no_nested_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outer = tmp.path().join("outer");
+    std::fs::create_dir(&outer).unwrap();
+    git(&outer, &["init", "--quiet"]).ok();
+    std::fs::write(outer.join(".gitignore"), "/scratch/\n").unwrap();
+    let hopper = ["--template", "hopper-wgmma"];
+
+    run(gpu(&outer, None, &[&["new", "inner"][..], &hopper].concat())).ok();
+    let inner = outer.join("inner");
+    assert!(inner.join("Cargo.toml").is_file());
+    assert!(!inner.join(".git").exists(), "no repository inside the repository");
+    let top = git(&inner, &["rev-parse", "--show-toplevel"]).ok();
+    assert_eq!(Path::new(top.stdout.trim()), outer.canonicalize().unwrap(), "it belongs to the outer repository");
+    git(&outer, &["check-ignore", "--quiet", "inner/target/x"]).ok();
+
+    // As with cargo new, a folder the repository ignores is no part of it: the project gets its own.
+    run(gpu(&outer, None, &[&["new", "scratch/mine"][..], &hopper].concat())).ok();
+    assert!(outer.join("scratch/mine/.git").is_dir());
+    // Asked for by name, a repository is made even inside another.
+    run(gpu(&outer, None, &[&["new", "forced", "--vcs", "git"][..], &hopper].concat())).ok();
+    assert!(outer.join("forced/.git").is_dir());
+    run(gpu(&outer, None, &[&["new", "bare", "--vcs", "none"][..], &hopper].concat())).ok();
+    assert!(outer.join("bare/Cargo.toml").is_file());
+    assert!(!outer.join("bare/.git").exists() && !outer.join("bare/.gitignore").exists());
+}
+
+#[test]
+fn new_without_git_still_writes_the_gitignore_and_raises_no_alarm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty_path = tmp.path().join("no-tools");
+    std::fs::create_dir(&empty_path).unwrap();
+    let mut new = gpu(tmp.path(), None, &["new", "offline", "--template", "hopper-wgmma"]);
+    new.env("PATH", &empty_path);
+    let out = run(new).ok();
+    for alarm in ["warning", "error", "git"] {
+        assert!(!out.stderr.contains(alarm), "{alarm}: {}", out.stderr);
+    }
+    let dir = tmp.path().join("offline");
+    assert_eq!(std::fs::read_to_string(dir.join(".gitignore")).unwrap(), "/target\n");
+    assert!(!dir.join(".git").exists());
+
+    // Asked for by name, git's absence is an error, before anything is written.
+    let mut forced = gpu(tmp.path(), None, &["new", "forced", "--vcs", "git", "--template", "hopper-wgmma"]);
+    forced.env("PATH", &empty_path);
+    run(forced).fails_with(1).stderr_has("failed to find git, which --vcs git asks for");
+    assert!(!tmp.path().join("forced").exists());
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! `cargo gpu new` and `cargo gpu init`: write a project from an embedded template, or add
-//! `[package.metadata.gpu]`, kernels and a runner to an existing crate. Neither overwrites
-//! anything: every file is checked before the first one is written.
+//! `cargo gpu new` and `cargo gpu init`: write a project from an embedded template (made a git
+//! repository as `cargo new` does), or add `[package.metadata.gpu]`, kernels and a runner to an
+//! existing crate. Neither overwrites anything: every file is checked before the first one is
+//! written.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ use crate::manifest_edit;
 use crate::shell::Shell;
 use crate::templates::{self, Template, Vars};
 use crate::toolchain;
+use crate::vcs;
 
 /// The template's targets; for the basic one, those of the local GPUs, else sm_90a.
 pub fn targets_for(shell: &Shell, template: &Template) -> Result<(Vec<SmArch>, String)> {
@@ -92,9 +94,14 @@ pub fn exec_new(shell: &Shell, _global: &GlobalOpts, args: &NewArgs) -> Result<i
             args.path.display()
         );
     }
+    let vcs = vcs::plan(shell, args.vcs, &args.path)?;
     let (targets, why) = targets_for(shell, template)?;
-    let files = templates::project_files(template, &Vars { name: name.clone(), targets: targets.clone() })?;
+    let mut files = templates::project_files(template, &Vars { name: name.clone(), targets: targets.clone() })?;
+    if vcs.writes_gitignore() {
+        files.push((PathBuf::from(".gitignore"), vcs::GITIGNORE.to_string()));
+    }
     write_files(&args.path, &files)?;
+    vcs::apply(shell, vcs, &args.path)?;
     shell.status(
         "Created",
         format!(
