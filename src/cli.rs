@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::shell::{MessageFormat, Verbosity};
+use crate::vcs::Vcs;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", styles = clap::builder::styling::Styles::styled())]
@@ -172,6 +173,9 @@ pub struct NewArgs {
     /// Package name [default: the folder name]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Version control: a git repository with a .gitignore, or none [default: git, but inside a git work tree a .gitignore only]
+    #[arg(long, value_name = "VCS", value_enum)]
+    pub vcs: Option<Vcs>,
 }
 
 #[derive(Debug, Args, Clone)]

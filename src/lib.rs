@@ -31,6 +31,7 @@ pub mod config;
 pub mod digest;
 pub mod escape;
 pub mod exit;
+pub mod manifest_edit;
 pub mod nvidia_smi;
 pub mod package;
 pub mod project;
@@ -42,6 +43,7 @@ pub mod safe_fs;
 pub mod shell;
 pub mod templates;
 pub mod toolchain;
+pub mod vcs;
 
 use cli::{Cargo, GpuCommand};
 use shell::Shell;

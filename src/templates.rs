@@ -1,7 +1,9 @@
 //! The project templates of `cargo gpu new` and `cargo gpu init`, embedded in the binary: the
 //! files under `templates/<name>/` and the runner kit `templates/kit/kit.rs`, the rules for crate
-//! names, and rendering (`{{name}}`, `{{targets}}` in files whose name ends in `.tmpl`). Pure: the
-//! commands in `commands/new.rs` do the file-system work.
+//! names, and rendering (`{{name}}`, `{{targets}}`, `{{cudarc}}` in files whose name ends in
+//! `.tmpl`). It is also the one home of what every runner's manifest holds (the cudarc dependency,
+//! the `[package.metadata.gpu]` table), which `cargo gpu init` writes into an existing crate too.
+//! Pure: the commands in `commands/new.rs` do the file-system work.
 
 use std::path::PathBuf;
 
@@ -127,6 +129,7 @@ impl Vars {
         let targets: Vec<String> = self.targets.iter().map(|t| t.to_string()).collect();
         match key {
             "name" => Some(self.name.clone()),
+            "cudarc" => Some(CUDARC_DEPENDENCY.to_string()),
             // TOML array items: "sm_90a", "sm_100a"
             "targets" => Some(targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ")),
             // Prose: sm_90a and sm_100a
@@ -176,12 +179,18 @@ pub fn project_files(template: &Template, vars: &Vars) -> Result<Vec<(PathBuf, S
 /// The binary `cargo gpu init` adds to an existing crate.
 pub const INIT_RUNNER: &str = "gpu-runner";
 
+/// Where the runner `cargo gpu init` adds has its `main.rs`, as a manifest writes it: cargo finds
+/// it there on its own, and a `[[bin]]` points to it where `autobins = false` stops that.
+pub fn init_runner_main() -> String {
+    format!("src/bin/{INIT_RUNNER}/main.rs")
+}
+
 /// The files `cargo gpu init` adds to an existing crate: the template's kernels, and its runner
 /// as the binary [`INIT_RUNNER`] in `src/bin/gpu-runner/` (with the kit beside it), so the
 /// crate's own `src/main.rs` or `src/lib.rs` is left alone. Cargo.toml and the README are not
 /// among them: init edits the existing manifest instead.
 pub fn init_files(template: &Template) -> Vec<(PathBuf, String)> {
-    let bin_dir = PathBuf::from("src/bin").join(INIT_RUNNER);
+    let bin_dir = PathBuf::from(init_runner_main()).parent().expect("a file in a folder").to_path_buf();
     let mut files = Vec::new();
     for f in template.files.iter().filter(|f| !f.path.ends_with(".tmpl")) {
         let path = match f.path.strip_prefix("src/") {
@@ -195,10 +204,12 @@ pub fn init_files(template: &Template) -> Vec<(PathBuf, String)> {
 }
 
 /// The `cudarc` dependency line every runner needs (driver API, loaded at run time, so the runner
-/// builds without CUDA installed).
+/// builds without CUDA installed). The one copy: the templates take it through `{{cudarc}}`,
+/// `cargo gpu init` adds it, and a test holds `kernels-example/Cargo.toml` (a plain file, so that
+/// it builds as it is) to the same line.
 pub const CUDARC_DEPENDENCY: &str = r#"cudarc = { version = "0.19.10", default-features = false, features = ["std", "driver", "nvrtc", "dynamic-loading", "cuda-13000"] }"#;
 
-/// The `[package.metadata.gpu]` table `cargo gpu init` appends.
+/// The `[package.metadata.gpu]` table `cargo gpu init` adds, with its comment.
 pub fn metadata_table(targets: &[SmArch]) -> String {
     let vars = Vars { name: INIT_RUNNER.to_string(), targets: targets.to_vec() };
     format!(
@@ -278,6 +289,36 @@ mod tests {
         assert!(paths.contains(&"src/bin/gpu-runner/kit.rs".to_string()));
         assert!(paths.contains(&"kernels/vector_add.cu".to_string()));
         assert!(!paths.iter().any(|p| p.contains("Cargo.toml") || p.contains("README")));
+    }
+
+    #[test]
+    fn every_template_takes_the_cudarc_line_from_the_one_constant() {
+        for t in TEMPLATES {
+            let tmpl = t.files.iter().find(|f| f.path == "Cargo.toml.tmpl").unwrap().text;
+            assert!(tmpl.contains("{{cudarc}}"), "{}: the manifest takes cudarc from CUDARC_DEPENDENCY", t.name);
+            assert!(!tmpl.contains("cudarc ="), "{}: a copy of the cudarc line in the template", t.name);
+            let files = project_files(t, &vars()).unwrap();
+            let manifest = &files.iter().find(|(p, _)| p == &PathBuf::from("Cargo.toml")).unwrap().1;
+            assert!(manifest.lines().any(|l| l == CUDARC_DEPENDENCY), "{}: {manifest}", t.name);
+        }
+    }
+
+    /// kernels-example builds as a plain crate, so it holds a copy of the line: this keeps the copy
+    /// equal to the constant, and its lock file on a cudarc that the constant accepts.
+    #[test]
+    fn kernels_example_uses_the_same_cudarc_line() {
+        let manifest = include_str!("../kernels-example/Cargo.toml");
+        assert!(
+            manifest.lines().any(|l| l == CUDARC_DEPENDENCY),
+            "kernels-example/Cargo.toml must have the line\n{CUDARC_DEPENDENCY}\nbut has\n{}",
+            manifest.lines().filter(|l| l.contains("cudarc")).collect::<Vec<_>>().join("\n")
+        );
+        let dep: toml::Table = toml::from_str(CUDARC_DEPENDENCY).unwrap();
+        let req = semver::VersionReq::parse(dep["cudarc"]["version"].as_str().unwrap()).unwrap();
+        let lock: toml::Table = toml::from_str(include_str!("../kernels-example/Cargo.lock")).unwrap();
+        let locked = lock["package"].as_array().unwrap().iter().find(|p| p["name"].as_str() == Some("cudarc")).unwrap();
+        let version = semver::Version::parse(locked["version"].as_str().unwrap()).unwrap();
+        assert!(req.matches(&version), "kernels-example/Cargo.lock has cudarc {version}, the constant asks for {req}");
     }
 
     #[test]

@@ -26,6 +26,16 @@ fn build_help() {
 }
 
 #[test]
+fn new_help() {
+    Command::new(common::BIN)
+        .args(["gpu", "new", "--help"])
+        .env("COLUMNS", "100")
+        .assert()
+        .success()
+        .stdout_eq(snapbox::file!["snapshots/new-help.txt"]);
+}
+
+#[test]
 fn direct_invocation_without_gpu_word_works() {
     Command::new(common::BIN)
         .args(["build", "--target", "sm_99z"])

@@ -1,7 +1,9 @@
 //! `cargo gpu new` and `cargo gpu init` through the real binary: each template generated into a
 //! temporary folder and built with the real nvcc, its SASS read with cuobjdump (HGMMA in the
 //! Hopper GEMM, UTCHMMA and the TMEM allocation in the Blackwell one), the kit copied byte for
-//! byte, and every refusal (bad names, existing folders, existing `[package.metadata.gpu]`).
+//! byte, the git repository and `.gitignore` of a new project (checked with the real git), init's
+//! edit of a hand-written manifest, and every refusal (bad names, existing folders, existing
+//! `[package.metadata.gpu]`).
 
 mod common;
 
@@ -19,6 +21,8 @@ fn gpu(dir: &Path, cuda: Option<&Path>, args: &[&str]) -> Command {
     c.env("CARGO_TARGET_DIR", target_dir());
     c.env("CARGO_TERM_COLOR", "never");
     c.env_remove("CARGO_GPU_NVCC").env_remove("CUDA_PATH");
+    // Whether `new` makes a repository must not depend on a repository above the temporary folder.
+    c.env("GIT_CEILING_DIRECTORIES", std::env::temp_dir());
     match cuda {
         Some(h) => c.env("CUDA_HOME", h),
         None => c.env_remove("CUDA_HOME"),
@@ -28,6 +32,14 @@ fn gpu(dir: &Path, cuda: Option<&Path>, args: &[&str]) -> Command {
 
 fn run(mut c: Command) -> Run {
     Run::from(c.output().unwrap())
+}
+
+/// `git ARGS` in `dir`, to see what `new` made.
+fn git(dir: &Path, args: &[&str]) -> Run {
+    let mut c = Command::new("git");
+    c.args(args).current_dir(dir).env("GIT_CEILING_DIRECTORIES", std::env::temp_dir());
+    c.env_remove("GIT_DIR").env_remove("GIT_WORK_TREE");
+    run(c)
 }
 
 fn target_dir() -> PathBuf {
@@ -180,8 +192,10 @@ fn new_refuses_to_overwrite() {
     assert_eq!(std::fs::read_to_string(dir.join("keep.txt")).unwrap(), "mine");
 }
 
+/// A crate with a manifest the way people write them: comments, one of them on a header.
 fn existing_crate(dir: &Path) -> String {
-    let manifest = "[package]\nname = \"existing\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n";
+    let manifest = "# An existing crate.\n[package]\nname = \"existing\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+                    [dependencies] # none yet\n\n[profile.dev]\nopt-level = 1 # keep tests quick\n";
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
     std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
@@ -200,6 +214,14 @@ fn init_adds_metadata_kernels_and_a_runner_that_builds() {
     let m = manifest(&dir);
     assert_eq!(m["package"]["metadata"]["gpu"]["runner"].as_str(), Some("gpu-runner"));
     assert!(m["dependencies"]["cudarc"].is_table());
+    let edited = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    for kept in [
+        "# An existing crate.\n[package]\n",
+        "\n[dependencies] # none yet\ncudarc = ",
+        "opt-level = 1 # keep tests quick\n",
+    ] {
+        assert!(edited.contains(kept), "{kept:?} was not kept:\n{edited}");
+    }
     assert_eq!(
         std::fs::read_to_string(dir.join("src/main.rs")).unwrap(),
         "fn main() {}\n",
@@ -219,6 +241,96 @@ fn init_adds_metadata_kernels_and_a_runner_that_builds() {
     let before = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     run(gpu(&dir, None, &["init"])).fails_with(1).stderr_has("already has [package.metadata.gpu]");
     assert_eq!(std::fs::read_to_string(dir.join("Cargo.toml")).unwrap(), before);
+}
+
+#[test]
+fn init_under_autobins_false_adds_a_runner_bin_that_builds() {
+    let Some(cuda) = require_cuda() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("no-autobins");
+    let original = "[package]\nname = \"no-autobins\"\nversion = \"0.1.0\"\nedition = \"2021\"\nautobins = false\n\n\
+                    [[bin]]\nname = \"no-autobins\"\npath = \"src/main.rs\"\n";
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("Cargo.toml"), original).unwrap();
+    std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+    let mut init = gpu(&dir, Some(&cuda), &["init"]);
+    init.env("PATH", fake_smi_path(tmp.path(), None));
+    run(init).ok();
+    let bins: Vec<String> =
+        manifest(&dir)["bin"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(bins, ["no-autobins", "gpu-runner"]);
+    // Without the [[bin]] cargo would not build src/bin/gpu-runner/ and the package would lack it.
+    run(gpu(&dir, Some(&cuda), &["build"])).ok();
+    let pkg = target_dir().join("gpu/debug/no-autobins");
+    assert!(pkg.join("bin/gpu-runner").is_file());
+    assert!(pkg.join("kernels/vector_add.sm_90a.cubin").is_file());
+}
+
+#[test]
+fn new_makes_a_git_repository_that_ignores_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(gpu(tmp.path(), None, &["new", "fresh", "--template", "hopper-wgmma"])).ok();
+    let dir = tmp.path().join("fresh");
+    assert!(dir.join(".git").is_dir(), "git init ran in the project");
+    assert_eq!(std::fs::read_to_string(dir.join(".gitignore")).unwrap(), "/target\n");
+    let top = git(&dir, &["rev-parse", "--show-toplevel"]).ok();
+    assert_eq!(Path::new(top.stdout.trim()), dir.canonicalize().unwrap());
+    git(&dir, &["check-ignore", "--quiet", "target/gpu/release/fresh/bin/fresh"]).ok();
+    // Like cargo new: nothing committed, every generated file waiting to be added.
+    let status = git(&dir, &["status", "--porcelain", "--untracked-files=all"]).ok();
+    for file in [".gitignore", "Cargo.toml", "src/kit.rs", "kernels/hgemm.cu"] {
+        assert!(status.stdout.contains(&format!("?? {file}\n")), "{file}: {}", status.stdout);
+    }
+}
+
+#[test]
+fn new_inside_a_repository_makes_no_nested_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outer = tmp.path().join("outer");
+    std::fs::create_dir(&outer).unwrap();
+    git(&outer, &["init", "--quiet"]).ok();
+    std::fs::write(outer.join(".gitignore"), "/scratch/\n").unwrap();
+    let hopper = ["--template", "hopper-wgmma"];
+
+    run(gpu(&outer, None, &[&["new", "inner"][..], &hopper].concat())).ok();
+    let inner = outer.join("inner");
+    assert!(inner.join("Cargo.toml").is_file());
+    assert!(!inner.join(".git").exists(), "no repository inside the repository");
+    let top = git(&inner, &["rev-parse", "--show-toplevel"]).ok();
+    assert_eq!(Path::new(top.stdout.trim()), outer.canonicalize().unwrap(), "it belongs to the outer repository");
+    git(&outer, &["check-ignore", "--quiet", "inner/target/x"]).ok();
+
+    // As with cargo new, a folder the repository ignores is no part of it: the project gets its own.
+    run(gpu(&outer, None, &[&["new", "scratch/mine"][..], &hopper].concat())).ok();
+    assert!(outer.join("scratch/mine/.git").is_dir());
+    // Asked for by name, a repository is made even inside another.
+    run(gpu(&outer, None, &[&["new", "forced", "--vcs", "git"][..], &hopper].concat())).ok();
+    assert!(outer.join("forced/.git").is_dir());
+    run(gpu(&outer, None, &[&["new", "bare", "--vcs", "none"][..], &hopper].concat())).ok();
+    assert!(outer.join("bare/Cargo.toml").is_file());
+    assert!(!outer.join("bare/.git").exists() && !outer.join("bare/.gitignore").exists());
+}
+
+#[test]
+fn new_without_git_still_writes_the_gitignore_and_raises_no_alarm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty_path = tmp.path().join("no-tools");
+    std::fs::create_dir(&empty_path).unwrap();
+    let mut new = gpu(tmp.path(), None, &["new", "offline", "--template", "hopper-wgmma"]);
+    new.env("PATH", &empty_path);
+    let out = run(new).ok();
+    for alarm in ["warning", "error", "git"] {
+        assert!(!out.stderr.contains(alarm), "{alarm}: {}", out.stderr);
+    }
+    let dir = tmp.path().join("offline");
+    assert_eq!(std::fs::read_to_string(dir.join(".gitignore")).unwrap(), "/target\n");
+    assert!(!dir.join(".git").exists());
+
+    // Asked for by name, git's absence is an error, before anything is written.
+    let mut forced = gpu(tmp.path(), None, &["new", "forced", "--vcs", "git", "--template", "hopper-wgmma"]);
+    forced.env("PATH", &empty_path);
+    run(forced).fails_with(1).stderr_has("failed to find git, which --vcs git asks for");
+    assert!(!tmp.path().join("forced").exists());
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! `cargo gpu new` and `cargo gpu init`: write a project from an embedded template, or add
-//! `[package.metadata.gpu]`, kernels and a runner to an existing crate. Neither overwrites
-//! anything: every file is checked before the first one is written.
+//! `cargo gpu new` and `cargo gpu init`: write a project from an embedded template (made a git
+//! repository as `cargo new` does), or add `[package.metadata.gpu]`, kernels and a runner to an
+//! existing crate. Neither overwrites anything: every file is checked before the first one is
+//! written.
 
 use std::path::{Path, PathBuf};
 
@@ -8,9 +9,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::arch::{SmArch, Variant};
 use crate::cli::{GlobalOpts, InitArgs, NewArgs};
+use crate::manifest_edit;
 use crate::shell::Shell;
 use crate::templates::{self, Template, Vars};
 use crate::toolchain;
+use crate::vcs;
 
 /// The template's targets; for the basic one, those of the local GPUs, else sm_90a.
 pub fn targets_for(shell: &Shell, template: &Template) -> Result<(Vec<SmArch>, String)> {
@@ -91,9 +94,14 @@ pub fn exec_new(shell: &Shell, _global: &GlobalOpts, args: &NewArgs) -> Result<i
             args.path.display()
         );
     }
+    let vcs = vcs::plan(shell, args.vcs, &args.path)?;
     let (targets, why) = targets_for(shell, template)?;
-    let files = templates::project_files(template, &Vars { name: name.clone(), targets: targets.clone() })?;
+    let mut files = templates::project_files(template, &Vars { name: name.clone(), targets: targets.clone() })?;
+    if vcs.writes_gitignore() {
+        files.push((PathBuf::from(".gitignore"), vcs::GITIGNORE.to_string()));
+    }
     write_files(&args.path, &files)?;
+    vcs::apply(shell, vcs, &args.path)?;
     shell.status(
         "Created",
         format!(
@@ -105,56 +113,6 @@ pub fn exec_new(shell: &Shell, _global: &GlobalOpts, args: &NewArgs) -> Result<i
     );
     shell.note(format!("next: cd {} && cargo gpu build && cargo gpu remote-run", args.path.display()));
     Ok(crate::exit::SUCCESS)
-}
-
-/// Adds `line` below the `[dependencies]` header, or appends that table.
-fn add_dependency(manifest: &str, line: &str) -> String {
-    let mut out = String::with_capacity(manifest.len() + line.len() + 20);
-    let mut done = false;
-    for l in manifest.split_inclusive('\n') {
-        out.push_str(l);
-        if !done && l.trim() == "[dependencies]" {
-            if !l.ends_with('\n') {
-                out.push('\n');
-            }
-            out.push_str(line);
-            out.push('\n');
-            done = true;
-        }
-    }
-    if !done {
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str("\n[dependencies]\n");
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
-/// The manifest with the cudarc dependency (unless there is one) and `[package.metadata.gpu]`
-/// added; an error when the crate already has the table or is not a package.
-pub fn init_manifest(manifest: &str, path: &Path, targets: &[SmArch]) -> Result<String> {
-    let value: toml::Table = toml::from_str(manifest).with_context(|| format!("failed to parse {}", path.display()))?;
-    let Some(package) = value.get("package").and_then(|p| p.as_table()) else {
-        bail!("{} has no [package]: run `cargo gpu init` in a package, not a virtual workspace", path.display());
-    };
-    if package.get("metadata").and_then(|m| m.get("gpu")).is_some() {
-        bail!("refusing to change {}: it already has [package.metadata.gpu]", path.display());
-    }
-    let has_cudarc = value.get("dependencies").and_then(|d| d.get("cudarc")).is_some();
-    let mut text =
-        if has_cudarc { manifest.to_string() } else { add_dependency(manifest, templates::CUDARC_DEPENDENCY) };
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&templates::metadata_table(targets));
-    let check: toml::Table = toml::from_str(&text).context("the edited manifest does not parse (this is a bug)")?;
-    if check.get("package").and_then(|p| p.get("metadata")).and_then(|m| m.get("gpu")).is_none() {
-        bail!("failed to add [package.metadata.gpu] to {} (this is a bug)", path.display());
-    }
-    Ok(text)
 }
 
 pub fn exec_init(shell: &Shell, global: &GlobalOpts, args: &InitArgs) -> Result<i32> {
@@ -171,7 +129,7 @@ pub fn exec_init(shell: &Shell, global: &GlobalOpts, args: &InitArgs) -> Result<
     let manifest = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("failed to read {}", manifest_path.display()))?;
     let (targets, why) = targets_for(shell, template)?;
-    let edited = init_manifest(&manifest, &manifest_path, &targets)?;
+    let edited = manifest_edit::init_manifest(&manifest, &manifest_path, &targets)?;
     let files = templates::init_files(template);
     refuse_existing(&root, &files)?;
     write_files(&root, &files)?;
@@ -188,48 +146,4 @@ pub fn exec_init(shell: &Shell, global: &GlobalOpts, args: &InitArgs) -> Result<
     );
     shell.note("next: cargo gpu build && cargo gpu remote-run");
     Ok(crate::exit::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sm90a() -> Vec<SmArch> {
-        vec![SmArch::new(9, 0, Variant::Specific)]
-    }
-
-    #[test]
-    fn init_adds_the_dependency_under_existing_dependencies() {
-        let m =
-            "[package]\nname = \"x\"\nversion = \"0.1.0\"\n\n[dependencies]\nanyhow = \"1\"\n\n[features]\nf = []\n";
-        let out = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap();
-        let v: toml::Table = toml::from_str(&out).unwrap();
-        assert!(v["dependencies"]["cudarc"].is_table());
-        assert!(v["dependencies"]["anyhow"].is_str());
-        assert_eq!(v["package"]["metadata"]["gpu"]["runner"].as_str(), Some("gpu-runner"));
-        assert_eq!(v["package"]["metadata"]["gpu"]["targets"][0].as_str(), Some("sm_90a"));
-        assert!(out.starts_with("[package]\nname = \"x\"\nversion = \"0.1.0\"\n\n[dependencies]\ncudarc = "), "{out}");
-        assert!(out.contains("\nanyhow = \"1\"\n\n[features]\nf = []\n"), "the rest is kept as it was: {out}");
-    }
-
-    #[test]
-    fn init_appends_dependencies_when_there_are_none_and_keeps_an_existing_cudarc() {
-        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"";
-        let out = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap();
-        let v: toml::Table = toml::from_str(&out).unwrap();
-        assert!(v["dependencies"]["cudarc"].is_table());
-
-        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"\n[dependencies]\ncudarc = \"0.19\"\n";
-        let out = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap();
-        assert_eq!(out.matches("cudarc").count(), 1);
-    }
-
-    #[test]
-    fn init_refuses_to_clobber_gpu_metadata_or_a_workspace() {
-        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"\n[package.metadata.gpu]\ntargets = [\"sm_80\"]\n";
-        let err = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap_err().to_string();
-        assert!(err.contains("already has [package.metadata.gpu]"), "{err}");
-        let err = init_manifest("[workspace]\nmembers = []\n", Path::new("Cargo.toml"), &sm90a()).unwrap_err();
-        assert!(err.to_string().contains("no [package]"), "{err}");
-    }
 }
