@@ -9,9 +9,11 @@
 //! `cli`           the clap types of the command line
 //! `compile`       kernels (nvcc jobs, fingerprints, diagnostics, scheduler), the runner, the build
 //! `remote`        transports, scripts, frames, preflight, the run session, instances, unpacking
+//! `manifest_edit` `cargo gpu init`'s edit of a crate's Cargo.toml, comments kept
 //! `project`       Cargo.toml + [package.metadata.gpu] -> one resolved project; run-folder places
 //! `templates`     the project templates and the runner kit, embedded
 //! `toolchain`     nvcc, cuobjdump, nvdisasm, local GPUs: found and versioned
+//! `vcs`           the git repository and .gitignore of a new project
 //! `package`       the package folder and its manifest
 //! `config`        the user's remotes
 //! `runs`          run records and the cost ledger

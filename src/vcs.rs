@@ -130,9 +130,11 @@ mod tests {
         );
         // GIT_DIR set by a hook or a shell would make `git init` re-initialize that repository.
         for cmd in [init_cmd(dir), work_tree_probe(dir)] {
-            let removed: Vec<_> =
-                cmd.command().get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_owned()).collect();
-            assert!(removed.contains(&"GIT_DIR".into()) && removed.contains(&"GIT_WORK_TREE".into()), "{removed:?}");
+            let removed = cmd.removed_envs();
+            assert!(
+                removed.contains(&"GIT_DIR".as_ref()) && removed.contains(&"GIT_WORK_TREE".as_ref()),
+                "{removed:?}"
+            );
         }
     }
 

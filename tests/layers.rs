@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["commands"],
     &["cli"],
-    &["compile", "remote"],
-    &["project", "templates", "toolchain"],
+    &["compile", "remote", "manifest_edit"],
+    &["project", "templates", "toolchain", "vcs"],
     &["package", "config", "runs"],
     &["nvidia_smi"],
     &["arch", "cache", "cmd", "digest", "escape", "exit", "quote", "redact", "safe_fs", "shell"],

@@ -134,6 +134,11 @@ impl Cmd {
         &self.args
     }
 
+    /// The environment variables this command removes from the child's environment.
+    pub fn removed_envs(&self) -> Vec<&OsStr> {
+        self.envs.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.as_os_str()).collect()
+    }
+
     pub fn purpose(&self) -> &str {
         &self.purpose
     }
