@@ -49,6 +49,9 @@ pub struct ExecOptions {
     pub stderr: Sink,
     /// Which Ctrl-C kills the child and returns (clean-up steps wait for a later one).
     pub interrupt: Interrupt,
+    /// Set by another thread when the child's work is no longer wanted: it is killed as on
+    /// Ctrl-C (`status` is `None`).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ExecOptions {
@@ -59,6 +62,7 @@ impl Default for ExecOptions {
             stdout: Sink::Capture,
             stderr: Sink::Capture,
             interrupt: Interrupt::First,
+            cancel: None,
         }
     }
 }
@@ -160,12 +164,11 @@ fn pump(
 
 /// Kills a child's whole process group (a hook's own children, `sh -c 'a; b'`, must not outlive
 /// it), then the child itself, and reaps it.
-fn kill_group(child: &mut std::process::Child) -> Option<ExitStatus> {
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+fn kill_group(pid: u32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     }
-    let _ = child.kill();
-    child.wait().ok()
 }
 
 impl Cmd {
@@ -214,21 +217,41 @@ fn exec(shell: &Shell, cmd: &Cmd, opts: ExecOptions) -> Result<Ended> {
         let cut = Arc::clone(&cut);
         std::thread::spawn(move || pump(stderr, err_sink, None, false, &cut))
     });
+    // A waiter thread reaps the child and says so at once; this loop wakes for that, or every
+    // 20 ms to look for Ctrl-C and a cut (a poll alone would add its period to every command).
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = done_tx.send(());
+        status
+    });
+    let reaped = |waiter: std::thread::JoinHandle<std::io::Result<ExitStatus>>| {
+        waiter.join().expect("the waiter does not panic").with_context(|| format!("failed to {}", cmd.purpose()))
+    };
     let status = loop {
-        if let Some(status) = child.try_wait().with_context(|| format!("failed to {}", cmd.purpose()))? {
-            break status;
+        match done_rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break reaped(waiter)?,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if crate::exit::reached(opts.interrupt) {
-            kill_group(&mut child);
+        let stop =
+            crate::exit::reached(opts.interrupt) || opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
+        if (stop || cut.load(Ordering::SeqCst)) && done_rx.try_recv().is_ok() {
+            // It ended by itself meanwhile: its pid may already be another process's.
+            break reaped(waiter)?;
+        }
+        if stop {
+            kill_group(pid);
+            let _ = reaped(waiter);
             return Ok(Ended { status: None, stdout: Vec::new(), stderr: Vec::new(), cut: false, truncated: false });
         }
         if cut.load(Ordering::SeqCst) {
             // The stdout reader has closed its end already; the stderr reader is left to finish
             // alone, as after Ctrl-C (an ssh master may hold the pipe a while longer).
-            let status = kill_group(&mut child);
+            kill_group(pid);
+            let status = reaped(waiter).ok();
             return Ok(Ended { status, stdout: Vec::new(), stderr: Vec::new(), cut: true, truncated: false });
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
     let feed_result = feeder.map(|f| f.join().expect("the stdin feeder does not panic"));
     let stdout = out.join().expect("the stdout reader does not panic").unwrap_or_default();

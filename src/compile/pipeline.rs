@@ -3,6 +3,8 @@
 //! same function when the package is stale.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -11,7 +13,7 @@ use serde_json::json;
 use crate::arch::SmArch;
 use crate::compile::nvcc::CompileSettings;
 use crate::compile::schedule;
-use crate::compile::sources::{self, Job, Profile};
+use crate::compile::sources::{self, Built, Job, Profile};
 use crate::compile::{elf, runner};
 use crate::package::assemble::{self, Cubin, PackageInputs};
 use crate::package::manifest::{Manifest, PackageInfo};
@@ -54,35 +56,41 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let start = Instant::now();
     let project = Project::load(shell, opts.manifest_path.as_deref(), &opts.targets)?;
     let profile = if opts.release { Profile::Release } else { Profile::Debug };
-    let nvcc = Nvcc::get(shell)?;
-    check_targets(nvcc, &project.targets)?;
-
-    let sources = sources::discover(&project.root, &project.kernels_dir)?;
-    let jobs: Vec<Job> = sources
-        .iter()
-        .flat_map(|k| project.targets.iter().map(move |t| Job { kernel: k.clone(), target: *t }))
-        .collect();
     let dir = project.package_dir(profile.name());
     let state_dir = project.build_state_dir(profile.name());
-    let settings = CompileSettings {
-        nvcc,
-        profile,
-        root: &project.root,
-        kernels_dir: &project.kernels_dir,
-        include_dirs: &project.include_dirs,
-        extra_flags: &project.nvcc_flags,
-        state_dir: &state_dir,
-    };
     let parallel = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    // The runner's cargo build and `git status` run while the kernels compile: a no-op build then
-    // costs little more than cargo's own no-op build.
-    let (cubins, runner, git) = std::thread::scope(|s| {
-        let runner = s.spawn(|| runner::build(shell, &project, profile));
+    // The runner's cargo build and `git status` start first and run while nvcc is checked and the
+    // kernels compile: a no-op build then costs little more than cargo's own no-op build. A
+    // kernel step that fails cancels the runner build instead of waiting for it.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (kernels, runner, git) = std::thread::scope(|s| {
+        let runner = s.spawn(|| runner::build(shell, &project, profile, Some(Arc::clone(&cancel))));
         let git = s.spawn(|| assemble::git_state(shell, &project.root));
-        let cubins = schedule::build_all(shell, &settings, &jobs, parallel);
-        (cubins, runner.join().expect("the runner build thread does not panic"), git.join().unwrap_or(None))
+        let kernels = (|| -> Result<(Vec<Built>, &'static Nvcc)> {
+            let nvcc = Nvcc::get(shell)?;
+            check_targets(nvcc, &project.targets)?;
+            let sources = sources::discover(&project.root, &project.kernels_dir)?;
+            let jobs: Vec<Job> = sources
+                .iter()
+                .flat_map(|k| project.targets.iter().map(move |t| Job { kernel: k.clone(), target: *t }))
+                .collect();
+            let settings = CompileSettings {
+                nvcc,
+                profile,
+                root: &project.root,
+                kernels_dir: &project.kernels_dir,
+                include_dirs: &project.include_dirs,
+                extra_flags: &project.nvcc_flags,
+                state_dir: &state_dir,
+            };
+            Ok((schedule::build_all(shell, &settings, &jobs, parallel)?, nvcc))
+        })();
+        if kernels.is_err() {
+            cancel.store(true, Ordering::SeqCst);
+        }
+        (kernels, runner.join().expect("the runner build thread does not panic"), git.join().unwrap_or(None))
     });
-    let cubins = cubins?;
+    let (cubins, nvcc) = kernels?;
     let runner = runner?;
     crate::exit::check_interrupt()?;
     // A debug runner is tens of megabytes: read its ELF headers only when it changed.

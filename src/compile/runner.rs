@@ -3,6 +3,7 @@
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
@@ -40,7 +41,8 @@ pub fn command(project: &Project, profile: Profile, verbosity: Verbosity) -> Cmd
     }
 }
 
-pub fn build(shell: &Shell, project: &Project, profile: Profile) -> Result<Runner> {
+/// Builds the runner; setting `cancel` stops cargo (the build is then an error nobody reads).
+pub fn build(shell: &Shell, project: &Project, profile: Profile, cancel: Option<Arc<AtomicBool>>) -> Result<Runner> {
     let cmd = command(project, profile, shell.verbosity());
     let found: Arc<Mutex<Option<(PathBuf, bool)>>> = Arc::default();
     let taker = {
@@ -61,9 +63,14 @@ pub fn build(shell: &Shell, project: &Project, profile: Profile) -> Result<Runne
         })
     };
     // cargo's own diagnostics and progress go straight to the terminal, as with `cargo build`.
-    let opts = ExecOptions { stdout_to: Some(taker), stderr: Sink::Inherit, ..Default::default() };
+    let opts = ExecOptions { stdout_to: Some(taker), stderr: Sink::Inherit, cancel, ..Default::default() };
     let ended = cmd.exec(shell, opts)?;
-    let Some(status) = ended.status else { return Err(crate::exit::interrupted_error()) };
+    let Some(status) = ended.status else {
+        if crate::exit::interrupted() {
+            return Err(crate::exit::interrupted_error());
+        }
+        bail!("the build of the host runner `{}` was cancelled", project.runner);
+    };
     if !status.success() {
         bail!("could not build the host runner `{}`: cargo {}", project.runner, crate::cmd::describe_status(status));
     }
