@@ -160,7 +160,9 @@ const NASTY: &[&str] = &[
     "$(touch pwned)",
     "`touch pwned`",
     "\"; touch pwned; \"",
+    "\"",
     "%self",
+    "%s",
     "!!",
     "~",
     "a\nb",
@@ -172,7 +174,7 @@ const NASTY: &[&str] = &[
 
 #[test]
 fn every_login_shell_gets_every_argument_verbatim() {
-    for shell in ["/bin/bash", "/bin/dash", "/usr/bin/zsh", "/usr/bin/fish", "/usr/bin/tcsh"] {
+    for shell in ["/bin/sh", "/bin/bash", "/bin/dash", "/usr/bin/zsh", "/usr/bin/fish", "/usr/bin/tcsh"] {
         let installed = Path::new(shell).is_file().then_some(shell);
         let Some(shell) = required(installed, shell, "apt-get install zsh fish tcsh") else { continue };
         let Some(mut it) = Remote::start(SshdOptions { login_shell: Some(shell), ..Default::default() }) else {
