@@ -5,31 +5,13 @@
 //! `cargo bench --bench noop_build` (needs nvcc, as the tests do). `NOOP_BENCH_ROUNDS` sets the
 //! number of rounds (default 30).
 
-use std::path::{Path, PathBuf};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn cuda_home() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut c: Vec<PathBuf> = std::env::var_os("CUDA_HOME").map(PathBuf::from).into_iter().collect();
-    if let Ok(rd) = std::fs::read_dir(root.join(".venv-cuda/lib")) {
-        c.extend(rd.flatten().map(|e| e.path().join("site-packages/nvidia/cu13")));
-    }
-    c.push(PathBuf::from("/usr/local/cuda"));
-    c.into_iter().find(|h| h.join("bin/nvcc").is_file())
-}
-
-fn copy_project(src: &Path, dst: &Path) {
-    for e in walkdir::WalkDir::new(src).into_iter().filter_entry(|e| e.file_name() != "target") {
-        let e = e.unwrap();
-        let to = dst.join(e.path().strip_prefix(src).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-}
+use support::{cuda_home, repo_root, TestProject};
 
 fn time(cmd: &mut Command) -> Duration {
     let start = Instant::now();
@@ -51,31 +33,22 @@ fn main() {
         std::process::exit(1);
     };
     let rounds: usize = std::env::var("NOOP_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(30);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tmp = tempfile::tempdir().unwrap();
-    let project = tmp.path().join("kernels-example");
-    copy_project(&root.join("kernels-example"), &project);
-    // The example's runner includes the kit and the template runners by path (`../templates/...`).
-    copy_project(&root.join("templates"), &tmp.path().join("templates"));
-    let target_dir = root.join("target/bench-example");
-    let cache = tmp.path().join("cache");
+    let project = TestProject::new("kernels-example", Some(cuda.clone()));
+    let target_dir = repo_root().join("target/bench-example");
 
     let cargo = || {
         let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         // The same environment as cargo-gpu's: cudarc's build script reruns when CUDA_HOME changes.
         c.args(["build", "--bin", "vector-add"])
-            .current_dir(&project)
+            .current_dir(&project.dir)
             .env("CARGO_TARGET_DIR", &target_dir)
             .env("CUDA_HOME", &cuda);
         c
     };
+    // In the project, with its own cache and the toolkit above (see `TestProject::cmd`).
     let gpu = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cargo-gpu"));
-        c.args(["gpu", "build", "--target", "sm_90a", "--target", "sm_100a"])
-            .current_dir(&project)
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env("CARGO_GPU_CACHE_DIR", &cache)
-            .env("CUDA_HOME", &cuda);
+        let mut c = project.cmd(&["build", "--target", "sm_90a", "--target", "sm_100a"]);
+        c.env("CARGO_TARGET_DIR", &target_dir);
         c
     };
     // Warm both: the first runs compile everything.

@@ -1,13 +1,13 @@
 //! The text a user reads first: help output, kept in snapshots so that changes are deliberate
 //! (`SNAPSHOTS=overwrite cargo test --test cli` rewrites them).
 
-mod common;
+mod support;
 
 use snapbox::cmd::Command;
 
 #[test]
 fn top_level_help() {
-    Command::new(common::BIN)
+    Command::new(support::BIN)
         .args(["gpu", "--help"])
         .env("COLUMNS", "100")
         .assert()
@@ -17,7 +17,7 @@ fn top_level_help() {
 
 #[test]
 fn build_help() {
-    Command::new(common::BIN)
+    Command::new(support::BIN)
         .args(["gpu", "build", "--help"])
         .env("COLUMNS", "100")
         .assert()
@@ -27,7 +27,7 @@ fn build_help() {
 
 #[test]
 fn new_help() {
-    Command::new(common::BIN)
+    Command::new(support::BIN)
         .args(["gpu", "new", "--help"])
         .env("COLUMNS", "100")
         .assert()
@@ -37,7 +37,7 @@ fn new_help() {
 
 #[test]
 fn direct_invocation_without_gpu_word_works() {
-    Command::new(common::BIN)
+    Command::new(support::BIN)
         .args(["build", "--target", "sm_99z"])
         .assert()
         .code(2)
@@ -46,13 +46,13 @@ fn direct_invocation_without_gpu_word_works() {
 
 #[test]
 fn mistyped_target_suggests_the_one_meant() {
-    Command::new(common::BIN)
+    Command::new(support::BIN)
         .args(["gpu", "build", "--target", "SM_90A"])
         .assert()
         .code(2)
         .stderr_eq(snapbox::file!["snapshots/target-typo.txt"]);
     for typo in ["sm90a", "90a", "compute_90a"] {
-        Command::new(common::BIN).args(["gpu", "build", "--target", typo]).assert().code(2).stderr_eq(format!(
+        Command::new(support::BIN).args(["gpu", "build", "--target", typo]).assert().code(2).stderr_eq(format!(
             "error: invalid --target: `{typo}` is not a GPU target (did you mean `sm_90a`?); valid targets are: [..]\n"
         ));
     }
@@ -60,5 +60,5 @@ fn mistyped_target_suggests_the_one_meant() {
 
 #[test]
 fn usage_errors_exit_2() {
-    Command::new(common::BIN).args(["gpu", "no-such-command"]).assert().code(2);
+    Command::new(support::BIN).args(["gpu", "no-such-command"]).assert().code(2);
 }

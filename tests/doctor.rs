@@ -1,32 +1,26 @@
 //! `cargo gpu doctor` with fake `nvidia-smi` programs standing in for GPUs this machine lacks.
 
-mod common;
+mod support;
 
-use common::{write_script, Run, TestProject};
+use std::path::{Path, PathBuf};
 
-/// A fake nvidia-smi printing what the real one prints for the query doctor makes.
-fn fake_smi(p: &TestProject, answer: Option<&str>) -> std::path::PathBuf {
+use support::{cuda_home, fake_nvcc, fake_nvidia_smi, path_with, require_cuda, Run, TestProject};
+
+/// A fake nvidia-smi printing what the real one prints for the query doctor makes (see
+/// [`fake_nvidia_smi`]); returns its folder.
+fn fake_smi(p: &TestProject, answer: Option<&str>) -> PathBuf {
     let bin = p.tmp.path().join("fake-bin");
-    let log = p.tmp.path().join("smi.log");
-    let body = match answer {
-        Some(line) => format!("echo \"$@\" >> '{}'\necho '{line}'\n", log.display()),
-        None => format!(
-            "echo \"$@\" >> '{}'\necho 'NVIDIA-SMI has failed because it couldn'\\''t communicate with the NVIDIA driver.'\nexit 9\n",
-            log.display()
-        ),
-    };
-    write_script(&bin.join("nvidia-smi"), &body);
+    fake_nvidia_smi(&bin, answer);
     bin
 }
 
-fn doctor(p: &TestProject, bin: &std::path::Path) -> Run {
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    Run::from(p.cmd(&["doctor"]).env("PATH", path).output().unwrap()).ok()
+fn doctor(p: &TestProject, bin: &Path) -> Run {
+    Run::of(p.cmd(&["doctor"]).env("PATH", path_with(bin))).ok()
 }
 
 #[test]
 fn consumer_blackwell_gpu_needs_remotes_for_datacenter_targets() {
-    let p = TestProject::new("kernels-example", common::cuda_home());
+    let p = TestProject::new("kernels-example", cuda_home());
     let bin = fake_smi(&p, Some("NVIDIA GeForce RTX 5060 Ti, 12.0, 580.95.05"));
     let run = doctor(&p, &bin);
     assert!(
@@ -43,13 +37,13 @@ fn consumer_blackwell_gpu_needs_remotes_for_datacenter_targets() {
         run.stdout
     );
     assert!(run.stdout.contains("sm_100a code needs a remote with compute capability 10.0"), "{}", run.stdout);
-    let calls = std::fs::read_to_string(p.tmp.path().join("smi.log")).unwrap();
+    let calls = std::fs::read_to_string(bin.join("nvidia-smi.log")).unwrap();
     assert_eq!(calls.trim(), "--query-gpu=name,compute_cap,driver_version --format=csv,noheader");
 }
 
 #[test]
 fn hopper_gpu_runs_sm90a_locally() {
-    let p = TestProject::new("kernels-example", common::cuda_home());
+    let p = TestProject::new("kernels-example", cuda_home());
     let bin = fake_smi(&p, Some("NVIDIA H100 80GB HBM3, 9.0, 580.95.05"));
     let run = doctor(&p, &bin);
     assert!(run.stdout.contains("sm_90a: "), "{}", run.stdout);
@@ -66,7 +60,7 @@ fn hopper_gpu_runs_sm90a_locally() {
 
 #[test]
 fn no_gpu_is_a_normal_answer() {
-    let p = TestProject::new("kernels-example", common::cuda_home());
+    let p = TestProject::new("kernels-example", cuda_home());
     let bin = fake_smi(&p, None);
     let run = doctor(&p, &bin);
     assert!(
@@ -83,7 +77,7 @@ fn no_gpu_is_a_normal_answer() {
 
 #[test]
 fn reports_the_compiler_and_whether_each_target_builds() {
-    let Some(cuda) = common::require_cuda() else { return };
+    let Some(cuda) = require_cuda() else { return };
     let p = TestProject::new("kernels-example", Some(cuda.clone()));
     let bin = fake_smi(&p, None);
     let run = doctor(&p, &bin);
@@ -113,19 +107,13 @@ fn nvcc_targets_are_sorted_with_the_a_and_f_forms_the_build_accepts() {
     let cuda = p.tmp.path().join("cuda-12.9");
     // An nvcc 12.9 that lists its plain targets out of order, one of them (sm_52) older than
     // anything cargo-gpu knows, and neither sm_88 nor sm_110 (CUDA 13.0).
-    write_script(
-        &cuda.join("bin/nvcc"),
-        "case \"$1\" in\n--version) echo 'Cuda compilation tools, release 12.9, V12.9.41';;\n\
-         --list-gpu-code) printf '%s\\n' sm_121 sm_90 sm_100 sm_75 sm_52 sm_120 sm_103 sm_101 sm_80 sm_86 sm_89 sm_87;;\n\
-         *) exit 9;;\nesac\n",
-    );
+    fake_nvcc(&cuda, "12.9.41", "sm_121 sm_90 sm_100 sm_75 sm_52 sm_120 sm_103 sm_101 sm_80 sm_86 sm_89 sm_87");
     let targets = ["sm_90a", "sm_100f", "sm_101f", "sm_103a", "sm_121f", "sm_110a", "sm_88"];
     let manifest = std::fs::read_to_string(p.path("Cargo.toml")).unwrap();
     let list = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
     p.write("Cargo.toml", &manifest.replace("targets = [\"sm_90a\"]", &format!("targets = [{list}]")));
     let bin = fake_smi(&p, None);
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let run = Run::from(p.cmd(&["doctor"]).env("PATH", path).env("CUDA_HOME", &cuda).output().unwrap()).ok();
+    let run = Run::of(p.cmd(&["doctor"]).env("PATH", path_with(&bin)).env("CUDA_HOME", &cuda)).ok();
 
     let builds = builds_line(&run.stdout);
     assert_eq!(

@@ -6,18 +6,18 @@
 //! among many sets of targets, cubin names and manifests as the build writes them), generates a
 //! project with `cargo gpu new`, and runs the kit's own unit test there against that table.
 
-mod common;
+mod support;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use cargo_gpu::arch::{ComputeCap, SmArch};
 use cargo_gpu::compile::sources::{Job, KernelSource};
 use cargo_gpu::package::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
 use cargo_gpu::toolchain::Nvcc;
-use common::{repo_root, Run, BIN};
 use semver::Version;
+use support::{cargo_gpu, repo_root, templates_target_dir, Run};
 
 /// Every compute capability the kit may meet: Volta (7.0) to Blackwell consumer (12.x), with
 /// minors no device has yet, so that a rule that only holds for shipped devices is caught.
@@ -136,11 +136,6 @@ fn manifest_rows(out: &mut String, dir: &Path) {
     }
 }
 
-/// Where generated projects build: shared with tests/templates.rs, so cudarc compiles once.
-fn target_dir() -> PathBuf {
-    repo_root().join("target/test-templates")
-}
-
 #[test]
 fn the_kit_picks_cubins_and_reads_manifests_as_cargo_gpu_does() {
     let tmp = tempfile::tempdir().unwrap();
@@ -151,10 +146,8 @@ fn the_kit_picks_cubins_and_reads_manifests_as_cargo_gpu_does() {
     let table_path = tmp.path().join("kit-table.txt");
     std::fs::write(&table_path, &table).unwrap();
 
-    let mut new = Command::new(BIN);
-    new.args(["gpu", "new", "kit-check"]).current_dir(tmp.path());
-    new.env("CARGO_GPU_CACHE_DIR", tmp.path().join("cache")).env("CARGO_TERM_COLOR", "never");
-    Run::from(new.output().unwrap()).ok();
+    let mut new = cargo_gpu(&["new", "kit-check"]);
+    Run::of(new.current_dir(tmp.path()).env("CARGO_GPU_CACHE_DIR", tmp.path().join("cache"))).ok();
     let project = tmp.path().join("kit-check");
     assert_eq!(
         std::fs::read(project.join("src/kit.rs")).unwrap(),
@@ -164,8 +157,8 @@ fn the_kit_picks_cubins_and_reads_manifests_as_cargo_gpu_does() {
 
     let mut test = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     test.args(["test", "--quiet", "--", "kit::tests::agrees_with_cargo_gpu", "--exact", "--nocapture"]);
-    test.current_dir(&project).env("CARGO_TARGET_DIR", target_dir()).env("CARGO_GPU_KIT_TABLE", &table_path);
-    let run = Run::from(test.output().unwrap()).ok();
+    test.current_dir(&project).env("CARGO_TARGET_DIR", templates_target_dir()).env("CARGO_GPU_KIT_TABLE", &table_path);
+    let run = Run::of(&mut test).ok();
     assert!(
         run.stdout.contains(&format!("kit agrees with cargo-gpu on {rows} rows")),
         "the kit compared every row\n--- stdout\n{}\n--- stderr\n{}",

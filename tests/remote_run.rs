@@ -3,21 +3,20 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cargo_gpu::runs::State;
-use support::{make_package, runner_stdout, tree, write_manifest, Sshd, SshdOptions, World, RUNNER};
+use cargo_gpu::package::manifest::Manifest;
+use cargo_gpu::runs::{Record, State};
+use support::{
+    ctrl_c, finish, make_package, require_cuda, runner_stdout, text, toml_str, tree, wait_for, write_manifest, Remote,
+    Run, SshdOptions, TestProject, World, RUNNER,
+};
 
 const CUBIN_A: &[u8] = b"\x7fELF fake cubin a";
 const CUBIN_B: &[u8] = b"\x7fELF fake cubin b";
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn package(world: &World) -> (std::path::PathBuf, cargo_gpu::package::manifest::Manifest) {
+fn package(world: &World) -> (PathBuf, Manifest) {
     let dir = world.path("pkg");
     let m = make_package(&dir, RUNNER, &[("a.sm_90a.cubin", CUBIN_A), ("b.sm_90a.cubin", CUBIN_B)], &["sm_90a"]);
     (dir, m)
@@ -62,24 +61,18 @@ fn assert_fetched(world: &World, args: &[&str], exit: i32) {
 
 #[test]
 fn ssh_run_uploads_streams_fetches_records_and_returns_the_exit_code() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions::default()) else { return };
-    let (pkg, manifest) = package(&world);
-    let work = world.path("remote-work");
-    world.write_config(&sshd.remote_table("it", &work, "price-per-hour = 3.60"));
-    let pkg_s = pkg.display().to_string();
+    let Some(it) = Remote::start(SshdOptions::default()) else { return };
+    let (pkg, manifest) = package(&it.world);
+    it.configure("price-per-hour = 3.60");
 
     let args = ["exit=7", "two words"];
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg_s, "--", args[0], args[1]]);
-    assert_eq!(out.status.code(), Some(7), "the runner's exit code comes back");
-    assert_eq!(text(&out.stdout), runner_stdout(&args), "our stdout is the runner's stdout, byte for byte");
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("runner warns\n"), "{stderr}");
-    assert!(stderr.contains("Uploading 3 blobs"), "{stderr}");
-    assert!(stderr.contains("Cost $"), "{stderr}");
-    assert_fetched(&world, &args, 7);
+    let out = it.remote_run(&pkg, &["--", args[0], args[1]]);
+    assert_eq!(out.code, Some(7), "the runner's exit code comes back");
+    assert_eq!(out.stdout, runner_stdout(&args), "our stdout is the runner's stdout, byte for byte");
+    out.stderr_has("runner warns\n").stderr_has("Uploading 3 blobs").stderr_has("Cost $");
+    assert_fetched(&it.world, &args, 7);
 
-    let rec = world.last_record();
+    let rec = it.world.last_record();
     assert_eq!(rec.remote, "it");
     assert_eq!(rec.host.as_deref(), Some(support::ALIAS));
     assert_eq!(rec.target.as_deref(), Some("sm_90a"));
@@ -96,58 +89,57 @@ fn ssh_run_uploads_streams_fetches_records_and_returns_the_exit_code() {
     let cost = rec.cost.expect("a priced remote has a cost");
     assert!((cost - 3.6 * rec.wall_seconds / 3600.0).abs() < 1e-9, "{cost}");
     // The remote kept the blobs under their hashes, and nothing else in blobs/.
-    let mut blobs = tree(&work.join("blobs"));
+    let blobs = tree(&it.work.join("blobs"));
     let mut hashes: Vec<String> = manifest.files.iter().map(|f| f.sha256.clone()).collect();
-    blobs.sort();
     hashes.sort();
     assert_eq!(blobs, hashes);
 
     // Nothing changed: nothing is uploaded.
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg_s]);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stdout), runner_stdout(&[]));
-    let rec = world.last_record();
+    let out = it.remote_run(&pkg, &[]).ok();
+    assert_eq!(out.stdout, runner_stdout(&[]));
+    let rec = it.world.last_record();
     assert_eq!((rec.blobs_uploaded, rec.blobs_present, rec.bytes_uploaded), (0, 3, 0));
 
     // One kernel changed: exactly that cubin travels.
     std::fs::write(pkg.join("kernels/b.sm_90a.cubin"), b"\x7fELF changed cubin b").unwrap();
     write_manifest(&pkg, &["sm_90a"]);
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg_s, "--", "exit=0"]);
-    assert_eq!(out.status.code(), Some(0));
-    let rec = world.last_record();
+    it.remote_run(&pkg, &["--", "exit=0"]).ok();
+    let rec = it.world.last_record();
     assert_eq!((rec.blobs_uploaded, rec.blobs_present), (1, 2));
     assert_eq!(rec.bytes_uploaded, b"\x7fELF changed cubin b".len() as u64);
 
     // `runs` lists all three; `logs` prints a finished run again and returns its code.
-    let out = world.run(&["runs"]);
-    let listing = text(&out.stdout);
+    let listing = it.world.run(&["runs"]).stdout;
     assert_eq!(listing.lines().count(), 4, "{listing}");
     assert!(listing.lines().nth(1).unwrap().contains(" it ") && listing.contains("sm_90a"), "{listing}");
-    let ledger = text(&world.run(&["runs", "--cost"]).stdout);
+    let ledger = it.world.run(&["runs", "--cost"]).stdout;
     assert!(ledger.contains("it  3  ") && ledger.contains("total  3  "), "{ledger}");
-    let first = world.run_ids()[0].clone();
-    let out = world.run(&["logs", &first]);
-    assert_eq!(out.status.code(), Some(7));
-    assert_eq!(text(&out.stdout), runner_stdout(&args));
-    assert_eq!(text(&out.stderr), "runner warns\n");
+    let first = it.world.run_ids()[0].clone();
+    let out = it.world.run(&["logs", &first]);
+    assert_eq!(out.code, Some(7));
+    assert_eq!(out.stdout, runner_stdout(&args));
+    assert_eq!(out.stderr, "runner warns\n");
+}
+
+/// A configuration with only the remote `local`, working in `work`.
+fn local_config(work: &Path) -> String {
+    format!("[remotes.local]\nworkdir = {}\n", toml_str(&work.display().to_string()))
 }
 
 #[test]
 fn local_remote_runs_the_same_pipeline_without_ssh() {
     let world = World::new();
     let (pkg, manifest) = package(&world);
-    let work = world.path("local-work");
-    world.write_config(&format!("[remotes.local]\nworkdir = {}\n", support::toml_str(&work.display().to_string())));
+    world.write_config(&local_config(&world.path("local-work")));
     // No ssh on PATH at all: a local run must not need it.
-    let out = world
-        .cmd(&["remote-run", "--remote", "local", "--package", &pkg.display().to_string(), "--", "exit=3", "x"])
-        .env("PATH", format!("{}:/usr/bin:/bin", world.fakebin.display()))
-        .env("CARGO_GPU_SSH_CONTROL_DIR", "/nonexistent/never-used")
-        .output()
-        .unwrap();
-    eprintln!("{}", text(&out.stderr));
-    assert_eq!(out.status.code(), Some(3));
-    assert_eq!(text(&out.stdout), runner_stdout(&["exit=3", "x"]));
+    let out = Run::of(
+        world
+            .cmd(&["remote-run", "--remote", "local", "--package", &pkg.display().to_string(), "--", "exit=3", "x"])
+            .env("PATH", format!("{}:/usr/bin:/bin", world.fakebin.display()))
+            .env("CARGO_GPU_SSH_CONTROL_DIR", "/nonexistent/never-used"),
+    );
+    assert_eq!(out.code, Some(3));
+    assert_eq!(out.stdout, runner_stdout(&["exit=3", "x"]));
     assert_fetched(&world, &["exit=3", "x"], 3);
     let rec = world.last_record();
     assert_eq!(rec.remote, "local");
@@ -187,131 +179,95 @@ fn local_remote_runs_the_same_pipeline_without_ssh() {
 
 #[test]
 fn names_with_spaces_quotes_and_command_substitution_arrive_verbatim() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions::default()) else { return };
-    let pkg = world.path("pkg 'q' $(touch pwned) dir");
+    let Some(mut it) = Remote::start(SshdOptions::default()) else { return };
+    let pkg = it.world.path("pkg 'q' $(touch pwned) dir");
     make_package(&pkg, RUNNER, &[("a.sm_90a.cubin", CUBIN_A), ("b.sm_90a.cubin", CUBIN_B)], &["sm_90a"]);
-    let work = world.path("x/it's $(touch pwned) dir");
-    world.write_config(&sshd.remote_table("it", &work, ""));
+    it.work = it.world.path("x/it's $(touch pwned) dir");
+    it.configure("");
     let args = ["exit=0", "a b", "$(touch pwned)", "it's \"quoted\"", "`touch pwned`", ";rm -rf x", "*", "", "~"];
-    let mut cli = vec!["remote-run", "--remote", "it", "--package"];
-    let pkg_s = pkg.display().to_string();
-    cli.push(&pkg_s);
-    cli.push("--");
-    cli.extend(args);
-    let out = world.run(&cli);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stdout), runner_stdout(&args));
-    assert_fetched(&world, &args, 0);
-    assert!(work.join("blobs").is_dir(), "the workdir is used exactly as named");
-    let home = std::path::PathBuf::from(std::env::var("HOME").unwrap());
-    for dir in [world.tmp.path(), &world.cwd, &home, &work, &pkg, Path::new("/")] {
+    let out = it.remote_run(&pkg, &[&["--"][..], &args].concat()).ok();
+    assert_eq!(out.stdout, runner_stdout(&args));
+    assert_fetched(&it.world, &args, 0);
+    assert!(it.work.join("blobs").is_dir(), "the workdir is used exactly as named");
+    let home = PathBuf::from(std::env::var("HOME").unwrap());
+    for dir in [it.world.tmp.path(), &it.world.cwd, &home, &it.work, &pkg, Path::new("/")] {
         assert!(!dir.join("pwned").exists(), "a `$(...)` ran in {}", dir.display());
     }
-    let found: Vec<String> = tree(world.tmp.path()).into_iter().filter(|p| p.ends_with("pwned")).collect();
+    let found: Vec<String> = tree(it.world.tmp.path()).into_iter().filter(|p| p.ends_with("pwned")).collect();
     assert!(found.is_empty(), "{found:?}");
 }
 
 #[test]
 fn an_unknown_host_key_fails_the_run() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions { known_host: false, ..Default::default() }) else { return };
-    let (pkg, _) = package(&world);
-    let work = world.path("remote-work");
-    world.write_config(&sshd.remote_table("it", &work, ""));
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg.display().to_string()]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("failed to connect: the connection to it (cargo-gpu-test) failed"), "{stderr}");
-    assert!(stderr.contains("Host key verification failed"), "{stderr}");
-    assert!(!work.exists(), "nothing reached the remote");
+    let Some(it) = Remote::start(SshdOptions { known_host: false, ..Default::default() }) else { return };
+    let (pkg, _) = package(&it.world);
+    it.configure("");
+    let out = it.remote_run(&pkg, &[]).fails_with(1);
+    out.stderr_has("failed to connect: the connection to it (cargo-gpu-test) failed");
+    out.stderr_has("Host key verification failed");
+    assert!(!it.work.exists(), "nothing reached the remote");
     assert!(out.stdout.is_empty());
-}
-
-fn hooks(log: &Path) -> String {
-    format!("start = \"echo start >> {l}\"\nstop = \"echo stop >> {l}\"\n", l = log.display())
 }
 
 #[test]
 fn stop_runs_exactly_once_on_success_and_on_runner_failure() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions::default()) else { return };
-    let (pkg, _) = package(&world);
-    let log = world.path("hooks.log");
-    world.write_config(&sshd.remote_table("it", &world.path("w"), &hooks(&log)));
-    let pkg_s = pkg.display().to_string();
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg_s, "--", "exit=0"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\nstop\n");
-    assert!(!world.last_record().left_up);
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg_s, "--", "exit=3"]);
-    assert_eq!(out.status.code(), Some(3));
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\nstop\nstart\nstop\n");
+    let Some(it) = Remote::start(SshdOptions::default()) else { return };
+    let (pkg, _) = package(&it.world);
+    it.configure(&it.hooks());
+    it.remote_run(&pkg, &["--", "exit=0"]).ok();
+    assert_eq!(it.hook_log(), "start\nstop\n");
+    assert!(!it.world.last_record().left_up);
+    it.remote_run(&pkg, &["--", "exit=3"]).fails_with(3);
+    assert_eq!(it.hook_log(), "start\nstop\nstart\nstop\n");
     // --keep-up skips the stop.
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg_s, "--keep-up"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\nstop\nstart\nstop\nstart\n");
-    assert!(world.last_record().left_up);
-    assert!(text(&out.stderr).contains("`cargo gpu remote down it` stops it"));
+    let out = it.remote_run(&pkg, &["--keep-up"]).ok();
+    assert_eq!(it.hook_log(), "start\nstop\nstart\nstop\nstart\n");
+    assert!(it.world.last_record().left_up);
+    out.stderr_has("`cargo gpu remote down it` stops it");
 }
 
 #[test]
 fn an_unreachable_host_fails_within_the_connect_timeout_and_still_stops() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions::default()) else { return };
-    let (pkg, _) = package(&world);
-    let log = world.path("hooks.log");
+    let Some(it) = Remote::start(SshdOptions::default()) else { return };
+    let (pkg, _) = package(&it.world);
     let closed = support::free_port().to_string();
-    let table = sshd.remote_table(
-        "it",
-        &world.path("w"),
-        &format!("connect-timeout = \"2s\"\nstop = \"echo stop >> {}\"", log.display()),
-    );
+    let table = it.table(&format!("connect-timeout = \"2s\"\nstop = \"echo stop >> {}\"", it.log.display()));
     let table = table.replace("ssh-options = [\"-F\", ", &format!("ssh-options = [\"-p\", \"{closed}\", \"-F\", "));
-    world.write_config(&table);
+    it.world.write_config(&table);
     let t = Instant::now();
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg.display().to_string()]);
+    let out = it.remote_run(&pkg, &[]);
     assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
-    assert!(stderr.contains("failed to connect: the connection to it (cargo-gpu-test) failed"), "{stderr}");
-    assert!(stderr.contains("Connection refused"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "stop\n");
-    assert_eq!(world.last_record().state, State::Failed);
+    let out = out.fails_with(1);
+    out.stderr_has("failed to connect: the connection to it (cargo-gpu-test) failed");
+    out.stderr_has("Connection refused");
+    assert_eq!(it.hook_log(), "stop\n");
+    assert_eq!(it.world.last_record().state, State::Failed);
 }
 
 #[test]
 fn a_gpu_that_cannot_run_the_package_is_refused_before_upload() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions { fake_gpu: "rtx5060ti", ..Default::default() }) else { return };
-    let (pkg, _) = package(&world);
-    let work = world.path("w");
-    world.write_config(&sshd.remote_table("it", &work, ""));
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg.display().to_string()]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("package has sm_90a; it is compute capability 12.0 (NVIDIA GeForce RTX 5060 Ti): build with --target sm_120a"),
-        "{stderr}"
+    let Some(it) = Remote::start(SshdOptions { fake_gpu: "rtx5060ti", ..Default::default() }) else { return };
+    let (pkg, _) = package(&it.world);
+    it.configure("");
+    it.remote_run(&pkg, &[]).fails_with(1).stderr_has(
+        "package has sm_90a; it is compute capability 12.0 (NVIDIA GeForce RTX 5060 Ti): build with --target sm_120a",
     );
-    assert!(tree(&work.join("blobs")).is_empty(), "nothing was uploaded");
+    assert!(tree(&it.work.join("blobs")).is_empty(), "nothing was uploaded");
     // Too old a driver or glibc is refused the same way.
-    let sm120 = world.path("pkg120");
+    let sm120 = it.world.path("pkg120");
     make_package(&sm120, RUNNER, &[("a.sm_120a.cubin", CUBIN_A)], &["sm_120a"]);
-    let text_of = |m: &str, what: &str, with: &str| {
-        std::fs::write(sm120.join("manifest.toml"), m.replace(what, with)).unwrap();
-        text(&world.run(&["remote-run", "--remote", "it", "--package", &sm120.display().to_string()]).stderr)
-    };
     let m = std::fs::read_to_string(sm120.join("manifest.toml")).unwrap();
-    let err = text_of(&m, "min-driver-cuda = \"13.0\"", "min-driver-cuda = \"13.1\"");
-    assert!(err.contains("it's driver supports CUDA 13.0, older than the package's min-driver-cuda 13.1"), "{err}");
-    let err = text_of(&m, "runner = \"bin/runner\"", "runner = \"bin/runner\"\nrunner-glibc = \"9.99\"");
-    assert!(err.contains("older than the 9.99 the runner needs"), "{err}");
-    assert!(tree(&work.join("blobs")).is_empty(), "nothing was uploaded");
+    let refusal = |what: &str, with: &str| {
+        std::fs::write(sm120.join("manifest.toml"), m.replace(what, with)).unwrap();
+        it.remote_run(&sm120, &[]).fails_with(1)
+    };
+    refusal("min-driver-cuda = \"13.0\"", "min-driver-cuda = \"13.1\"")
+        .stderr_has("it's driver supports CUDA 13.0, older than the package's min-driver-cuda 13.1");
+    refusal("runner = \"bin/runner\"", "runner = \"bin/runner\"\nrunner-glibc = \"9.99\"")
+        .stderr_has("older than the 9.99 the runner needs");
+    assert!(tree(&it.work.join("blobs")).is_empty(), "nothing was uploaded");
 
-    let out = world.run(&["doctor", "--remote", "it"]);
-    assert_eq!(out.status.code(), Some(0));
-    let report = text(&out.stdout);
+    let report = it.world.run(&["doctor", "--remote", "it"]).ok().stdout;
     assert!(
         report.contains("NVIDIA GeForce RTX 5060 Ti (compute capability 12.0: build with --target sm_120a)"),
         "{report}"
@@ -321,149 +277,82 @@ fn a_gpu_that_cannot_run_the_package_is_refused_before_upload() {
 
 #[test]
 fn a_detached_run_is_followed_by_logs() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions::default()) else { return };
-    let (pkg, _) = package(&world);
-    let log = world.path("hooks.log");
-    world.write_config(&sshd.remote_table("it", &world.path("w"), &hooks(&log)));
+    let Some(it) = Remote::start(SshdOptions::default()) else { return };
+    let (pkg, _) = package(&it.world);
+    it.configure(&it.hooks());
     let t = Instant::now();
-    let out = world.run(&[
-        "remote-run",
-        "--remote",
-        "it",
-        "--package",
-        &pkg.display().to_string(),
-        "--detach",
-        "--",
-        "sleep=2",
-    ]);
-    assert_eq!(out.status.code(), Some(0));
+    it.remote_run(&pkg, &["--detach", "--", "sleep=2"]).ok();
     assert!(t.elapsed() < Duration::from_secs(2), "--detach does not wait for the run");
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\n", "the instance stays up");
-    let rec = world.last_record();
+    assert_eq!(it.hook_log(), "start\n", "the instance stays up");
+    let rec = it.world.last_record();
     assert_eq!(rec.state, State::Running);
-    let out = world.run(&["logs", &rec.id]);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stdout), runner_stdout(&["sleep=2"]));
-    assert_fetched(&world, &["sleep=2"], 0);
-    let rec = world.last_record();
+    let out = it.world.run(&["logs", &rec.id]).ok();
+    assert_eq!(out.stdout, runner_stdout(&["sleep=2"]));
+    assert_fetched(&it.world, &["sleep=2"], 0);
+    let rec = it.world.last_record();
     assert_eq!((rec.state, rec.exit_status), (State::Finished, Some(0)));
 }
 
 #[test]
 fn ctrl_c_stops_the_remote_run_fetches_it_and_stops_the_instance() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions::default()) else { return };
-    let (pkg, _) = package(&world);
-    let log = world.path("hooks.log");
-    let work = world.path("w");
-    world.write_config(&sshd.remote_table("it", &work, &hooks(&log)));
-    let child = world
-        .cmd(&["remote-run", "--remote", "it", "--package", &pkg.display().to_string(), "--", "sleep=30"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let remote_log = loop {
-        let found = std::fs::read_dir(work.join("runs")).ok().and_then(|mut rd| rd.next()).map(|e| e.unwrap().path());
-        if let Some(run) =
-            found.filter(|r| std::fs::read_to_string(r.join("stdout.log")).unwrap_or_default().contains("sleeping"))
-        {
-            break run;
-        }
-        assert!(Instant::now() < deadline, "the run never started");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let t = Instant::now();
-    let st = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(st.success());
-    let out = child.wait_with_output().unwrap();
-    eprintln!("{}", text(&out.stderr));
-    assert_eq!(out.status.code(), Some(130));
-    assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\nstop\n");
-    let rec = world.last_record();
+    let Some(it) = Remote::start(SshdOptions::default()) else { return };
+    let (pkg, _) = package(&it.world);
+    it.configure(&it.hooks());
+    let child = it.spawn(&pkg, &["--", "sleep=30"]);
+    let remote_run = it.wait_sleeping();
+    ctrl_c(child, Duration::from_secs(15));
+    assert_eq!(it.hook_log(), "start\nstop\n");
+    let rec = it.world.last_record();
     assert_eq!(rec.state, State::Interrupted);
-    let local = world.runs_dir().join(&rec.id);
+    let local = it.world.runs_dir().join(&rec.id);
     let stdout = std::fs::read_to_string(local.join("stdout.log")).unwrap();
     assert!(stdout.contains("sleeping") && !stdout.contains("woke up"), "{stdout}");
     assert_eq!(std::fs::read_to_string(local.join("exit-status")).unwrap(), "130\n");
-    let pid = std::fs::read_to_string(remote_log.join("pid")).unwrap();
-    let alive = std::process::Command::new("kill").args(["-0", pid.trim()]).stderr(Stdio::null()).status().unwrap();
-    assert!(!alive.success(), "the remote run was stopped");
+    let pid = std::fs::read_to_string(remote_run.join("pid")).unwrap();
+    let alive = Run::of(std::process::Command::new("kill").args(["-0", pid.trim()]));
+    assert_ne!(alive.code, Some(0), "the remote run was stopped");
 }
 
 #[test]
 fn the_idle_watchdog_runs_the_shutdown_command() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions::default()) else { return };
-    let (pkg, _) = package(&world);
-    let marker = world.path("shutdown-ran");
-    let extra = format!("idle-shutdown = \"2s\"\nshutdown-command = \"touch {}\"", marker.display());
-    world.write_config(&sshd.remote_table("it", &world.path("w"), &extra));
-    let out = world.run(&["remote-run", "--remote", "it", "--package", &pkg.display().to_string(), "--", "sleep=3"]);
-    assert_eq!(out.status.code(), Some(0));
+    let Some(it) = Remote::start(SshdOptions::default()) else { return };
+    let (pkg, _) = package(&it.world);
+    let marker = it.world.path("shutdown-ran");
+    it.configure(&format!("idle-shutdown = \"2s\"\nshutdown-command = \"touch {}\"", marker.display()));
+    it.remote_run(&pkg, &["--", "sleep=3"]).ok();
     assert!(!marker.exists(), "no shutdown while a run is going");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "the watchdog never ran the shutdown command");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for("the watchdog to run the shutdown command", Duration::from_secs(10), || marker.exists());
 }
 
 #[test]
 fn a_dropped_connection_only_stops_the_streaming() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions::default()) else { return };
-    let (pkg, _) = package(&world);
-    let work = world.path("w");
-    world.write_config(&sshd.remote_table("it", &work, ""));
-    let child = world
-        .cmd(&["remote-run", "--remote", "it", "--package", &pkg.display().to_string(), "--", "sleep=3"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_dir(work.join("runs")).ok().and_then(|mut rd| rd.next()).is_some_and(|e| {
-        std::fs::read_to_string(e.unwrap().path().join("stdout.log")).unwrap_or_default().contains("sleeping")
-    }) {
-        assert!(Instant::now() < deadline, "the run never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    sshd.close_master();
-    let out = child.wait_with_output().unwrap();
-    let stderr = text(&out.stderr);
-    eprintln!("{stderr}");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("lost the connection to it (cargo-gpu-test) while following run"), "{stderr}");
-    assert!(stderr.contains("`cargo gpu logs "), "{stderr}");
-    let rec = world.last_record();
+    let Some(it) = Remote::start(SshdOptions::default()) else { return };
+    let (pkg, _) = package(&it.world);
+    it.configure("");
+    let child = it.spawn(&pkg, &["--", "sleep=3"]);
+    it.wait_sleeping();
+    it.sshd.close_master();
+    let out = finish(child).fails_with(1);
+    out.stderr_has("lost the connection to it (cargo-gpu-test) while following run");
+    out.stderr_has("`cargo gpu logs ");
+    let rec = it.world.last_record();
     assert_eq!(rec.state, State::Running);
     // The run went on; `logs` picks it up and shows everything.
-    let out = world.run(&["logs"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stdout), runner_stdout(&["sleep=3"]));
-    assert_fetched(&world, &["sleep=3"], 0);
-    assert_eq!(world.last_record().state, State::Finished);
+    let out = it.world.run(&["logs"]).ok();
+    assert_eq!(out.stdout, runner_stdout(&["sleep=3"]));
+    assert_fetched(&it.world, &["sleep=3"], 0);
+    assert_eq!(it.world.last_record().state, State::Finished);
 }
 
 #[test]
 fn remote_up_and_down_run_the_hooks() {
-    let world = World::new();
-    let Some(sshd) = Sshd::start(&world, SshdOptions::default()) else { return };
-    let log = world.path("hooks.log");
-    world.write_config(&sshd.remote_table("it", &world.path("w"), &hooks(&log)));
-    assert_eq!(world.run(&["remote", "up", "it"]).status.code(), Some(0));
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\n");
-    assert_eq!(world.run(&["remote", "down", "it"]).status.code(), Some(0));
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\nstop\n");
-    let out = world.run(&["remote", "up", "nowhere"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no remote named `nowhere`"));
+    let Some(it) = Remote::start(SshdOptions::default()) else { return };
+    it.configure(&it.hooks());
+    it.world.run(&["remote", "up", "it"]).ok();
+    assert_eq!(it.hook_log(), "start\n");
+    it.world.run(&["remote", "down", "it"]).ok();
+    assert_eq!(it.hook_log(), "start\nstop\n");
+    it.world.run(&["remote", "up", "nowhere"]).fails_with(1).stderr_has("no remote named `nowhere`");
 }
 
 #[test]
@@ -476,76 +365,65 @@ fn remote_run_help() {
         .stdout_eq(snapbox::file!["snapshots/remote-run-help.txt"]);
 }
 
-#[path = "common/mod.rs"]
-mod common;
-
 #[test]
 fn without_a_package_it_builds_if_stale_then_runs() {
-    let Some(cuda) = common::require_cuda() else { return };
+    let Some(cuda) = require_cuda() else { return };
     let world = World::new();
-    let project = common::TestProject::new("tiny", Some(cuda));
-    let work = world.path("w");
-    world.write_config(&format!("[remotes.local]\nworkdir = {}\n", support::toml_str(&work.display().to_string())));
+    let project = TestProject::new("tiny", Some(cuda));
+    world.write_config(&local_config(&world.path("w")));
     let run = |args: &[&str]| {
-        let out = project
-            .cmd(args)
-            .env("CARGO_GPU_CONFIG", &world.config)
-            .env("PATH", format!("{}:{}", world.fakebin.display(), std::env::var("PATH").unwrap()))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        eprintln!("{}", text(&out.stderr));
-        out
+        Run::of(
+            project.cmd(args).env("CARGO_GPU_CONFIG", &world.config).env("PATH", support::path_with(&world.fakebin)),
+        )
+        .ok()
     };
     let out = run(&["remote-run", "--remote", "local"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(text(&out.stdout), "tiny runner\n");
+    assert_eq!(out.stdout, "tiny runner\n");
     let runs = project.path("target/gpu/runs");
-    let rec = cargo_gpu::runs::Record::load(
-        &runs,
-        &std::fs::read_dir(&runs).unwrap().next().unwrap().unwrap().file_name().to_string_lossy(),
-    )
-    .unwrap();
-    let manifest = cargo_gpu::package::manifest::Manifest::read(&project.package("debug")).unwrap();
+    let ids = || {
+        let mut ids: Vec<String> =
+            std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids().len(), 1);
+    let rec = Record::load(&runs, &ids()[0]).unwrap();
+    let manifest = Manifest::read(&project.package("debug")).unwrap();
     assert_eq!(rec.package_digest, manifest.digest());
     assert_eq!(rec.blobs_uploaded, manifest.files.len());
     // Nothing changed: no compile, no upload.
     let out = run(&["remote-run", "--remote", "local"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(!text(&out.stderr).contains("Compiling"), "{}", text(&out.stderr));
-    let mut ids: Vec<String> =
-        std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    ids.sort();
-    let rec = cargo_gpu::runs::Record::load(&runs, ids.last().unwrap()).unwrap();
+    assert!(!out.stderr.contains("Compiling"), "{}", out.stderr);
+    let rec = Record::load(&runs, ids().last().unwrap()).unwrap();
     assert_eq!((rec.blobs_uploaded, rec.blobs_present), (0, manifest.files.len()));
     // doctor --remote says whether the project's targets run there.
     let out = run(&["doctor", "--remote", "local"]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).contains("  sm_90a: runs there\n"), "{}", text(&out.stdout));
+    assert!(out.stdout.contains("  sm_90a: runs there\n"), "{}", out.stdout);
 }
 
 #[test]
 fn local_on_a_machine_without_a_gpu_says_so_before_building() {
-    let Some(cuda) = common::require_cuda() else { return };
+    let Some(cuda) = require_cuda() else { return };
     let world = World::new();
-    let project = common::TestProject::new("tiny", Some(cuda));
+    let project = TestProject::new("tiny", Some(cuda));
     world.write_config("");
     // A PATH with no nvidia-smi: no NVIDIA driver here.
     let nothing = world.path("empty-bin");
     std::fs::create_dir_all(&nothing).unwrap();
-    let cargo_dir = std::path::Path::new(env!("CARGO")).parent().unwrap().to_path_buf();
-    let out = project
-        .cmd(&["remote-run", "--remote", "local"])
-        .env("CARGO_GPU_CONFIG", &world.config)
-        .env("PATH", format!("{}:{}", nothing.display(), cargo_dir.display()))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("`--remote local` runs the package on this machine, and this machine has no NVIDIA driver (nvidia-smi not found)"),
-        "{stderr}"
+    let cargo_dir = Path::new(env!("CARGO")).parent().unwrap().to_path_buf();
+    let out = Run::of(
+        project
+            .cmd(&["remote-run", "--remote", "local"])
+            .env("CARGO_GPU_CONFIG", &world.config)
+            .env("PATH", format!("{}:{}", nothing.display(), cargo_dir.display())),
+    )
+    .fails_with(1);
+    out.stderr_has(
+        "`--remote local` runs the package on this machine, and this machine has no NVIDIA driver (nvidia-smi not found)",
     );
-    assert!(!stderr.contains("Compiling") && !project.package("debug").exists(), "nothing was built: {stderr}");
+    assert!(
+        !out.stderr.contains("Compiling") && !project.package("debug").exists(),
+        "nothing was built: {}",
+        out.stderr
+    );
 }

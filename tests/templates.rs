@@ -5,22 +5,22 @@
 //! edit of a hand-written manifest, and every refusal (bad names, existing folders, existing
 //! `[package.metadata.gpu]`).
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{repo_root, require_cuda, write_script, Run, BIN};
+use support::{
+    cargo_gpu, cuobjdump, fake_nvidia_smi, path_with, repo_root, require_cuda, templates_target_dir, Run, TestProject,
+};
 
 /// `cargo-gpu gpu ARGS` in `dir`, with the given toolkit, a private cache and a target folder
 /// shared by these tests (so cudarc is compiled once).
 fn gpu(dir: &Path, cuda: Option<&Path>, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("gpu").args(args).current_dir(dir);
+    let mut c = cargo_gpu(args);
+    c.current_dir(dir);
     c.env("CARGO_GPU_CACHE_DIR", dir.join(".cargo-gpu-cache"));
-    c.env("CARGO_TARGET_DIR", target_dir());
-    c.env("CARGO_TERM_COLOR", "never");
-    c.env_remove("CARGO_GPU_NVCC").env_remove("CUDA_PATH");
+    c.env("CARGO_TARGET_DIR", templates_target_dir());
     // Whether `new` makes a repository must not depend on a repository above the temporary folder.
     c.env("GIT_CEILING_DIRECTORIES", std::env::temp_dir());
     match cuda {
@@ -31,7 +31,7 @@ fn gpu(dir: &Path, cuda: Option<&Path>, args: &[&str]) -> Command {
 }
 
 fn run(mut c: Command) -> Run {
-    Run::from(c.output().unwrap())
+    Run::of(&mut c)
 }
 
 /// `git ARGS` in `dir`, to see what `new` made.
@@ -42,28 +42,16 @@ fn git(dir: &Path, args: &[&str]) -> Run {
     run(c)
 }
 
-fn target_dir() -> PathBuf {
-    repo_root().join("target/test-templates")
-}
-
 /// A PATH holding a fake `nvidia-smi` that prints `output` (or fails when it is None), so the
 /// basic template's target does not depend on this machine's GPU.
 fn fake_smi_path(dir: &Path, output: Option<&str>) -> std::ffi::OsString {
     let bin = dir.join("fake-bin");
-    let body = match output {
-        Some(text) => format!("printf '%s\\n' '{text}'\n"),
-        None => "echo 'No devices were found'\nexit 6\n".to_string(),
-    };
-    write_script(&bin.join("nvidia-smi"), &body);
-    let mut paths = vec![bin];
-    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    std::env::join_paths(paths).unwrap()
+    fake_nvidia_smi(&bin, output);
+    path_with(&bin)
 }
 
 fn cuobjdump_sass(cuda: &Path, cubin: &Path) -> String {
-    let out = Command::new(cuda.join("bin/cuobjdump")).arg("-sass").arg(cubin).output().unwrap();
-    assert!(out.status.success(), "cuobjdump failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cuobjdump(cuda, &["-sass"], cubin)
 }
 
 fn sass_lines<'a>(sass: &'a str, mnemonic: &str) -> Vec<&'a str> {
@@ -96,7 +84,7 @@ fn generate_and_build(tmp: &Path, cuda: &Path, name: &str, template: &str, expec
     assert!(!readme.contains("{{"), "placeholders left in the README");
 
     run(gpu(&dir, Some(cuda), &["build", "--release"])).ok().stderr_has(&format!("[{expect_target}] package"));
-    let pkg = target_dir().join("gpu/release").join(name);
+    let pkg = templates_target_dir().join("gpu/release").join(name);
     assert!(pkg.join("bin").join(name).is_file(), "the runner is in the package");
     // The runner explains itself without a GPU.
     let help = Command::new(pkg.join("bin").join(name)).arg("--help").output().unwrap();
@@ -115,7 +103,9 @@ fn basic_template_builds_and_its_kit_tests_pass_on_their_own() {
     assert!(sass.contains("vector_add"), "{sass}");
     // The generated project is a crate of its own: its tests (the kit's among them) pass there.
     let mut test = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    test.args(["test", "--quiet"]).current_dir(tmp.path().join("my-kernels")).env("CARGO_TARGET_DIR", target_dir());
+    test.args(["test", "--quiet"])
+        .current_dir(tmp.path().join("my-kernels"))
+        .env("CARGO_TARGET_DIR", templates_target_dir());
     let out = run(test).ok();
     assert!(
         out.stdout.contains("a_skipped_last_element_fails_with_its_index") || out.stdout.contains("test result: ok")
@@ -232,7 +222,7 @@ fn init_adds_metadata_kernels_and_a_runner_that_builds() {
         std::fs::read(repo_root().join("templates/kit/kit.rs")).unwrap()
     );
     run(gpu(&dir, Some(&cuda), &["build"])).ok();
-    let pkg = target_dir().join("gpu/debug/existing");
+    let pkg = templates_target_dir().join("gpu/debug/existing");
     assert!(pkg.join("bin/gpu-runner").is_file());
     let sass = cuobjdump_sass(&cuda, &pkg.join("kernels/hgemm.sm_90a.cubin"));
     assert!(sass.contains("HGMMA"));
@@ -261,7 +251,7 @@ fn init_under_autobins_false_adds_a_runner_bin_that_builds() {
     assert_eq!(bins, ["no-autobins", "gpu-runner"]);
     // Without the [[bin]] cargo would not build src/bin/gpu-runner/ and the package would lack it.
     run(gpu(&dir, Some(&cuda), &["build"])).ok();
-    let pkg = target_dir().join("gpu/debug/no-autobins");
+    let pkg = templates_target_dir().join("gpu/debug/no-autobins");
     assert!(pkg.join("bin/gpu-runner").is_file());
     assert!(pkg.join("kernels/vector_add.sm_90a.cubin").is_file());
 }
@@ -378,14 +368,10 @@ fn example_kernels_are_the_templates_kernels() {
 #[test]
 fn example_builds_every_kernel_for_hopper_and_blackwell() {
     let Some(cuda) = require_cuda() else { return };
-    let p = common::TestProject::new("kernels-example", Some(cuda.clone()));
-    let out = p
-        .cmd(&["build", "--release", "--target", "sm_90a", "--target", "sm_100a"])
-        .env("CARGO_TARGET_DIR", target_dir())
-        .output()
-        .unwrap();
-    Run::from(out).ok();
-    let pkg = target_dir().join("gpu/release/kernels-example");
+    let p = TestProject::new("kernels-example", Some(cuda.clone()));
+    let mut build = p.cmd(&["build", "--release", "--target", "sm_90a", "--target", "sm_100a"]);
+    Run::of(build.env("CARGO_TARGET_DIR", templates_target_dir())).ok();
+    let pkg = templates_target_dir().join("gpu/release/kernels-example");
     let sass = |name: &str| cuobjdump_sass(&cuda, &pkg.join("kernels").join(name));
     assert_eq!(sass_lines(&sass("hgemm.sm_90a.cubin"), "HGMMA.64x256x16.F32.BF16").len(), 8);
     assert_eq!(sass_lines(&sass("tcgen05_gemm.sm_100a.cubin"), "UTCHMMA").len(), 4);
