@@ -58,7 +58,6 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let profile = if opts.release { Profile::Release } else { Profile::Debug };
     let dir = project.package_dir(profile.name());
     let state_dir = project.build_state_dir(profile.name());
-    let parallel = opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     // The runner's cargo build and `git status` start first and run while nvcc is checked and the
     // kernels compile: a no-op build then costs little more than cargo's own no-op build. A
     // kernel step that fails cancels the runner build instead of waiting for it.
@@ -69,6 +68,9 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         let kernels = (|| -> Result<(Vec<Built>, &'static Nvcc)> {
             let nvcc = Nvcc::get(shell)?;
             check_targets(nvcc, &project.targets)?;
+            // Reading the CPU quota from the cgroup files takes a while: off the runner's path.
+            let parallel =
+                opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             let sources = sources::discover(&project.root, &project.kernels_dir)?;
             let jobs: Vec<Job> = sources
                 .iter()

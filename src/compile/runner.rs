@@ -83,6 +83,11 @@ pub fn build(shell: &Shell, project: &Project, profile: Profile, cancel: Option<
 
 /// The runner's executable, and whether it was fresh, from one of cargo's JSON messages.
 fn executable_of(line: &[u8], runner: &str) -> Option<(PathBuf, bool)> {
+    // Most lines are other crates' artifacts: skip them without parsing.
+    let text = std::str::from_utf8(line).ok()?;
+    if !text.contains("\"compiler-artifact\"") || !text.contains(&format!("\"{runner}\"")) {
+        return None;
+    }
     match serde_json::from_slice::<cargo_metadata::Message>(line).ok()? {
         cargo_metadata::Message::CompilerArtifact(a) if a.target.name == runner && a.target.is_bin() => {
             Some((a.executable?.into_std_path_buf(), a.fresh))

@@ -18,8 +18,17 @@ fn cached_hash(path: &Path) -> Result<String> {
     crate::cache::memo("sha256", &path.display().to_string(), &[path.to_path_buf()], || sha256_file(path))
 }
 
+/// Whether `dir` may be in a git work tree: a `.git` in it or a folder above, or `GIT_DIR` set.
+/// Outside one, `git status` is not run at all (it would only fail, a few milliseconds later).
+fn may_be_in_git(dir: &Path) -> bool {
+    std::env::var_os("GIT_DIR").is_some() || dir.ancestors().any(|d| d.join(".git").exists())
+}
+
 /// Git revision and dirty flag of the folder, in one `git status`; `None` outside a repository.
 pub fn git_state(shell: &Shell, dir: &Path) -> Option<(String, bool)> {
+    if !may_be_in_git(dir) {
+        return None;
+    }
     let out = Cmd::new("git", "read the git revision")
         .current_dir(dir)
         .args(["status", "--porcelain=v2", "--branch", "--untracked-files=no"])
@@ -163,6 +172,18 @@ mod tests {
         let dirty = "# branch.oid 0123abc\n# branch.head main\n1 .M N... 100644 100644 100644 a b src/x.rs\n";
         assert_eq!(parse_git_status(dirty), Some(("0123abc".into(), true)));
         assert_eq!(parse_git_status("# branch.oid (initial)\n"), None);
+    }
+
+    #[test]
+    fn git_is_asked_only_inside_a_work_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("a/b");
+        std::fs::create_dir_all(&inner).unwrap();
+        if std::env::var_os("GIT_DIR").is_none() && !dir.path().ancestors().any(|d| d.join(".git").exists()) {
+            assert!(!may_be_in_git(&inner));
+        }
+        std::fs::create_dir(dir.path().join("a/.git")).unwrap();
+        assert!(may_be_in_git(&inner));
     }
 
     #[test]
