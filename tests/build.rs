@@ -254,6 +254,26 @@ fn syntax_error_shows_the_cu_file_and_line() {
 }
 
 #[test]
+fn a_kernel_that_does_not_compile_stops_the_runner_build_instead_of_waiting_for_it() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    // A runner whose build takes a minute: the build script sleeps, and says when it was stopped.
+    let marker = p.path("build-finished");
+    p.write("build.rs", &format!("fn main() {{ std::thread::sleep(std::time::Duration::from_secs(60)); std::fs::write({:?}, \"\").unwrap(); }}\n", marker.display().to_string()));
+    p.write("kernels/broken.cu", "extern \"C\" __global__ void broken(float* x) {\n    x[0] = not_declared;\n}\n");
+    let started = std::time::Instant::now();
+    let run = p.run(&["build"]).fails_with(1);
+    run.stderr_has("kernels/broken.cu(2): error: identifier \"not_declared\" is undefined");
+    assert!(started.elapsed() < std::time::Duration::from_secs(40), "waited {:?} for the runner", started.elapsed());
+    // Not left running either: no process of that build (cargo, the build script) lives on.
+    let build_dir = p.path("target").display().to_string();
+    support::wait_for("the runner build to be gone", std::time::Duration::from_secs(5), || {
+        support::processes_with(&build_dir).is_empty()
+    });
+    assert!(!marker.exists());
+}
+
+#[test]
 fn wgmma_for_plain_sm90_names_the_line_and_the_target_that_accepts_it() {
     let Some(cuda) = require_cuda() else { return };
     let p = TestProject::new("tiny", Some(cuda));

@@ -1,5 +1,7 @@
-//! The README's configuration examples parse with the real configuration types, so the README
-//! cannot drift from the code.
+//! The README cannot drift from the code: its configuration examples parse with the real types,
+//! every flag is documented, and its first command does what it says.
+
+mod support;
 
 use std::path::Path;
 
@@ -98,4 +100,33 @@ fn kernels_example_readme_names_what_it_borrows() {
         let path = line.trim_end_matches("\"]");
         assert!(readme.contains(&format!("`{path}`")), "src/main.rs includes {path}, which the README does not name");
     }
+}
+
+/// The README's first command, `scripts/setup.sh`, prints the install command it runs, word for
+/// word, then builds kernels-example with the installed `cargo gpu`. Run here with a `cargo` that
+/// logs what it is asked and a stand-in nvcc, so nothing is installed or compiled.
+#[test]
+fn setup_prints_the_install_command_it_runs_then_builds_the_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    let log = tmp.path().join("cargo.log");
+    support::write_script(&bin.join("cargo"), &format!("printf '%s\\n' \"$*\" >> '{}'\n", log.display()));
+    support::write_script(&bin.join("nvcc"), "exit 0\n");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/setup.sh"))
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("CARGO_GPU_NVCC", bin.join("nvcc"))
+        .env("CARGO_INSTALL_ROOT", tmp.path().join("root"))
+        .env_remove("CUDA_HOME")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let printed =
+        stdout.lines().find_map(|l| l.strip_prefix("install: ")).expect("setup.sh prints its install command");
+    let ran: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(printed, format!("cargo {}", ran[0]), "what setup.sh prints is what it runs");
+    assert_eq!(ran[0], format!("install --quiet --locked --force --path {}", root.display()));
+    assert_eq!(ran[1..], ["gpu doctor", "gpu build --target sm_90a --target sm_100a"]);
 }
