@@ -179,11 +179,33 @@ impl Cmd {
     /// `status` is `None`), or when the stdout taker cuts the stream (killed, `cut` set). The
     /// exit status is not checked: see [`Cmd::failure`].
     pub fn exec(&self, shell: &Shell, opts: ExecOptions) -> Result<Ended> {
-        exec(shell, self, opts)
+        self.start(shell, opts)?.wait()
+    }
+
+    /// [`Cmd::exec`] in two halves: the child is running when this returns, so the caller can do
+    /// other work meanwhile and [`Running::wait`] later.
+    pub fn start(&self, shell: &Shell, opts: ExecOptions) -> Result<Running> {
+        start(shell, self, opts)
     }
 }
 
-fn exec(shell: &Shell, cmd: &Cmd, opts: ExecOptions) -> Result<Ended> {
+type Pump = std::thread::JoinHandle<std::io::Result<Pumped>>;
+
+/// A child started by [`Cmd::start`].
+pub struct Running {
+    purpose: String,
+    pid: u32,
+    done: std::sync::mpsc::Receiver<()>,
+    waiter: std::thread::JoinHandle<std::io::Result<ExitStatus>>,
+    feeder: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    out: Pump,
+    err: Option<Pump>,
+    cut: Arc<AtomicBool>,
+    interrupt: Interrupt,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+fn start(shell: &Shell, cmd: &Cmd, opts: ExecOptions) -> Result<Running> {
     let has_stdin = opts.stdin.is_some();
     let inherit = opts.stderr == Sink::Inherit;
     let mut child = cmd.spawn(Some(shell), |c| {
@@ -226,50 +248,74 @@ fn exec(shell: &Shell, cmd: &Cmd, opts: ExecOptions) -> Result<Ended> {
         let _ = done_tx.send(());
         status
     });
-    let reaped = |waiter: std::thread::JoinHandle<std::io::Result<ExitStatus>>| {
-        waiter.join().expect("the waiter does not panic").with_context(|| format!("failed to {}", cmd.purpose()))
-    };
-    let status = loop {
-        match done_rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break reaped(waiter)?,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        let stop =
-            crate::exit::reached(opts.interrupt) || opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
-        if (stop || cut.load(Ordering::SeqCst)) && done_rx.try_recv().is_ok() {
-            // It ended by itself meanwhile: its pid may already be another process's.
-            break reaped(waiter)?;
-        }
-        if stop {
-            kill_group(pid);
-            let _ = reaped(waiter);
-            return Ok(Ended { status: None, stdout: Vec::new(), stderr: Vec::new(), cut: false, truncated: false });
-        }
-        if cut.load(Ordering::SeqCst) {
-            // The stdout reader has closed its end already; the stderr reader is left to finish
-            // alone, as after Ctrl-C (an ssh master may hold the pipe a while longer).
-            kill_group(pid);
-            let status = reaped(waiter).ok();
-            return Ok(Ended { status, stdout: Vec::new(), stderr: Vec::new(), cut: true, truncated: false });
-        }
-    };
-    let feed_result = feeder.map(|f| f.join().expect("the stdin feeder does not panic"));
-    let stdout = out.join().expect("the stdout reader does not panic").unwrap_or_default();
-    let stderr = match err {
-        Some(e) => e.join().expect("the stderr reader does not panic").unwrap_or_default(),
-        None => Pumped::default(),
-    };
-    if let Some(Err(e)) = feed_result {
-        // A child that exits early closes its stdin: its own status and stderr then say why.
-        if status.success() {
-            return Err(e).with_context(|| format!("failed to {}: could not feed its input", cmd.purpose()));
-        }
-    }
-    Ok(Ended {
-        status: Some(status),
-        stdout: stdout.kept,
-        stderr: stderr.kept,
-        cut: cut.load(Ordering::SeqCst),
-        truncated: stdout.truncated,
+    Ok(Running {
+        purpose: cmd.purpose().to_string(),
+        pid,
+        done: done_rx,
+        waiter,
+        feeder,
+        out,
+        err,
+        cut,
+        interrupt: opts.interrupt,
+        cancel: opts.cancel,
     })
+}
+
+impl Running {
+    /// Waits for the child as [`Cmd::exec`] describes.
+    pub fn wait(self) -> Result<Ended> {
+        let Running { purpose, pid, done: done_rx, waiter, feeder, out, err, cut, interrupt, cancel } = self;
+        let reaped = |waiter: std::thread::JoinHandle<std::io::Result<ExitStatus>>| {
+            waiter.join().expect("the waiter does not panic").with_context(|| format!("failed to {purpose}"))
+        };
+        let status = loop {
+            match done_rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break reaped(waiter)?,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let stop = crate::exit::reached(interrupt) || cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
+            if (stop || cut.load(Ordering::SeqCst)) && done_rx.try_recv().is_ok() {
+                // It ended by itself meanwhile: its pid may already be another process's.
+                break reaped(waiter)?;
+            }
+            if stop {
+                kill_group(pid);
+                let _ = reaped(waiter);
+                return Ok(Ended {
+                    status: None,
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    cut: false,
+                    truncated: false,
+                });
+            }
+            if cut.load(Ordering::SeqCst) {
+                // The stdout reader has closed its end already; the stderr reader is left to finish
+                // alone, as after Ctrl-C (an ssh master may hold the pipe a while longer).
+                kill_group(pid);
+                let status = reaped(waiter).ok();
+                return Ok(Ended { status, stdout: Vec::new(), stderr: Vec::new(), cut: true, truncated: false });
+            }
+        };
+        let feed_result = feeder.map(|f| f.join().expect("the stdin feeder does not panic"));
+        let stdout = out.join().expect("the stdout reader does not panic").unwrap_or_default();
+        let stderr = match err {
+            Some(e) => e.join().expect("the stderr reader does not panic").unwrap_or_default(),
+            None => Pumped::default(),
+        };
+        if let Some(Err(e)) = feed_result {
+            // A child that exits early closes its stdin: its own status and stderr then say why.
+            if status.success() {
+                return Err(e).with_context(|| format!("failed to {purpose}: could not feed its input"));
+            }
+        }
+        Ok(Ended {
+            status: Some(status),
+            stdout: stdout.kept,
+            stderr: stderr.kept,
+            cut: cut.load(Ordering::SeqCst),
+            truncated: stdout.truncated,
+        })
+    }
 }

@@ -62,8 +62,8 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     // kernels compile: a no-op build then costs little more than cargo's own no-op build. A
     // kernel step that fails cancels the runner build instead of waiting for it.
     let cancel = Arc::new(AtomicBool::new(false));
-    let (kernels, runner, git) = std::thread::scope(|s| {
-        let runner = s.spawn(|| runner::build(shell, &project, profile, Some(Arc::clone(&cancel))));
+    let building = runner::start(shell, &project, profile, Some(Arc::clone(&cancel)))?;
+    let (kernels, git) = std::thread::scope(|s| {
         let git = s.spawn(|| assemble::git_state(shell, &project.root));
         let kernels = (|| -> Result<(Vec<Built>, &'static Nvcc)> {
             let nvcc = Nvcc::get(shell)?;
@@ -90,8 +90,9 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         if kernels.is_err() {
             cancel.store(true, Ordering::SeqCst);
         }
-        (kernels, runner.join().expect("the runner build thread does not panic"), git.join().unwrap_or(None))
+        (kernels, git.join().unwrap_or(None))
     });
+    let runner = building.finish();
     let (cubins, nvcc) = kernels?;
     let runner = runner?;
     crate::exit::check_interrupt()?;

@@ -41,8 +41,18 @@ pub fn command(project: &Project, profile: Profile, verbosity: Verbosity) -> Cmd
     }
 }
 
-/// Builds the runner; setting `cancel` stops cargo (the build is then an error nobody reads).
-pub fn build(shell: &Shell, project: &Project, profile: Profile, cancel: Option<Arc<AtomicBool>>) -> Result<Runner> {
+/// The runner's cargo build, started: cargo runs while the caller does other work.
+pub struct Building {
+    running: crate::cmd::Running,
+    found: Arc<Mutex<Option<(PathBuf, bool)>>>,
+    runner: String,
+    triple: String,
+    shown: String,
+}
+
+/// Starts building the runner; setting `cancel` stops cargo (the build is then an error nobody
+/// reads). [`Building::finish`] waits for it.
+pub fn start(shell: &Shell, project: &Project, profile: Profile, cancel: Option<Arc<AtomicBool>>) -> Result<Building> {
     let cmd = command(project, profile, shell.verbosity());
     let found: Arc<Mutex<Option<(PathBuf, bool)>>> = Arc::default();
     let taker = {
@@ -64,21 +74,34 @@ pub fn build(shell: &Shell, project: &Project, profile: Profile, cancel: Option<
     };
     // cargo's own diagnostics and progress go straight to the terminal, as with `cargo build`.
     let opts = ExecOptions { stdout_to: Some(taker), stderr: Sink::Inherit, cancel, ..Default::default() };
-    let ended = cmd.exec(shell, opts)?;
-    let Some(status) = ended.status else {
-        if crate::exit::interrupted() {
-            return Err(crate::exit::interrupted_error());
+    Ok(Building {
+        running: cmd.start(shell, opts)?,
+        found,
+        runner: project.runner.clone(),
+        triple: project.runner_target.clone().unwrap_or_else(|| HOST_TRIPLE.to_string()),
+        shown: cmd.to_string(),
+    })
+}
+
+impl Building {
+    /// Waits for cargo and names the executable it built.
+    pub fn finish(self) -> Result<Runner> {
+        let ended = self.running.wait()?;
+        let Some(status) = ended.status else {
+            if crate::exit::interrupted() {
+                return Err(crate::exit::interrupted_error());
+            }
+            bail!("the build of the host runner `{}` was cancelled", self.runner);
+        };
+        if !status.success() {
+            bail!("could not build the host runner `{}`: cargo {}", self.runner, crate::cmd::describe_status(status));
         }
-        bail!("the build of the host runner `{}` was cancelled", project.runner);
-    };
-    if !status.success() {
-        bail!("could not build the host runner `{}`: cargo {}", project.runner, crate::cmd::describe_status(status));
+        let found = self.found.lock().expect("the reader does not panic").take();
+        let Some((executable, fresh)) = found else {
+            bail!("cargo built no executable for the runner `{}`: `{}` reported none", self.runner, self.shown);
+        };
+        Ok(Runner { executable, triple: self.triple, fresh })
     }
-    let found = found.lock().expect("the reader does not panic").take();
-    let Some((executable, fresh)) = found else {
-        bail!("cargo built no executable for the runner `{}`: `{cmd}` reported none", project.runner);
-    };
-    Ok(Runner { executable, triple: project.runner_target.clone().unwrap_or_else(|| HOST_TRIPLE.to_string()), fresh })
 }
 
 /// The runner's executable, and whether it was fresh, from one of cargo's JSON messages.

@@ -54,8 +54,10 @@ pub fn parse_git_status(text: &str) -> Option<(String, bool)> {
 }
 
 /// Copies `src` to `dst` unless `dst` already has the same bytes; returns whether it wrote.
-/// A cubin (`link`) is hard-linked from the build's store when it can be: no copy, and the store
-/// keeps every target's cubin for a later build that switches back.
+/// With `link`, the file is hard-linked when it can be: no copy, and an unchanged file is known
+/// by its inode without hashing it again. Cubins come from the build's store (which keeps every
+/// target's cubin for a later build that switches back), the runner from cargo's target folder
+/// (cargo replaces its files rather than writing into them, so the package keeps what it had).
 fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool, link: bool) -> Result<bool> {
     use std::os::unix::fs::MetadataExt;
     let same_file = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
@@ -67,10 +69,11 @@ fn install_file(src: &Path, dst: &Path, sha256: &str, executable: bool, link: bo
     }
     let tmp = dst.with_extension("tmp-install");
     let _ = std::fs::remove_file(&tmp);
-    if !link || std::fs::hard_link(src, &tmp).is_err() {
+    let linked = link && std::fs::hard_link(src, &tmp).is_ok();
+    if !linked {
         std::fs::copy(src, &tmp).with_context(|| format!("failed to copy {} to {}", src.display(), tmp.display()))?;
     }
-    if executable {
+    if executable && !linked {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     }
@@ -127,7 +130,7 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
     let runner_sha = cached_hash(inputs.runner_exe)?;
     let runner_size = std::fs::metadata(inputs.runner_exe)?.len();
     let runner_path = bin_dir.join(inputs.runner_name);
-    install_file(inputs.runner_exe, &runner_path, &runner_sha, true, false)?;
+    install_file(inputs.runner_exe, &runner_path, &runner_sha, true, true)?;
     prune(&bin_dir, &BTreeSet::from([inputs.runner_name.to_string()]))?;
     let kernels_dir = inputs.dir.join("kernels");
     std::fs::create_dir_all(&kernels_dir).with_context(|| format!("failed to create {}", kernels_dir.display()))?;
