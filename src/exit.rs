@@ -104,13 +104,19 @@ pub fn set_pending_stop(instance: Option<&str>) {
     }
 }
 
-/// Returns the interrupt error if Ctrl-C was pressed, for use with `?` between steps.
-pub fn check_interrupt() -> anyhow::Result<()> {
-    if interrupted() {
+/// Returns the interrupt error if Ctrl-C was pressed often enough to stop a step of patience
+/// `level`, for use with `?` between steps.
+pub fn check_reached(level: Interrupt) -> anyhow::Result<()> {
+    if reached(level) {
         Err(interrupted_error())
     } else {
         Ok(())
     }
+}
+
+/// Returns the interrupt error if Ctrl-C was pressed, for use with `?` between steps.
+pub fn check_interrupt() -> anyhow::Result<()> {
+    check_reached(Interrupt::First)
 }
 
 #[cfg(test)]

@@ -5,29 +5,30 @@
 //! cargo-gpu processes sharing one such folder.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-/// Writes `contents` to `path` as a whole: a new temp file beside it, then a rename. A link at
+/// Writes what `contents` reads to `path` as a whole: a new temp file beside it (created with
+/// `O_EXCL`, so never an existing file or link), given `mode`, then renamed into place. A link at
 /// `path` is replaced, never written through; a reader sees the old file or the new one.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+/// Returns the bytes written.
+pub fn write_new(path: &Path, contents: &mut dyn Read, mode: u32) -> std::io::Result<u64> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} names no file", path.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("failed to create a temp file in {}", dir.display()))?;
-    tmp.write_all(contents).with_context(|| format!("failed to write {}", tmp.path().display()))?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-        .with_context(|| format!("failed to set the mode of {}", tmp.path().display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("failed to move a new {} into place", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
+    let n = std::io::copy(contents, tmp.as_file_mut())?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(n)
+}
+
+/// [`write_new`] of a byte string, mode 0644.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    write_new(path, &mut &contents[..], 0o644).with_context(|| format!("failed to write {}", path.display()))?;
     Ok(())
 }
 

@@ -37,7 +37,7 @@ pub type StdinFeed = Box<dyn FnOnce(&mut ChildStdin) -> std::io::Result<()> + Se
 /// means it wants no more: the child is then stopped and [`Ended::cut`] is set.
 pub type StdoutTaker = Box<dyn FnMut(&[u8]) -> ControlFlow<()> + Send + 'static>;
 
-/// The most of a child's stdout kept in memory; the rest is dropped (and `Ended::truncated` set).
+/// The most of a child's stdout kept in memory; the rest is dropped.
 const MAX_CAPTURED_STDOUT: usize = 16 << 20;
 /// The most of a child's stderr kept: its end, which holds the reason it failed.
 const MAX_CAPTURED_STDERR: usize = 256 << 10;
@@ -75,8 +75,6 @@ pub struct Ended {
     pub stderr: Vec<u8>,
     /// The stdout taker asked for no more and the child was stopped.
     pub cut: bool,
-    /// More stdout came than is kept in memory.
-    pub truncated: bool,
 }
 
 impl Ended {
@@ -85,11 +83,21 @@ impl Ended {
     }
 }
 
-/// What a pump kept, and whether its taker cut the stream.
+/// What a pump kept.
 #[derive(Default)]
 struct Pumped {
     kept: Vec<u8>,
-    truncated: bool,
+}
+
+/// Copies a child's output to our own stdout (or stderr) as it comes, flushed at once.
+pub fn pass_through(to_stdout: bool, bytes: &[u8]) {
+    let _ = if to_stdout {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).and_then(|_| out.flush())
+    } else {
+        let mut err = std::io::stderr().lock();
+        err.write_all(bytes).and_then(|_| err.flush())
+    };
 }
 
 fn write_escaped_lines(pending: &mut Vec<u8>, bytes: &[u8], flush_all: bool) {
@@ -134,24 +142,15 @@ fn pump(
             Sink::Capture if to_stdout => {
                 let room = limit.saturating_sub(p.kept.len());
                 p.kept.extend_from_slice(&buf[..n.min(room)]);
-                p.truncated |= n > room;
             }
             Sink::Capture => {
                 p.kept.extend_from_slice(&buf[..n]);
                 if p.kept.len() > limit {
                     let extra = p.kept.len() - limit;
                     p.kept.drain(..extra);
-                    p.truncated = true;
                 }
             }
-            Sink::PassThrough if to_stdout => {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
-            }
-            Sink::PassThrough => {
-                let mut err = std::io::stderr().lock();
-                let _ = err.write_all(&buf[..n]).and_then(|_| err.flush());
-            }
+            Sink::PassThrough => pass_through(to_stdout, &buf[..n]),
             Sink::Escaped => write_escaped_lines(&mut pending, &buf[..n], false),
             Sink::Inherit => {}
         }
@@ -282,20 +281,14 @@ impl Running {
             if stop {
                 kill_group(pid);
                 let _ = reaped(waiter);
-                return Ok(Ended {
-                    status: None,
-                    stdout: Vec::new(),
-                    stderr: Vec::new(),
-                    cut: false,
-                    truncated: false,
-                });
+                return Ok(Ended { status: None, stdout: Vec::new(), stderr: Vec::new(), cut: false });
             }
             if cut.load(Ordering::SeqCst) {
                 // The stdout reader has closed its end already; the stderr reader is left to finish
                 // alone, as after Ctrl-C (an ssh master may hold the pipe a while longer).
                 kill_group(pid);
                 let status = reaped(waiter).ok();
-                return Ok(Ended { status, stdout: Vec::new(), stderr: Vec::new(), cut: true, truncated: false });
+                return Ok(Ended { status, stdout: Vec::new(), stderr: Vec::new(), cut: true });
             }
         };
         let feed_result = feeder.map(|f| f.join().expect("the stdin feeder does not panic"));
@@ -310,12 +303,6 @@ impl Running {
                 return Err(e).with_context(|| format!("failed to {purpose}: could not feed its input"));
             }
         }
-        Ok(Ended {
-            status: Some(status),
-            stdout: stdout.kept,
-            stderr: stderr.kept,
-            cut: cut.load(Ordering::SeqCst),
-            truncated: stdout.truncated,
-        })
+        Ok(Ended { status: Some(status), stdout: stdout.kept, stderr: stderr.kept, cut: cut.load(Ordering::SeqCst) })
     }
 }

@@ -5,4 +5,4 @@ mod command;
 mod exec;
 
 pub use command::{describe_status, quote, tail_lines, Cmd, CmdError};
-pub use exec::{Ended, ExecOptions, Running, Sink, StdinFeed, StdoutTaker};
+pub use exec::{pass_through, Ended, ExecOptions, Running, Sink, StdinFeed, StdoutTaker};

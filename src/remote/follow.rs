@@ -5,7 +5,7 @@
 //! neither memory nor disk here grows with what the remote sends. Also the two clean-up steps
 //! of an interrupted run: stopping it there and fetching what it wrote.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{ExecOptions, Sink, StdinFeed};
+use crate::cmd::{pass_through, ExecOptions, Sink, StdinFeed};
 use crate::exit::Interrupt;
 use crate::redact;
 use crate::remote::frames::{Channel, Demux, Event};
@@ -118,14 +118,8 @@ pub fn follow(
             let mut seen = seen.lock().expect("the follower does not panic");
             let mut gone = false;
             let events = seen.demux.feed(bytes, &mut |ch, data| match ch {
-                Channel::Stdout => {
-                    let mut o = std::io::stdout().lock();
-                    let _ = o.write_all(data).and_then(|_| o.flush());
-                }
-                Channel::Stderr => {
-                    let mut e = std::io::stderr().lock();
-                    let _ = e.write_all(data).and_then(|_| e.flush());
-                }
+                Channel::Stdout => pass_through(true, data),
+                Channel::Stderr => pass_through(false, data),
                 Channel::Tar => {
                     // The unpacker stops taking at the cap (or on a local error): then cut.
                     if tx.as_ref().map_or(true, |t| t.send(data.to_vec()).is_err()) {

@@ -125,10 +125,7 @@ impl<'a> Instance<'a> {
         // starts the instance again instead of finding it half stopped.
         let lock = match (self.joined, self.lease.as_ref()) {
             (true, Some(lease)) => {
-                let lock = lease.lock(|| match crate::exit::reached(Interrupt::Third) {
-                    true => Err(crate::exit::interrupted_error()),
-                    false => Ok(()),
-                })?;
+                let lock = lease.lock(|| crate::exit::check_reached(Interrupt::Third))?;
                 lease.leave(&lock);
                 let others = lease.others(&lock).len();
                 if others > 0 && !self.leave_up {

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use tar::EntryType;
 
 use crate::escape;
+use crate::safe_fs::write_new;
 use crate::shell::human_bytes;
 
 /// The longest GNU long name or pax header read (real ones are a few hundred bytes).
@@ -127,17 +128,6 @@ fn make_folders(root: &Path, rel: &Path, include_last: bool) -> std::result::Res
     Ok(())
 }
 
-/// Writes one entry's contents as a new temp file renamed into place.
-fn write_file(to: &Path, contents: &mut dyn Read, executable: bool) -> std::io::Result<u64> {
-    let dir = to.parent().expect("an entry lives in the run folder");
-    let mut tmp = tempfile::Builder::new().prefix(".unpack.").tempfile_in(dir)?;
-    let n = std::io::copy(contents, tmp.as_file_mut())?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(if executable { 0o755 } else { 0o644 }))?;
-    tmp.persist(to).map_err(|e| e.error)?;
-    Ok(n)
-}
-
 /// The path of the next entry, from a GNU long name or a pax `path` that came before it.
 #[derive(Default)]
 struct Pending {
@@ -245,14 +235,14 @@ pub fn unpack(tar: impl Read, dest: &Path, rules: &Rules<'_>) -> Result<Unpacked
                         let mut raw = Vec::new();
                         entry.read_to_end(&mut raw).context("failed to read the run's tar stream")?;
                         text.push_str(&String::from_utf8_lossy(&raw));
-                        write_file(&to, &mut f(&text).as_bytes(), false)
+                        write_new(&to, &mut f(&text).as_bytes(), 0o644)
                     }
                     Some(_) => {
                         result
                             .refuse(&name, format!("larger than the 1 MiB such a file may be ({})", human_bytes(size)));
                         continue;
                     }
-                    None => write_file(&to, &mut entry, executable),
+                    None => write_new(&to, &mut entry, if executable { 0o755 } else { 0o644 }),
                 };
                 let n = written.with_context(|| format!("failed to write {}", to.display()))?;
                 result.bytes += n;
