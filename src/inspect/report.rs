@@ -59,7 +59,7 @@ impl FunctionReport {
             ("barriers", self.barriers as u64),
             ("max threads", self.max_threads.unwrap_or(0) as u64),
             ("trap only", self.trap_only as u64),
-            ("total", self.total() as u64),
+            ("instructions", self.total() as u64),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -269,7 +269,7 @@ mod tests {
             changes,
             [
                 ("g".into(), "registers".into(), Some(160), Some(168)),
-                ("g".into(), "total".into(), Some(9), Some(10)),
+                ("g".into(), "instructions".into(), Some(9), Some(10)),
                 ("h".into(), "function".into(), None, Some(1)),
             ]
         );
