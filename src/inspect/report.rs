@@ -268,8 +268,8 @@ mod tests {
         assert_eq!(
             changes,
             [
-                ("g".into(), "registers".into(), Some(160), Some(168)),
                 ("g".into(), "instructions".into(), Some(9), Some(10)),
+                ("g".into(), "registers".into(), Some(160), Some(168)),
                 ("h".into(), "function".into(), None, Some(1)),
             ]
         );
