@@ -38,8 +38,11 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &InspectArgs) -> Result<i3
         let expected = expect::expected(&project.expect, &b.job.kernel.stem, b.job.target);
         let findings = warnings::findings(&b.job.kernel.stem, b.job.target, report, expected);
         let missing = expect::missing(&project.expect, &[(b.job.kernel.stem.as_str(), b.job.target, report)]);
-        let previous_path = state_dir.join(format!("{}.report.prev.json", b.job.cubin_name()));
-        let changes = args.diff.then(|| KernelReport::load(&previous_path).map(|p| report::diff(&p, report)));
+        let (_, previous_path) = report::paths(&state_dir, &b.job.cubin_name());
+        let changes = args.diff.then(|| {
+            KernelReport::load(&previous_path)
+                .map(|p| report::diff(&p, report).into_iter().filter(|c| wanted(&c.function)).collect::<Vec<_>>())
+        });
         let listing = if args.sass {
             let sass = tools.disassemble_with_lines(&b.path).read(Some(shell))?;
             Some(text::sass_listing(&sass, wanted, &project.root, color && !shell.json()))
@@ -79,10 +82,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &InspectArgs) -> Result<i3
                 out.push_str(&match changes {
                     None => "  no previous build of this kernel and target to compare with".to_string(),
                     Some(c) if c.is_empty() => "  unchanged since the previous build".to_string(),
-                    Some(c) => format!(
-                        "  changed since the previous build:\n{}",
-                        text::changes(c).replace("\n  ", "\n    ").replacen("  ", "    ", 1)
-                    ),
+                    Some(c) => format!("  changed since the previous build:\n{}", text::changes(c)),
                 });
             }
             if let Some(l) = &listing {

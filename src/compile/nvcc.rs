@@ -49,12 +49,12 @@ impl<'a> CompileSettings<'a> {
 
     /// The report on the cubin of `job` (see [`KernelReport`]), beside its fingerprint.
     pub fn report_path(&self, job: &Job) -> PathBuf {
-        self.state_dir.join(format!("{}.report.json", job.cubin_name()))
+        report::paths(self.state_dir, &job.cubin_name()).0
     }
 
     /// The report on the cubin the build before this one made, which `inspect --diff` compares with.
     pub fn previous_report_path(&self, job: &Job) -> PathBuf {
-        self.state_dir.join(format!("{}.report.prev.json", job.cubin_name()))
+        report::paths(self.state_dir, &job.cubin_name()).1
     }
 
     /// The nvcc command for one job, writing to `out` with its dependency list in `depfile`.

@@ -5,7 +5,7 @@
 //! and `inspect --diff` run no tool at all.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -109,11 +109,17 @@ impl KernelReport {
     }
 }
 
+/// Where the report on the cubin `cubin_name` (`hgemm.sm_90a.cubin`) is kept in a build's state
+/// folder, and where the report of the build before it is.
+pub fn paths(state_dir: &Path, cubin_name: &str) -> (PathBuf, PathBuf) {
+    (state_dir.join(format!("{cubin_name}.report.json")), state_dir.join(format!("{cubin_name}.report.prev.json")))
+}
+
 /// The tools the report needs, found beside nvcc.
 #[derive(Debug, Clone)]
 pub struct Tools {
-    pub cuobjdump: std::path::PathBuf,
-    pub nvdisasm: std::path::PathBuf,
+    pub cuobjdump: PathBuf,
+    pub nvdisasm: PathBuf,
 }
 
 impl Tools {

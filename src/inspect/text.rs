@@ -35,15 +35,15 @@ pub fn function(f: &FunctionReport) -> String {
     s
 }
 
-/// `  hgemm_bf16_tn: registers 160 -> 168`, one line per changed figure.
+/// `    hgemm_bf16_tn: registers 160 -> 168`, one line per changed figure.
 pub fn changes(changes: &[Change]) -> String {
     let shown = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "-".into());
     changes
         .iter()
         .map(|c| match (c.figure.as_str(), c.before, c.after) {
-            ("function", None, _) => format!("  {}: new kernel function", c.function),
-            ("function", _, None) => format!("  {}: kernel function gone", c.function),
-            _ => format!("  {}: {} {} -> {}", c.function, c.figure, shown(c.before), shown(c.after)),
+            ("function", None, _) => format!("    {}: new kernel function", c.function),
+            ("function", _, None) => format!("    {}: kernel function gone", c.function),
+            _ => format!("    {}: {} {} -> {}", c.function, c.figure, shown(c.before), shown(c.after)),
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -124,6 +124,17 @@ fn source_line(rest: &str, root: &Path, cache: &mut BTreeMap<String, Option<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_read_as_before_and_after() {
+        let c = |figure: &str, before, after| Change { function: "g".into(), figure: figure.into(), before, after };
+        let text = changes(&[
+            c("registers", Some(160), Some(168)),
+            c("function", None, Some(1)),
+            c("function", Some(1), None),
+        ]);
+        assert_eq!(text, "    g: registers 160 -> 168\n    g: new kernel function\n    g: kernel function gone");
+    }
 
     #[test]
     fn listing_keeps_wanted_functions_shows_source_and_marks_interest() {
