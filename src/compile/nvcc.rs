@@ -141,6 +141,7 @@ impl<'a> CompileSettings<'a> {
                         let expected = expect::expected(self.expect, &job.kernel.stem, job.target);
                         let findings = warnings::findings(&job.kernel.stem, job.target, &r, expected);
                         warnings::show(shell, &job.label(), &findings);
+                        warnings::show_other_advisories(shell, &job.label(), &r);
                     }
                     Some(r)
                 }

@@ -93,6 +93,13 @@ pub fn findings(kernel: &str, target: SmArch, report: &KernelReport, expected: &
     out
 }
 
+/// ptxas's other coded messages (`C7519 warpgroup.arrive is injected ...`): shown with `-v` only.
+pub fn show_other_advisories(shell: &Shell, label: &str, report: &KernelReport) {
+    for a in report.advisories.iter().filter(|a| !a.costs_performance()) {
+        shell.verbose("ptxas", format!("{label}: ({}) {}", a.code, a.message));
+    }
+}
+
 /// Prints findings the way cargo prints rustc's, each naming its kernel source and target.
 pub fn show(shell: &Shell, label: &str, findings: &[Finding]) {
     for f in findings {
