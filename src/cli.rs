@@ -63,6 +63,8 @@ impl GlobalOpts {
 pub enum GpuCommand {
     /// Compile every kernel for every target, build the host runner, assemble the package
     Build(BuildArgs),
+    /// Without a GPU: each kernel's registers, spills, shared memory and SASS census
+    Inspect(InspectArgs),
     /// Show this machine's GPUs, CUDA compiler and tools, and what it can run
     Doctor(DoctorArgs),
     /// Create a project of CUDA kernels with a runner that checks and times them
@@ -77,6 +79,25 @@ pub enum GpuCommand {
     Logs(LogsArgs),
     /// Start or stop a remote's instance with its `start` / `stop` commands
     Remote(RemoteArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct InspectArgs {
+    /// A kernel: its source's name without `.cu` (hgemm), or a kernel function's name [default: every kernel]
+    #[arg(value_name = "KERNEL")]
+    pub kernel: Option<String>,
+    /// GPU target to inspect; repeat for several [default: the project's targets]
+    #[arg(long = "target", value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Inspect the release build (-O3 -lineinfo) instead of the debug build (-G)
+    #[arg(short, long)]
+    pub release: bool,
+    /// Print the SASS with the .cu lines it came from, instructions of interest marked
+    #[arg(long)]
+    pub sass: bool,
+    /// Show what changed since the previous build of the same kernels and targets
+    #[arg(long)]
+    pub diff: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]

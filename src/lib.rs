@@ -10,6 +10,8 @@
 //! `compile`       kernels (nvcc jobs, fingerprints, diagnostics, scheduler), the runner, the build
 //! `remote`        transports, scripts, frames, preflight, the run session, instances, unpacking
 //! `manifest_edit` `cargo gpu init`'s edit of a crate's Cargo.toml, comments kept
+//! `inspect`       a cubin's report (resources, SASS census, ptxas advisories, trap-only stubs),
+//!                 the warnings made from it, expected instructions, inspect's text
 //! `project`       Cargo.toml + [package.metadata.gpu] -> one resolved project; run-folder places
 //! `templates`     the project templates and the runner kit, embedded
 //! `toolchain`     nvcc, cuobjdump, nvdisasm, local GPUs: found and versioned
@@ -33,6 +35,7 @@ pub mod config;
 pub mod digest;
 pub mod escape;
 pub mod exit;
+pub mod inspect;
 pub mod manifest_edit;
 pub mod nvidia_smi;
 pub mod package;
@@ -64,6 +67,7 @@ pub fn run(cli: Cargo) -> i32 {
         GpuCommand::Runs(a) => commands::runs::exec(&shell, &args.global, a),
         GpuCommand::Logs(a) => commands::logs::exec(&shell, &args.global, a),
         GpuCommand::Remote(a) => commands::remote::exec(&shell, &args.global, a),
+        GpuCommand::Inspect(a) => commands::inspect::exec(&shell, &args.global, a),
     };
     match result {
         Ok(code) => code,

@@ -15,7 +15,7 @@ use crate::templates;
 /// cudarc dependency (unless there is one) and, under `autobins = false`, the runner's `[[bin]]`;
 /// an error, and nothing changed, when the crate already has the table or a binary of the runner's
 /// name, or is not a package.
-pub fn init_manifest(manifest: &str, path: &Path, targets: &[SmArch]) -> Result<String> {
+pub fn init_manifest(manifest: &str, path: &Path, targets: &[SmArch], expect: &str) -> Result<String> {
     let mut doc: DocumentMut = manifest.parse().with_context(|| format!("failed to parse {}", path.display()))?;
     let package = match doc.get("package") {
         Some(Item::Table(package)) => package,
@@ -37,7 +37,7 @@ pub fn init_manifest(manifest: &str, path: &Path, targets: &[SmArch]) -> Result<
     // Without autobins cargo builds only the binaries the manifest lists.
     let needs_bin = package.get("autobins").and_then(Item::as_bool) == Some(false);
 
-    add_gpu_metadata(&mut doc, targets, path)?;
+    add_gpu_metadata(&mut doc, targets, expect, path)?;
     add_cudarc(&mut doc, path)?;
     if needs_bin {
         add_runner_bin(&mut doc, path)?;
@@ -64,8 +64,8 @@ fn bin_names(doc: &DocumentMut) -> impl Iterator<Item = String> + '_ {
 }
 
 /// `[package.metadata.gpu]`, with its comment, as the templates write it.
-fn gpu_metadata_table(targets: &[SmArch]) -> Result<Table> {
-    let text = templates::metadata_table(targets);
+fn gpu_metadata_table(targets: &[SmArch], expect: &str) -> Result<Table> {
+    let text = templates::metadata_table(targets, expect);
     let doc: DocumentMut = text.parse().context("failed to parse the [package.metadata.gpu] template")?;
     let gpu = doc
         .get("package")
@@ -79,8 +79,8 @@ fn gpu_metadata_table(targets: &[SmArch]) -> Result<Table> {
 
 /// Adds `[package.metadata.gpu]` right after the last table of the package (`[package]` itself,
 /// or a `[package.metadata.*]` of another tool), where a reader of the package looks for it.
-fn add_gpu_metadata(doc: &mut DocumentMut, targets: &[SmArch], path: &Path) -> Result<()> {
-    let mut gpu = gpu_metadata_table(targets)?;
+fn add_gpu_metadata(doc: &mut DocumentMut, targets: &[SmArch], expect: &str, path: &Path) -> Result<()> {
+    let mut gpu = gpu_metadata_table(targets, expect)?;
     let after = doc.get("package").and_then(Item::as_table).and_then(last_position);
     gpu.set_position(make_room_after(doc.as_table_mut(), after));
     let package = doc.get_mut("package").and_then(Item::as_table_mut).context("failed to find [package] again")?;
@@ -225,7 +225,7 @@ mod tests {
     }
 
     fn init(manifest: &str) -> String {
-        init_manifest(manifest, Path::new("Cargo.toml"), &sm90a()).unwrap()
+        init_manifest(manifest, Path::new("Cargo.toml"), &sm90a(), "").unwrap()
     }
 
     const GPU: &str = "\n# Read by `cargo gpu`: where the kernels are, what to build them for, which binary runs them.\n\
@@ -266,6 +266,18 @@ mod tests {
             cudarc()
         );
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_templates_expected_instructions_come_along_and_parse() {
+        let hopper = templates::find("hopper-wgmma").unwrap();
+        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"\n";
+        let out = init_manifest(m, Path::new("Cargo.toml"), &sm90a(), hopper.expect).unwrap();
+        let v = assert_added(&out);
+        let json = serde_json::to_value(&v["package"]["metadata"]["gpu"]).unwrap();
+        let gpu = crate::project::GpuMetadata::from_value(&json, Path::new("Cargo.toml")).unwrap();
+        assert_eq!(gpu.expect["hgemm"][&sm90a()[0]], ["HGMMA", "UTMALDG", "UTMALDG.MULTICAST"], "{out}");
+        assert!(out.contains("# The instructions the kernels' SASS must have"), "{out}");
     }
 
     #[test]
@@ -403,18 +415,18 @@ mod tests {
             "[package]\nname = \"x\"\nversion = \"0.1.0\"\nmetadata.gpu.targets = [\"sm_80\"]\n",
             "[package]\nname = \"x\"\nversion = \"0.1.0\"\nmetadata = { gpu = { targets = [\"sm_80\"] } }\n",
         ] {
-            let err = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap_err().to_string();
+            let err = init_manifest(m, Path::new("Cargo.toml"), &sm90a(), "").unwrap_err().to_string();
             assert!(err.contains("already has [package.metadata.gpu]"), "{m}: {err}");
         }
         let m =
             "[package]\nname = \"x\"\nversion = \"0.1.0\"\n[[bin]]\nname = \"gpu-runner\"\npath = \"src/main.rs\"\n";
-        let err = init_manifest(m, Path::new("Cargo.toml"), &sm90a()).unwrap_err().to_string();
+        let err = init_manifest(m, Path::new("Cargo.toml"), &sm90a(), "").unwrap_err().to_string();
         assert!(err.contains("already has a binary named `gpu-runner`"), "{err}");
-        let err = init_manifest("[workspace]\nmembers = []\n", Path::new("Cargo.toml"), &sm90a()).unwrap_err();
+        let err = init_manifest("[workspace]\nmembers = []\n", Path::new("Cargo.toml"), &sm90a(), "").unwrap_err();
         assert!(err.to_string().contains("no [package]"), "{err}");
-        let err = init_manifest("package = { name = \"x\" }\n", Path::new("Cargo.toml"), &sm90a()).unwrap_err();
+        let err = init_manifest("package = { name = \"x\" }\n", Path::new("Cargo.toml"), &sm90a(), "").unwrap_err();
         assert!(err.to_string().contains("its package is an inline table"), "{err}");
-        let err = init_manifest("[package\n", Path::new("x/Cargo.toml"), &sm90a()).unwrap_err();
+        let err = init_manifest("[package\n", Path::new("x/Cargo.toml"), &sm90a(), "").unwrap_err();
         assert!(err.to_string().contains("failed to parse x/Cargo.toml"), "{err}");
     }
 

@@ -2,6 +2,7 @@
 //! `[package.metadata.gpu]` table validated, and the command line laid over both, resolved into one
 //! [`Project`] before any work starts.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -32,7 +33,13 @@ pub struct GpuMetadata {
     pub runner_target: Option<String>,
     /// The remote `cargo gpu remote-run` uses when neither `--remote` nor `CARGO_GPU_REMOTE` names one.
     pub remote: Option<String>,
+    /// Instructions each kernel's SASS must have, per target: `hgemm = { sm_90a = ["HGMMA"] }`.
+    #[serde(default)]
+    pub expect: Expectations,
 }
+
+/// `[package.metadata.gpu.expect]`: kernel (source stem) -> target -> SASS instructions.
+pub type Expectations = BTreeMap<String, BTreeMap<SmArch, Vec<String>>>;
 
 /// Everything the build needs, resolved and validated.
 #[derive(Debug, Clone)]
@@ -51,6 +58,16 @@ pub struct Project {
     pub runner_target: Option<String>,
     /// `[package.metadata.gpu] remote`: this project's default remote.
     pub remote: Option<String>,
+    pub expect: Expectations,
+}
+
+/// `HGMMA`, `UTMALDG.MULTICAST`, `BAR.SYNC`: an opcode in capitals, its modifiers after dots.
+fn is_instruction_name(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let base = parts.next().unwrap_or_default();
+    !base.is_empty()
+        && base.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && parts.all(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
 }
 
 /// The cargo that ran us (`$CARGO`), or `cargo` from PATH.
@@ -201,6 +218,18 @@ impl Project {
             },
         };
 
+        for (kernel, targets) in &gpu.expect {
+            for (target, instructions) in targets {
+                if let Some(bad) = instructions.iter().find(|i| !is_instruction_name(i)) {
+                    bail!(
+                        "invalid `[package.metadata.gpu]` in {} at key `expect.{kernel}.{target}`: `{bad}` is not a SASS \
+                         instruction name: write its opcode in capitals, with modifiers if they matter (`HGMMA`, \
+                         `UTMALDG.MULTICAST`)",
+                        manifest_path.display()
+                    );
+                }
+            }
+        }
         let kernels_dir = root.join(gpu.kernels.clone().unwrap_or_else(|| PathBuf::from("kernels")));
         Ok(Project {
             name: package.name.to_string(),
@@ -214,6 +243,7 @@ impl Project {
             runner,
             runner_target: gpu.runner_target.clone(),
             remote: gpu.remote.clone(),
+            expect: gpu.expect.clone(),
             root,
         })
     }
@@ -270,6 +300,16 @@ mod tests {
         assert_eq!(g.targets.len(), 2);
         assert_eq!(g.nvcc_flags, vec!["-std=c++20"]);
         assert_eq!(g.runner.as_deref(), Some("bench"));
+    }
+
+    #[test]
+    fn expectations_parse_per_kernel_and_target() {
+        let g = parse(json!({"expect": {"hgemm": {"sm_90a": ["HGMMA", "UTMALDG.MULTICAST"]}}})).unwrap();
+        assert_eq!(g.expect["hgemm"][&"sm_90a".parse::<SmArch>().unwrap()], ["HGMMA", "UTMALDG.MULTICAST"]);
+        let err = parse(json!({"expect": {"hgemm": {"sm_99z": ["HGMMA"]}}})).unwrap_err().to_string();
+        assert!(err.contains("at key `expect.hgemm.sm_99z`: `sm_99z` is not a GPU target"), "{err}");
+        assert!(is_instruction_name("HGMMA") && is_instruction_name("UTMALDG.2D.MULTICAST"));
+        assert!(!is_instruction_name("hgmma") && !is_instruction_name("HGMMA.") && !is_instruction_name(""));
     }
 
     #[test]

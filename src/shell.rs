@@ -58,6 +58,22 @@ impl Shell {
         Shell { verbosity, format, color }
     }
 
+    /// Whether text for people on stdout may be coloured: `CARGO_TERM_COLOR` as for stderr, else
+    /// only on a terminal and without `NO_COLOR`.
+    pub fn stdout_color(&self) -> bool {
+        match std::env::var("CARGO_TERM_COLOR").as_deref() {
+            Ok("always") => true,
+            Ok("never") => false,
+            _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    /// Text for people on stdout: a command's result, such as `inspect`'s.
+    pub fn out(&self, text: impl AsRef<str>) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", text.as_ref().trim_end_matches('\n'));
+    }
+
     pub fn verbosity(&self) -> Verbosity {
         self.verbosity
     }

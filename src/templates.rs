@@ -27,6 +27,9 @@ pub struct Template {
     pub about: &'static str,
     /// Targets written into Cargo.toml; empty means "the local GPU's, or sm_90a".
     pub targets: &'static [&'static str],
+    /// `[package.metadata.gpu.expect]`'s entries for its kernels (TOML, one kernel a line): the SASS
+    /// instructions the build must find, so that a lost wgmma fails the build. Empty for none.
+    pub expect: &'static str,
     pub files: &'static [TemplateFile],
 }
 
@@ -41,18 +44,21 @@ pub static TEMPLATES: &[Template] = &[
         name: "basic",
         about: "vector add, checked on the CPU and timed as GB/s",
         targets: &[],
+        expect: "",
         files: files!("basic": "Cargo.toml.tmpl", "README.md.tmpl", "kernels/vector_add.cu", "src/main.rs", "src/vector_add.rs"),
     },
     Template {
         name: "hopper-wgmma",
         about: "sm_90a: bf16 GEMM with TMA loads and wgmma, checked and timed as TFLOP/s",
         targets: &["sm_90a"],
+        expect: r#"hgemm = { sm_90a = ["HGMMA", "UTMALDG", "UTMALDG.MULTICAST"] }"#,
         files: files!("hopper-wgmma": "Cargo.toml.tmpl", "README.md.tmpl", "kernels/hgemm.cu", "src/main.rs", "src/hgemm.rs"),
     },
     Template {
         name: "blackwell-tcgen05",
         about: "sm_100a: bf16 GEMM on tcgen05.mma with the accumulator in tensor memory",
         targets: &["sm_100a"],
+        expect: r#"tcgen05_gemm = { sm_100a = ["UTCHMMA", "UTCBAR"] }"#,
         files: files!(
             "blackwell-tcgen05": "Cargo.toml.tmpl",
             "README.md.tmpl",
@@ -122,6 +128,8 @@ pub struct Vars {
     /// The package name, which is also the runner binary's name.
     pub name: String,
     pub targets: Vec<SmArch>,
+    /// The template's [`Template::expect`].
+    pub expect: &'static str,
 }
 
 impl Vars {
@@ -130,6 +138,11 @@ impl Vars {
         match key {
             "name" => Some(self.name.clone()),
             "cudarc" => Some(CUDARC_DEPENDENCY.to_string()),
+            // The whole `[package.metadata.gpu.expect]` table with its comment, or nothing.
+            "expect_table" => Some(match self.expect {
+                "" => String::new(),
+                e => format!("\n{EXPECT_COMMENT}\n[package.metadata.gpu.expect]\n{e}\n"),
+            }),
             // TOML array items: "sm_90a", "sm_100a"
             "targets" => Some(targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ")),
             // Prose: sm_90a and sm_100a
@@ -209,14 +222,22 @@ pub fn init_files(template: &Template) -> Vec<(PathBuf, String)> {
 /// it builds as it is) to the same line.
 pub const CUDARC_DEPENDENCY: &str = r#"cudarc = { version = "0.19.10", default-features = false, features = ["std", "driver", "nvrtc", "dynamic-loading", "cuda-13000"] }"#;
 
-/// The `[package.metadata.gpu]` table `cargo gpu init` adds, with its comment.
-pub fn metadata_table(targets: &[SmArch]) -> String {
-    let vars = Vars { name: INIT_RUNNER.to_string(), targets: targets.to_vec() };
-    format!(
+const EXPECT_COMMENT: &str =
+    "# The instructions the kernels' SASS must have: the build fails when the compiler drops one.";
+
+/// The `[package.metadata.gpu]` table `cargo gpu init` adds, with its comment; a template's
+/// expected instructions go in as an `expect` key, one inline table, so the edit adds one table.
+pub fn metadata_table(targets: &[SmArch], expect: &str) -> String {
+    let vars = Vars { name: INIT_RUNNER.to_string(), targets: targets.to_vec(), expect: "" };
+    let mut text = format!(
         "\n# Read by `cargo gpu`: where the kernels are, what to build them for, which binary runs them.\n\
          [package.metadata.gpu]\nkernels = \"kernels\"\ntargets = [{}]\nrunner = \"{INIT_RUNNER}\"\n",
         vars.get("targets").unwrap_or_default()
-    )
+    );
+    if !expect.is_empty() {
+        text.push_str(&format!("{EXPECT_COMMENT}\nexpect = {{ {} }}\n", expect.lines().collect::<Vec<_>>().join(", ")));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -228,6 +249,7 @@ mod tests {
         Vars {
             name: "my-kernels".into(),
             targets: vec![SmArch::new(9, 0, Variant::Specific), SmArch::new(10, 0, Variant::Specific)],
+            expect: "",
         }
     }
 

@@ -26,6 +26,16 @@ fn build_help() {
 }
 
 #[test]
+fn inspect_help() {
+    Command::new(support::BIN)
+        .args(["gpu", "inspect", "--help"])
+        .env("COLUMNS", "100")
+        .assert()
+        .success()
+        .stdout_eq(snapbox::file!["snapshots/inspect-help.txt"]);
+}
+
+#[test]
 fn new_help() {
     Command::new(support::BIN)
         .args(["gpu", "new", "--help"])

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["commands"],
     &["cli"],
     &["compile", "remote", "manifest_edit"],
+    &["inspect"],
     &["project", "templates", "toolchain", "vcs"],
     &["package", "config", "runs"],
     &["nvidia_smi"],

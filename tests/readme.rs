@@ -35,7 +35,8 @@ fn project_config_example_parses() {
         let parsed = cargo_gpu::project::GpuMetadata::from_value(&json, Path::new("README.md")).unwrap();
         assert!(!parsed.targets.is_empty(), "{block}");
         // Every key the README shows is one the code reads.
-        assert_eq!(gpu.as_table().unwrap().len(), 7, "the README shows every key: {block}");
+        assert_eq!(gpu.as_table().unwrap().len(), 8, "the README shows every key: {block}");
+        assert!(!parsed.expect.is_empty(), "{block}");
     }
 }
 
@@ -59,9 +60,9 @@ fn remote_config_example_parses_with_every_key() {
 /// Every long flag a command's `--help` lists is named in the README, so no flag goes
 /// undocumented (`remote-run --release` once did), and `-q` is described as `--help` has it.
 #[test]
-fn every_flag_of_build_and_remote_run_is_in_the_readme() {
+fn every_flag_of_build_remote_run_and_inspect_is_in_the_readme() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    for cmd in ["build", "remote-run"] {
+    for cmd in ["build", "remote-run", "inspect"] {
         let out =
             std::process::Command::new(env!("CARGO_BIN_EXE_cargo-gpu")).args(["gpu", cmd, "--help"]).output().unwrap();
         let help = String::from_utf8(out.stdout).unwrap();

@@ -2,8 +2,8 @@
 //! temporary folder and built with the real nvcc, its SASS read with cuobjdump (HGMMA in the
 //! Hopper GEMM, UTCHMMA and the TMEM allocation in the Blackwell one), the kit copied byte for
 //! byte, the git repository and `.gitignore` of a new project (checked with the real git), init's
-//! edit of a hand-written manifest, and every refusal (bad names, existing folders, existing
-//! `[package.metadata.gpu]`).
+//! edit of a hand-written manifest, the expected SASS instructions the templates declare, and
+//! every refusal (bad names, existing folders, existing `[package.metadata.gpu]`).
 
 mod support;
 
@@ -203,6 +203,8 @@ fn init_adds_metadata_kernels_and_a_runner_that_builds() {
     run(init).ok().stderr_has("Added [package.metadata.gpu] for sm_90a");
     let m = manifest(&dir);
     assert_eq!(m["package"]["metadata"]["gpu"]["runner"].as_str(), Some("gpu-runner"));
+    let expected = m["package"]["metadata"]["gpu"]["expect"]["hgemm"]["sm_90a"].as_array().unwrap();
+    assert!(expected.iter().any(|i| i.as_str() == Some("HGMMA")), "the template's expected instructions come along");
     assert!(m["dependencies"]["cudarc"].is_table());
     let edited = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     for kept in [
@@ -391,4 +393,27 @@ fn example_builds_every_kernel_for_hopper_and_blackwell() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown kernel `sgemm`"));
     let bad_k = Command::new(&runner).args(["hgemm", "100x100x100"]).output().unwrap();
     assert_eq!(bad_k.status.code(), Some(2), "K must be a multiple of 8 (TMA strides)");
+}
+
+/// Each template's Cargo.toml declares the instructions its kernels must have, for kernels the
+/// template has and targets it builds, in a table the build reads; `init` adds the same.
+#[test]
+fn hopper_and_blackwell_templates_declare_their_expected_instructions() {
+    use cargo_gpu::templates::{find, project_files, Vars};
+    for (name, kernel, target, instruction) in
+        [("hopper-wgmma", "hgemm", "sm_90a", "HGMMA"), ("blackwell-tcgen05", "tcgen05_gemm", "sm_100a", "UTCHMMA")]
+    {
+        let template = find(name).unwrap();
+        let targets = template.targets.iter().map(|t| t.parse().unwrap()).collect();
+        let files = project_files(template, &Vars { name: "x".into(), targets, expect: template.expect }).unwrap();
+        let (_, cargo_toml) = files.iter().find(|(p, _)| p == Path::new("Cargo.toml")).unwrap();
+        let value: toml::Table = toml::from_str(cargo_toml).unwrap_or_else(|e| panic!("{e}\n{cargo_toml}"));
+        let json = serde_json::to_value(&value["package"]["metadata"]["gpu"]).unwrap();
+        let gpu = cargo_gpu::project::GpuMetadata::from_value(&json, Path::new("Cargo.toml")).unwrap();
+        assert_eq!(gpu.expect.keys().collect::<Vec<_>>(), [kernel], "{cargo_toml}");
+        let per_target = &gpu.expect[kernel];
+        assert_eq!(per_target.keys().map(|t| t.to_string()).collect::<Vec<_>>(), [target], "{cargo_toml}");
+        assert!(per_target.values().next().unwrap().iter().any(|i| i == instruction), "{cargo_toml}");
+        assert!(files.iter().any(|(p, _)| p == Path::new(&format!("kernels/{kernel}.cu"))));
+    }
 }

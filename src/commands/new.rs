@@ -96,7 +96,10 @@ pub fn exec_new(shell: &Shell, _global: &GlobalOpts, args: &NewArgs) -> Result<i
     }
     let vcs = vcs::plan(shell, args.vcs, &args.path)?;
     let (targets, why) = targets_for(shell, template)?;
-    let mut files = templates::project_files(template, &Vars { name: name.clone(), targets: targets.clone() })?;
+    let mut files = templates::project_files(
+        template,
+        &Vars { name: name.clone(), targets: targets.clone(), expect: template.expect },
+    )?;
     if vcs.writes_gitignore() {
         files.push((PathBuf::from(".gitignore"), vcs::GITIGNORE.to_string()));
     }
@@ -129,7 +132,7 @@ pub fn exec_init(shell: &Shell, global: &GlobalOpts, args: &InitArgs) -> Result<
     let manifest = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("failed to read {}", manifest_path.display()))?;
     let (targets, why) = targets_for(shell, template)?;
-    let edited = manifest_edit::init_manifest(&manifest, &manifest_path, &targets)?;
+    let edited = manifest_edit::init_manifest(&manifest, &manifest_path, &targets, template.expect)?;
     let files = templates::init_files(template);
     refuse_existing(&root, &files)?;
     write_files(&root, &files)?;

@@ -12,6 +12,9 @@ use crate::cmd::Cmd;
 use crate::compile::diagnostics::{self, CompileFailure};
 use crate::compile::fingerprint::{self, Fingerprint};
 use crate::compile::sources::{Built, Job, Profile};
+use crate::inspect::report::{self, KernelReport, Tools};
+use crate::inspect::{expect, ptxas, warnings};
+use crate::project::Expectations;
 use crate::shell::Shell;
 use crate::toolchain::Nvcc;
 
@@ -26,6 +29,12 @@ pub struct CompileSettings<'a> {
     pub extra_flags: &'a [String],
     /// Where cubins, fingerprints and dependency files go: one of each per kernel and target.
     pub state_dir: &'a Path,
+    /// cuobjdump and nvdisasm, which make each cubin's report; `None` when they are missing.
+    pub tools: Option<&'a Tools>,
+    /// The project's expected instructions: a trap-only stub declared there is not warned about.
+    pub expect: &'a Expectations,
+    /// Whether a compile shows its findings (spills, ptxas advisories, trap-only stubs) at once.
+    pub announce: bool,
 }
 
 impl<'a> CompileSettings<'a> {
@@ -38,6 +47,16 @@ impl<'a> CompileSettings<'a> {
         self.state_dir.join(format!("{}.json", job.cubin_name()))
     }
 
+    /// The report on the cubin of `job` (see [`KernelReport`]), beside its fingerprint.
+    pub fn report_path(&self, job: &Job) -> PathBuf {
+        report::paths(self.state_dir, &job.cubin_name()).0
+    }
+
+    /// The report on the cubin the build before this one made, which `inspect --diff` compares with.
+    pub fn previous_report_path(&self, job: &Job) -> PathBuf {
+        report::paths(self.state_dir, &job.cubin_name()).1
+    }
+
     /// The nvcc command for one job, writing to `out` with its dependency list in `depfile`.
     pub fn command(&self, job: &Job, out: &Path, depfile: &Path) -> Cmd {
         let mut cmd = Cmd::new(&self.nvcc.path, format!("compile {} for {}", job.kernel.rel.display(), job.target))
@@ -45,6 +64,8 @@ impl<'a> CompileSettings<'a> {
             .args(["-cubin", "-gencode"])
             .arg(job.target.gencode())
             .args(self.profile.nvcc_flags())
+            // ptxas's figures (spills, barriers) are known only while it compiles: the report keeps them.
+            .args(["-Xptxas", "-v"])
             .arg("-I")
             .arg(self.kernels_dir);
         for dir in self.include_dirs {
@@ -65,7 +86,12 @@ impl<'a> CompileSettings<'a> {
         if !fp.holds(&self.command_key(job), &self.nvcc.version.to_string(), &out) {
             return None;
         }
-        Some(Built { job: job.clone(), path: out, size: fp.output.size, sha256: fp.output_sha256, fresh: true })
+        // The report is part of the result: without it (or with one on another cubin) compile again.
+        let report = match self.tools {
+            Some(_) => Some(KernelReport::load(&self.report_path(job)).filter(|r| r.sha256 == fp.output_sha256)?),
+            None => None,
+        };
+        Some(Built { job: job.clone(), path: out, size: fp.output.size, sha256: fp.output_sha256, fresh: true, report })
     }
 
     pub fn compile(&self, shell: &Shell, job: &Job) -> std::result::Result<Built, CompileFailure> {
@@ -85,9 +111,11 @@ impl<'a> CompileSettings<'a> {
                 error: None,
             });
         }
-        if !stderr.trim().is_empty() {
-            // Warnings: shown, as cargo shows rustc's.
-            shell.text(&stderr);
+        // ptxas's figures and advisories go into the report; nvcc's other words (warnings) are
+        // shown as cargo shows rustc's.
+        let (ptxas_report, rest) = ptxas::parse(&stderr);
+        if !rest.trim().is_empty() {
+            shell.text(&rest);
         }
         let finish = || -> anyhow::Result<Built> {
             let deps_text = std::fs::read_to_string(&depfile)
@@ -105,9 +133,24 @@ impl<'a> CompileSettings<'a> {
                 output: output.clone(),
                 output_sha256: sha256.clone(),
             };
+            let report = match self.tools {
+                Some(tools) => {
+                    let r = report::analyse(shell, tools, &out, self.profile.name(), &ptxas_report)?;
+                    r.save(&self.report_path(job), &self.previous_report_path(job))?;
+                    if self.announce {
+                        let expected = expect::expected(self.expect, &job.kernel.stem, job.target);
+                        let findings = warnings::findings(&job.kernel.stem, job.target, &r, expected);
+                        warnings::show(shell, &job.label(), &findings);
+                        warnings::show_other_advisories(shell, &job.label(), &r);
+                    }
+                    Some(r)
+                }
+                None => None,
+            };
+            // Last: a fingerprint on disk says the cubin and its report are complete.
             fp.save(&self.fingerprint_path(job))?;
             let _ = std::fs::remove_file(&depfile);
-            Ok(Built { job: job.clone(), path: out.clone(), size: output.size, sha256, fresh: false })
+            Ok(Built { job: job.clone(), path: out.clone(), size: output.size, sha256, fresh: false, report })
         };
         finish().map_err(|e| CompileFailure::other(job, e))
     }
@@ -129,6 +172,9 @@ mod tests {
             include_dirs: &[],
             extra_flags: &[],
             state_dir: Path::new("/p/target/gpu/release/.build/demo"),
+            tools: None,
+            expect: &Expectations::new(),
+            announce: true,
         };
         let kernel = crate::compile::sources::KernelSource { stem: "k".into(), rel: "kernels/k.cu".into() };
         let a = Job { kernel: kernel.clone(), target: "sm_90a".parse().unwrap() };
@@ -138,7 +184,7 @@ mod tests {
         let line = s.command(&a, Path::new("OUT"), Path::new("DEPS")).to_string();
         assert_eq!(
             line,
-            "cd /p && /opt/cuda/bin/nvcc -cubin -gencode arch=compute_90a,code=sm_90a -O3 -lineinfo -I /p/kernels -MD -MF DEPS -o OUT kernels/k.cu"
+            "cd /p && /opt/cuda/bin/nvcc -cubin -gencode arch=compute_90a,code=sm_90a -O3 -lineinfo -Xptxas -v -I /p/kernels -MD -MF DEPS -o OUT kernels/k.cu"
         );
     }
 }

@@ -15,6 +15,8 @@ use crate::compile::nvcc::CompileSettings;
 use crate::compile::schedule;
 use crate::compile::sources::{self, Built, Job, Profile};
 use crate::compile::{elf, runner};
+use crate::inspect::expect;
+use crate::inspect::report::Tools;
 use crate::package::assemble::{self, Cubin, PackageInputs};
 use crate::package::manifest::{Manifest, PackageInfo};
 use crate::project::Project;
@@ -52,12 +54,72 @@ pub fn check_targets(nvcc: &Nvcc, targets: &[SmArch]) -> Result<()> {
     }
 }
 
+/// Compiles the stale kernels of `project` (those of source stem `only`, when given) for every
+/// target, and returns every cubin, fresh or new, with its report. `announce`: a compile shows its
+/// findings at once (the build does; `inspect` shows them itself).
+pub fn compile_kernels(
+    shell: &Shell,
+    project: &Project,
+    profile: Profile,
+    jobs: Option<usize>,
+    only: Option<&str>,
+    announce: bool,
+) -> Result<(Vec<Built>, &'static Nvcc)> {
+    let nvcc = Nvcc::get(shell)?;
+    check_targets(nvcc, &project.targets)?;
+    // Reading the CPU quota from the cgroup files takes a while: off the runner's path.
+    let parallel = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let sources = sources::discover(&project.root, &project.kernels_dir)?;
+    let jobs: Vec<Job> = sources
+        .iter()
+        .filter(|k| only.map_or(true, |o| k.stem == o))
+        .flat_map(|k| project.targets.iter().map(move |t| Job { kernel: k.clone(), target: *t }))
+        .collect();
+    let tools = Tools::find();
+    let state_dir = project.build_state_dir(profile.name());
+    let settings = CompileSettings {
+        nvcc,
+        profile,
+        root: &project.root,
+        kernels_dir: &project.kernels_dir,
+        include_dirs: &project.include_dirs,
+        extra_flags: &project.nvcc_flags,
+        state_dir: &state_dir,
+        tools: tools.as_ref().ok(),
+        expect: &project.expect,
+        announce,
+    };
+    let built = schedule::build_all(shell, &settings, &jobs, parallel)?;
+    if let Err(e) = &tools {
+        if !project.expect.is_empty() {
+            bail!("cannot check `[package.metadata.gpu.expect]`: {e:#}");
+        }
+        if built.iter().any(|b| !b.fresh) {
+            shell.warn(format!(
+                "the cubins were built but not checked for spills, ptxas advisories and trap-only stubs: {e:#}"
+            ));
+        }
+    }
+    Ok((built, nvcc))
+}
+
+/// Fails the build when a cubin lacks an instruction `[package.metadata.gpu.expect]` names.
+fn check_expectations(project: &Project, built: &[Built]) -> Result<()> {
+    if project.expect.is_empty() {
+        return Ok(());
+    }
+    let sources = sources::discover(&project.root, &project.kernels_dir)?;
+    let kernels: Vec<&str> = sources.iter().map(|k| k.stem.as_str()).collect();
+    let reports: Vec<_> =
+        built.iter().filter_map(|b| Some((b.job.kernel.stem.as_str(), b.job.target, b.report.as_ref()?))).collect();
+    expect::check(&project.expect, &kernels, &reports, &project.manifest_path)
+}
+
 pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let start = Instant::now();
     let project = Project::load(shell, opts.manifest_path.as_deref(), &opts.targets)?;
     let profile = if opts.release { Profile::Release } else { Profile::Debug };
     let dir = project.package_dir(profile.name());
-    let state_dir = project.build_state_dir(profile.name());
     // The runner's cargo build and `git status` start first and run while nvcc is checked and the
     // kernels compile: a no-op build then costs little more than cargo's own no-op build. A
     // kernel step that fails cancels the runner build instead of waiting for it.
@@ -66,26 +128,9 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let (kernels, git) = std::thread::scope(|s| {
         let git = s.spawn(|| assemble::git_state(shell, &project.root));
         let kernels = (|| -> Result<(Vec<Built>, &'static Nvcc)> {
-            let nvcc = Nvcc::get(shell)?;
-            check_targets(nvcc, &project.targets)?;
-            // Reading the CPU quota from the cgroup files takes a while: off the runner's path.
-            let parallel =
-                opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-            let sources = sources::discover(&project.root, &project.kernels_dir)?;
-            let jobs: Vec<Job> = sources
-                .iter()
-                .flat_map(|k| project.targets.iter().map(move |t| Job { kernel: k.clone(), target: *t }))
-                .collect();
-            let settings = CompileSettings {
-                nvcc,
-                profile,
-                root: &project.root,
-                kernels_dir: &project.kernels_dir,
-                include_dirs: &project.include_dirs,
-                extra_flags: &project.nvcc_flags,
-                state_dir: &state_dir,
-            };
-            Ok((schedule::build_all(shell, &settings, &jobs, parallel)?, nvcc))
+            let (built, nvcc) = compile_kernels(shell, &project, profile, opts.jobs, None, true)?;
+            check_expectations(&project, &built)?;
+            Ok((built, nvcc))
         })();
         if kernels.is_err() {
             cancel.store(true, Ordering::SeqCst);

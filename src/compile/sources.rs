@@ -99,6 +99,8 @@ pub struct Built {
     pub size: u64,
     pub sha256: String,
     pub fresh: bool,
+    /// What the cubin holds (`None` when cuobjdump or nvdisasm is missing).
+    pub report: Option<crate::inspect::report::KernelReport>,
 }
 
 #[cfg(test)]
