@@ -22,6 +22,6 @@ pub use package::{make_package, raw_tar, runner_stdout, write_manifest, RUNNER};
 pub use process::{
     cargo_gpu, ctrl_c, finish, path_with, processes_with, run_measured, signal, text, wait_for, Measured, Run, BIN,
 };
-pub use project::{cuda_home, cuobjdump, repo_root, require_cuda, templates_target_dir, TestProject};
+pub use project::{cuda_home, cuobjdump, marker_line, repo_root, require_cuda, templates_target_dir, TestProject};
 pub use remote::{toml_str, Remote, World};
 pub use sshd::{free_port, Sshd, SshdOptions, ALIAS};
