@@ -17,7 +17,8 @@
 //! `package`       the package folder and its manifest
 //! `config`        the user's remotes
 //! `runs`          run records and the cost ledger
-//! `nvidia_smi`    nvidia-smi's answer, parsed
+//! `nvidia_smi` `tool_reports`
+//!                 nvidia-smi's answer, parsed; the remote CUDA tools' reports, read
 //! `arch` `cache` `cmd` `digest` `escape` `exit` `quote` `redact` `safe_fs` `shell`
 //!                 leaves: target rules, memo, child processes, sha256, escaping, exit codes,
 //!                 shell quoting, secrets, link-safe files, output
@@ -44,6 +45,7 @@ pub mod runs;
 pub mod safe_fs;
 pub mod shell;
 pub mod templates;
+pub mod tool_reports;
 pub mod toolchain;
 pub mod vcs;
 

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["compile", "remote", "manifest_edit"],
     &["project", "templates", "toolchain", "vcs"],
     &["package", "config", "runs"],
-    &["nvidia_smi"],
+    &["nvidia_smi", "tool_reports"],
     &["arch", "cache", "cmd", "digest", "escape", "exit", "quote", "redact", "safe_fs", "shell"],
 ];
 

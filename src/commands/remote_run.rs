@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cli::{GlobalOpts, RemoteRunArgs};
 use crate::compile::pipeline::{self, BuildOptions};
@@ -14,6 +14,7 @@ use crate::package::manifest::Manifest;
 use crate::project::Project;
 use crate::remote::instance::{Instance, Stopped};
 use crate::remote::session::{transport_for, Outcome, Session};
+use crate::remote::tools::RunTools;
 use crate::runs::{self, timed, Record, State};
 use crate::shell::Shell;
 
@@ -22,6 +23,20 @@ struct Plan {
     remote: Remote,
     package: Option<PathBuf>,
     build: BuildOptions,
+    tools: RunTools,
+}
+
+/// What the run asks of the remote's CUDA tools.
+fn run_tools(args: &RemoteRunArgs) -> Result<RunTools> {
+    let profile = match (args.profile, &args.ncu_args) {
+        (false, _) => None,
+        (true, None) => Some(Vec::new()),
+        (true, Some(words)) => Some(
+            shell_words::split(words)
+                .with_context(|| format!("failed to split --ncu-args `{words}` into words (check its quotes)"))?,
+        ),
+    };
+    Ok(RunTools { sanitize: args.sanitize.clone(), profile, autosanitize: !args.no_autosanitize, debug: args.debug })
 }
 
 fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan> {
@@ -44,7 +59,7 @@ fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan
         release: args.release,
         jobs: None,
     };
-    Ok(Plan { remote, package: args.package.clone(), build })
+    Ok(Plan { remote, package: args.package.clone(), build, tools: run_tools(args)? })
 }
 
 /// `--remote local` runs here: a machine without a usable GPU is told so before anything is built.
@@ -91,6 +106,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         package_digest: manifest.digest(),
     };
     let mut record = Record::new(&id, origin, &args.args, started / 1000);
+    record.tools = tool_options(args);
     let clock = Instant::now();
     let mut instance = Instance::new(shell, remote, &*transport, args.keep_up);
     let session = Session {
@@ -102,6 +118,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         run_dir: &run_dir,
         runs_dir: &runs_dir,
         detach: args.detach,
+        tools: &plan.tools,
     };
     let outcome = session.run(&mut instance, &mut record);
     let stop_result = timed(&mut record.phases.stop, || instance.stop());
@@ -144,6 +161,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
             Err(e)
         }
     };
+    record.reports = crate::tool_reports::summary::present(&run_dir);
     record.save(&runs_dir)?;
     if let Err(e) = stop_result {
         let e = if crate::exit::code_for(&e) == crate::exit::INTERRUPTED {
@@ -157,12 +175,39 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         };
         shell.error(&e);
     }
+    crate::tool_reports::summary::print(shell, &run_dir, &shown(&run_dir), plan.tools.ncu_clock_control());
     report(shell, &record, &run_dir, remote, stopped);
     result
 }
 
+/// The tool options of this run, as given, for its record.
+fn tool_options(args: &RemoteRunArgs) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(t) = &args.sanitize {
+        v.push(format!("--sanitize={t}"));
+    }
+    if args.profile {
+        v.push("--profile".into());
+    }
+    if let Some(a) = &args.ncu_args {
+        v.push(format!("--ncu-args={a}"));
+    }
+    if args.debug {
+        v.push("--debug".into());
+    }
+    if args.no_autosanitize {
+        v.push("--no-autosanitize".into());
+    }
+    v
+}
+
+/// A run folder as the user reads it: relative to the current folder when it is below it.
+fn shown(run_dir: &Path) -> PathBuf {
+    run_dir.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(run_dir).to_path_buf()
+}
+
 fn report(shell: &Shell, record: &Record, run_dir: &Path, remote: &Remote, stopped: Stopped) {
-    let shown = run_dir.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(run_dir);
+    let shown = shown(run_dir);
     match record.state {
         State::Running => shell.status(
             "Detached",

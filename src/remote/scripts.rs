@@ -16,10 +16,28 @@ use crate::digest::is_sha256;
 use crate::package::manifest::{is_safe_relative, Manifest};
 use crate::quote::{quote, quote_path};
 use crate::redact;
+use crate::remote::tools::{self, RunTools};
+use crate::tool_reports::files;
 
-/// What a run leaves in its folder that comes back with it: files, and the folder `out/` (in
-/// this order, so that the logs come first when a cap cuts the rest).
-pub const FETCHED: [&str; 6] = ["stdout.log", "stderr.log", "exit-status", "nvidia-smi.txt", "env.txt", "out/"];
+/// What a run leaves in its folder that comes back with it: files, the tools' reports (see
+/// `tool_reports::files`) and the folder `out/` (in this order, so that the logs come first
+/// and the bulky things last when a cap cuts the rest).
+pub const FETCHED: [&str; 14] = [
+    "stdout.log",
+    "stderr.log",
+    "exit-status",
+    "nvidia-smi.txt",
+    "env.txt",
+    files::SANITIZER_REPORT,
+    files::AUTOSANITIZE_REPORT,
+    files::AUTOSANITIZE_OUTPUT,
+    files::GDB_OUTPUT,
+    files::NCU_LOG,
+    files::NCU_CSV,
+    files::NCU_TEXT,
+    files::NCU_REPORT,
+    "out/",
+];
 
 /// The exit status of a [`launch`] that found a stored blob whose bytes do not match its name:
 /// the blob was deleted, nothing was launched, preflight (and so upload) again.
@@ -40,7 +58,8 @@ fn words(hashes: &[String]) -> String {
     hashes.iter().map(|h| quote(h)).collect::<Vec<_>>().join(" ")
 }
 
-/// One round trip: GPU, compute capability, driver CUDA, glibc, machine, free disk, missing blobs.
+/// One round trip: GPU, compute capability, driver CUDA, glibc, machine, free disk, the CUDA
+/// tools there and whether ncu may read counters, missing blobs.
 pub fn preflight(workdir: &str, hashes: &[String]) -> String {
     assert!(hashes.iter().all(|h| is_sha256(h)), "blob names are sha256 digests");
     format!(
@@ -56,9 +75,10 @@ fi
 printf 'glibc: %s\n' "$(getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1)"
 printf 'machine: %s\n' "$(uname -m)"
 df -Pk "$W" | awk 'NR==2 {{print "disk-free-kb: " $4}}'
-for h in {hashes}; do [ -f "$W/blobs/$h" ] || echo "missing: $h"; done
+{tools}for h in {hashes}; do [ -f "$W/blobs/$h" ] || echo "missing: $h"; done
 "#,
         prelude = prelude(workdir),
+        tools = tools::preflight_lines(),
         hashes = words(hashes),
     )
 }
@@ -95,10 +115,12 @@ pub struct Launch<'a> {
     pub args: &'a [String],
     /// Start the idle watchdog first: (idle time, shutdown command).
     pub watchdog: Option<(Duration, &'a str)>,
+    /// The tools the runner runs under, or again under after a kernel fault.
+    pub tools: &'a RunTools,
 }
 
 /// The script the detached runner lives in. `$1` is the run folder.
-pub fn wrapper(runner: &str, args: &[String], id: &str) -> String {
+pub fn wrapper(runner: &str, args: &[String], id: &str, tools: &RunTools) -> String {
     let mut command = format!("\"$R\"/{}", quote(runner));
     for a in args {
         command.push(' ');
@@ -111,14 +133,13 @@ echo $$ > pid
 CARGO_GPU_KERNELS="$R/kernels" CARGO_GPU_OUT="$R/out" CARGO_GPU_RUN_ID={id}
 export CARGO_GPU_KERNELS CARGO_GPU_OUT CARGO_GPU_RUN_ID
 {{ {env}; }} &
-{command} > stdout.log 2> stderr.log < /dev/null
-s=$?
-nvidia-smi -q > nvidia-smi.txt 2>&1
+{run}nvidia-smi -q > nvidia-smi.txt 2>&1
 wait
 echo "$s" > exit-status.tmp && mv exit-status.tmp exit-status
 "#,
         id = quote(id),
         env = env_listing("env.txt"),
+        run = tools::run_lines(tools, &command),
     )
 }
 
@@ -187,7 +208,7 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     }
     s.push_str(&format!(
         "setsid nohup sh -c {} cargo-gpu-run \"$R\" < /dev/null > /dev/null 2>&1 &\n",
-        quote(&wrapper(&m.package.runner, l.args, l.id))
+        quote(&wrapper(&m.package.runner, l.args, l.id, l.tools))
     ));
     Ok(s)
 }
@@ -423,6 +444,7 @@ mod tests {
             manifest: &m,
             args: &args,
             watchdog: Some((Duration::from_secs(900), "sudo shutdown -h now")),
+            tools: &RunTools::default(),
         })
         .unwrap();
         sh_syntax_ok(&l);
@@ -430,7 +452,7 @@ mod tests {
         assert!(l.contains(&format!("cp \"$W/blobs/{}\" kernels/k.sm_90a.cubin", "b".repeat(64))), "{l}");
         assert!(l.contains("chmod 755 bin/demo"), "{l}");
         assert!(l.contains("setsid nohup sh -c "), "{l}");
-        let wr = wrapper("bin/demo", &args, "run 1");
+        let wr = wrapper("bin/demo", &args, "run 1", &RunTools::default());
         sh_syntax_ok(&wr);
         assert!(wr.contains(r#""$R"/bin/demo 'a b' '$(touch pwned)' ''\''"'"#), "{wr}");
         sh_syntax_ok(&stream(w, "x"));
@@ -438,7 +460,7 @@ mod tests {
             &run(
                 Some(("u", &hashes)),
                 Some(Guard { hashes: &hashes, need_bytes: 1 << 20 }),
-                &Launch { workdir: w, id: "x", manifest: &m, args: &args, watchdog: None },
+                &Launch { workdir: w, id: "x", manifest: &m, args: &args, watchdog: None, tools: &RunTools::default() },
                 false,
             )
             .unwrap(),
@@ -479,7 +501,7 @@ mod tests {
     fn launch_refuses_paths_that_leave_the_run_folder() {
         let mut m = manifest(&["sm_90a"]);
         m.files[1].path = "../../.ssh/authorized_keys".into();
-        let l = Launch { workdir: "/w", id: "x", manifest: &m, args: &[], watchdog: None };
+        let l = Launch { workdir: "/w", id: "x", manifest: &m, args: &[], watchdog: None, tools: &RunTools::default() };
         assert!(launch(&l).is_err());
         for bad in ["", "/etc/x", "a/../b", "./a", "a//b"] {
             assert!(!is_safe_relative(bad), "{bad}");
@@ -501,7 +523,7 @@ mod tests {
         std::fs::write(&runner_blob, b"#!/bin/sh\n").unwrap();
         // The right name, other bytes: what a tampered store holds.
         std::fs::write(&cubin_blob, b"planted").unwrap();
-        let l = Launch { workdir: &w, id: "r1", manifest: &m, args: &[], watchdog: None };
+        let l = Launch { workdir: &w, id: "r1", manifest: &m, args: &[], watchdog: None, tools: &RunTools::default() };
         let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
         assert_eq!(out.status.code(), Some(BAD_BLOB), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("b {}\n", m.files[1].sha256));
@@ -510,7 +532,7 @@ mod tests {
         assert!(!dir.path().join("runs/r1").exists(), "nothing was launched");
         // With the blob whole again, the same script launches.
         std::fs::write(&cubin_blob, b"cubin").unwrap();
-        let l = Launch { workdir: &w, id: "r2", manifest: &m, args: &[], watchdog: None };
+        let l = Launch { workdir: &w, id: "r2", manifest: &m, args: &[], watchdog: None, tools: &RunTools::default() };
         let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(std::fs::read(dir.path().join("runs/r2/kernels/k.sm_90a.cubin")).unwrap(), b"cubin");
@@ -529,7 +551,7 @@ mod tests {
         let args = vec!["a b".to_string(), "$(touch pwned)".to_string(), "it's".to_string()];
         let st = Command::new("sh")
             .arg("-c")
-            .arg(wrapper("bin/demo", &args, "id"))
+            .arg(wrapper("bin/demo", &args, "id", &RunTools::default()))
             .arg("x")
             .arg(&run)
             .env("HF_TOKEN", "hf_secret_value_123")

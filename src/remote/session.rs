@@ -21,6 +21,7 @@ use crate::remote::instance::Instance;
 use crate::remote::preflight::{self, RemoteFacts};
 use crate::remote::scripts::{self, Launch};
 use crate::remote::ssh::Ssh;
+use crate::remote::tools::RunTools;
 use crate::remote::transport::{run_script, Local, Transport};
 use crate::runs::{timed, Record, State};
 use crate::shell::{human_bytes, Shell};
@@ -60,6 +61,8 @@ pub struct Session<'a> {
     pub run_dir: &'a Path,
     pub runs_dir: &'a Path,
     pub detach: bool,
+    /// The CUDA tools the runner runs under (or again under, after a kernel fault).
+    pub tools: &'a RunTools,
 }
 
 /// The preflight answer last given over one connection, kept beside it (in the private ssh
@@ -219,6 +222,10 @@ impl Session<'_> {
                 }
             ),
         );
+        shell.status("Tools", preflight::tools_summary(facts));
+        for note in preflight::check_tools(&remote.name, facts, self.tools)? {
+            shell.note(note);
+        }
         crate::exit::check_interrupt()?;
 
         // Upload only the blobs the remote lacks, as one tar stream, in the same command that
@@ -263,7 +270,8 @@ impl Session<'_> {
 
         // Launch detached; from here on the run outlives this process.
         let watchdog = remote.idle_shutdown.map(|d| (d, remote.shutdown_command.as_str()));
-        let launch = Launch { workdir, id: &id, manifest: self.manifest, args: &record.args, watchdog };
+        let launch =
+            Launch { workdir, id: &id, manifest: self.manifest, args: &record.args, watchdog, tools: self.tools };
         let upload = (!missing.is_empty()).then_some((id.as_str(), missing.as_slice()));
         let guard = guarded.then_some(scripts::Guard { hashes: &hashes, need_bytes: missing_bytes + total });
         let script = scripts::run(upload, guard, &launch, self.detach)?;
