@@ -6,7 +6,7 @@ mod support;
 
 use std::path::PathBuf;
 
-use support::{make_package, read_text, toml_str, tree, Remote, SshdOptions, World, RUNNER};
+use support::{fake_pypi_sanitizer, make_package, read_text, toml_str, tree, Remote, Run, SshdOptions, World, RUNNER};
 
 /// Where the fake tools say the error is: the fault fixture's marked line, as nvcc records it.
 const FAULT_AT: &str = "/src/fault-oob/kernels/scale_rows.cu:9";
@@ -27,7 +27,8 @@ fn the_preflight_reports_the_tools_and_a_missing_one_is_refused_before_upload() 
     let pkg = package(&it.world);
     it.configure(&it.hooks());
     for (option, tool) in [("--profile", "ncu"), ("--sanitize", "compute-sanitizer"), ("--debug", "cuda-gdb")] {
-        let out = it.remote_run(&pkg, &[option]).fails_with(1);
+        // Whatever compute-sanitizer this machine has, none is shipped.
+        let out = Run::of(it.remote_run_cmd(&pkg, &[option]).env("CARGO_GPU_SHIP_SANITIZER", "never")).fails_with(1);
         out.stderr_has(&format!(
             "it has no {tool} (looked on PATH, in $CUDA_HOME/bin and in /usr/local/cuda/bin), which {option} needs: install"
         ))
@@ -38,7 +39,8 @@ fn the_preflight_reports_the_tools_and_a_missing_one_is_refused_before_upload() 
     }
     assert_eq!(it.hook_log(), "start\nstop\n".repeat(3), "each refusal still stops the instance");
     // A plain run goes ahead, saying that a fault could not be sanitised.
-    let out = it.remote_run(&pkg, &["--", "exit=4"]).fails_with(4);
+    let out =
+        Run::of(it.remote_run_cmd(&pkg, &["--", "exit=4"]).env("CARGO_GPU_SHIP_SANITIZER", "never")).fails_with(4);
     out.stderr_has("note: it has no compute-sanitizer: a kernel fault will not be rerun under memcheck");
     assert!(!run_dir(&it.world).join("autosanitize.txt").exists());
 
@@ -174,4 +176,87 @@ fn debug_prints_the_backtrace_of_a_kernel_fault() {
     // No fault, no debugger.
     run(&["--debug", "--", "exit=1"]).fails_with(1);
     assert_eq!(world.tool_calls("cuda-gdb").len(), 1);
+}
+
+#[test]
+fn this_machines_sanitizer_is_shipped_once_assembled_once_and_reused() {
+    let Some(it) = Remote::start(SshdOptions::default()) else { return };
+    let pkg = package(&it.world);
+    it.configure("");
+    // A driver-only remote; the fault's place is where the fakes look for it.
+    std::fs::write(it.world.fakebin.join("fault-at"), FAULT_AT).unwrap();
+    let local = fake_pypi_sanitizer(&it.world.path("site"));
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = it.remote_run_cmd(&pkg, args);
+        c.env("CARGO_GPU_SANITIZER", &local);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Run::of(&mut c)
+    };
+    let shipped_calls =
+        |name: &str| read_text(&it.work.join("tools").join(name).join("bin/compute-sanitizer.log")).lines().count();
+
+    // A plain run does not pay for the upload: it says how to ship it.
+    run(&[], &["--", "exit=4"])
+        .fails_with(4)
+        .stderr_has("run once with --sanitize to ship this machine's compute-sanitizer there");
+    assert_eq!(it.world.last_record().blobs_uploaded, 2, "the package only");
+    assert!(!it.work.join("tools").exists());
+
+    // --sanitize ships it: three blobs (the two identical libraries are one).
+    let out = run(&[], &["--sanitize", "--", "exit=4"]).fails_with(4);
+    out.stderr_has("; compute-sanitizer 13.0.85 shipped from here (compute-sanitizer-")
+        .stderr_has("Uploading 3 blobs")
+        .stderr_has(&format!(
+            "Sanitizer ERROR SUMMARY: 1023 errors; the first: Invalid __global__ write of size 4 bytes at {FAULT_AT}"
+        ));
+    let rec = it.world.last_record();
+    assert_eq!((rec.blobs_uploaded, rec.blobs_present), (3, 2), "the package was there already");
+    let names = tree(&it.work.join("tools"));
+    let name = names[0].split('/').next().unwrap().to_string();
+    assert!(name.starts_with("compute-sanitizer-"), "{names:?}");
+    assert_eq!(
+        names,
+        [
+            ".complete",
+            "bin/compute-sanitizer",
+            "bin/compute-sanitizer.log",
+            "bin/libsanitizer-collection.so",
+            "lib/libsanitizer-collection.so",
+            "lib/libsanitizer-public.so"
+        ]
+        .map(|f| format!("{name}/{f}"))
+    );
+    let complete = it.work.join("tools").join(&name).join(".complete");
+    let assembled = std::fs::metadata(&complete).unwrap().modified().unwrap();
+    assert_eq!(shipped_calls(&name), 1);
+
+    // Reused: nothing is uploaded or assembled again, by --sanitize or by the rerun after a fault.
+    run(&[], &["--sanitize", "--", "exit=4"]).fails_with(4).stderr_has("Sanitizer ERROR SUMMARY: 1023 errors");
+    assert_eq!(it.world.last_record().blobs_uploaded, 0);
+    run(&[], &["--", "exit=4"]).fails_with(4).stderr_has(&format!(
+        "Memcheck ERROR SUMMARY: 1023 errors; the first: Invalid __global__ write of size 4 bytes at {FAULT_AT}"
+    ));
+    assert_eq!(it.world.last_record().blobs_uploaded, 0);
+    assert_eq!(std::fs::metadata(&complete).unwrap().modified().unwrap(), assembled);
+    assert_eq!(shipped_calls(&name), 3);
+
+    // A copy changed on the remote is never run: it is assembled again from the blobs.
+    let public = it.work.join("tools").join(&name).join("lib/libsanitizer-public.so");
+    std::fs::write(&public, b"tampered").unwrap();
+    run(&[], &["--sanitize", "--", "exit=4"]).fails_with(4).stderr_has("Sanitizer ERROR SUMMARY: 1023 errors");
+    assert_eq!(std::fs::read(&public).unwrap(), b"\x7fELF public");
+    assert_eq!(it.world.last_record().blobs_uploaded, 0);
+
+    // Where the remote has its own, that one runs, unless shipping is forced.
+    it.world.fake_cuda_tools(FAULT_AT);
+    run(&[], &["--sanitize", "--", "exit=4"]).fails_with(4);
+    assert_eq!(it.world.tool_calls("compute-sanitizer").len(), 1);
+    let before = shipped_calls(&name);
+    run(&[("CARGO_GPU_SHIP_SANITIZER", "always")], &["--sanitize", "--", "exit=4"])
+        .fails_with(4)
+        .stderr_has("shipped from here");
+    assert_eq!(it.world.tool_calls("compute-sanitizer").len(), 1, "the remote's own did not run");
+    assert_eq!(shipped_calls(&name), before + 1, "the shipped copy did");
 }

@@ -9,11 +9,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::{GlobalOpts, RemoteRunArgs};
 use crate::compile::pipeline::{self, BuildOptions};
-use crate::config::{choose_remote, Remote, UserConfig};
+use crate::config::{choose_remote, Remote, ShipSanitizer, UserConfig, SHIP_SANITIZER_ENV};
 use crate::package::manifest::Manifest;
 use crate::project::Project;
 use crate::remote::instance::{Instance, Stopped};
 use crate::remote::session::{transport_for, Outcome, Session};
+use crate::remote::ship::{self, Shipment};
 use crate::remote::tools::RunTools;
 use crate::runs::{self, timed, Record, State};
 use crate::shell::Shell;
@@ -24,6 +25,7 @@ struct Plan {
     package: Option<PathBuf>,
     build: BuildOptions,
     tools: RunTools,
+    shipment: Option<Shipment>,
 }
 
 /// What the run asks of the remote's CUDA tools.
@@ -36,7 +38,13 @@ fn run_tools(args: &RemoteRunArgs) -> Result<RunTools> {
                 .with_context(|| format!("failed to split --ncu-args `{words}` into words (check its quotes)"))?,
         ),
     };
-    Ok(RunTools { sanitize: args.sanitize.clone(), profile, autosanitize: !args.no_autosanitize, debug: args.debug })
+    Ok(RunTools {
+        sanitize: args.sanitize.clone(),
+        profile,
+        autosanitize: !args.no_autosanitize,
+        debug: args.debug,
+        shipped: None,
+    })
 }
 
 fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan> {
@@ -52,14 +60,37 @@ fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan
         project_remote.as_deref(),
         user.default.remote.as_deref(),
     )?;
-    let remote = user.remote(&name)?;
+    let mut remote = user.remote(&name)?;
+    if let Some(v) = std::env::var(SHIP_SANITIZER_ENV).ok().filter(|v| !v.is_empty()) {
+        remote.ship_sanitizer = v.parse().with_context(|| format!("invalid {SHIP_SANITIZER_ENV}"))?;
+    }
     let build = BuildOptions {
         manifest_path: global.manifest_path.clone(),
         targets: args.targets.clone(),
         release: args.release,
         jobs: None,
     };
-    Ok(Plan { remote, package: args.package.clone(), build, tools: run_tools(args)? })
+    let tools = run_tools(args)?;
+    let shipment = local_sanitizer(shell, &remote, &tools)?;
+    Ok(Plan { remote, package: args.package.clone(), build, tools, shipment })
+}
+
+/// This machine's compute-sanitizer, when the run may send it to the remote: `--sanitize`, or
+/// the memcheck rerun after a fault, unless the remote's `ship-sanitizer` is `never`. A copy that
+/// cannot be read fails a `--sanitize` run and only warns otherwise.
+fn local_sanitizer(shell: &Shell, remote: &Remote, tools: &RunTools) -> Result<Option<Shipment>> {
+    let may_need = tools.sanitize.is_some() || tools.autosanitize;
+    if !may_need || remote.ship_sanitizer == ShipSanitizer::Never {
+        return Ok(None);
+    }
+    match ship::local_sanitizer(crate::toolchain::find_nvcc().ok().as_deref()) {
+        Ok(found) => Ok(found),
+        Err(e) if tools.sanitize.is_some() => Err(e),
+        Err(e) => {
+            shell.warn(format!("{e:#}; a kernel fault can only be sanitised with the remote's own compute-sanitizer"));
+            Ok(None)
+        }
+    }
 }
 
 /// `--remote local` runs here: a machine without a usable GPU is told so before anything is built.
@@ -119,6 +150,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         runs_dir: &runs_dir,
         detach: args.detach,
         tools: &plan.tools,
+        shipment: plan.shipment.as_ref(),
     };
     let outcome = session.run(&mut instance, &mut record);
     let stop_result = timed(&mut record.phases.stop, || instance.stop());

@@ -199,11 +199,25 @@ fn option_of(tool: &str) -> &'static str {
 /// Refuses a run whose tools the remote lacks, before anything is uploaded, and returns the
 /// notes to print before the run (a kernel fault that cannot be sanitised, counters that may
 /// be closed to ncu).
-pub fn check_tools(remote: &str, facts: &RemoteFacts, tools: &RunTools) -> Result<Vec<String>> {
+/// `shipping`: this machine's compute-sanitizer goes along; `shippable`: it could (see
+/// `remote::ship`).
+pub fn check_tools(
+    remote: &str,
+    facts: &RemoteFacts,
+    tools: &RunTools,
+    shipping: bool,
+    shippable: bool,
+) -> Result<Vec<String>> {
     for tool in tools.required() {
-        if !facts.tools.contains_key(tool) {
+        let shipped = tool == "compute-sanitizer" && shipping;
+        if !facts.tools.contains_key(tool) && !shipped {
+            let ship = if tool == "compute-sanitizer" {
+                "; or install it here beside nvcc (`pip install nvidia-cuda-sanitizer-api`, as scripts/setup.sh does) and cargo-gpu ships it there"
+            } else {
+                ""
+            };
             bail!(
-                "{remote} has no {tool} (looked on PATH, in $CUDA_HOME/bin and in /usr/local/cuda/bin), which {} needs: {}, or run without {}",
+                "{remote} has no {tool} (looked on PATH, in $CUDA_HOME/bin and in /usr/local/cuda/bin), which {} needs: {}, or run without {}{ship}",
                 option_of(tool),
                 install_hint(tool),
                 option_of(tool)
@@ -227,10 +241,15 @@ pub fn check_tools(remote: &str, facts: &RemoteFacts, tools: &RunTools) -> Resul
     if tools.autosanitize
         && tools.sanitize.as_deref() != Some("memcheck")
         && !facts.tools.contains_key("compute-sanitizer")
+        && !shipping
     {
+        let what = if shippable {
+            "run once with --sanitize to ship this machine's compute-sanitizer there (later runs reuse it), or set `ship-sanitizer = \"always\"`".to_string()
+        } else {
+            install_hint("compute-sanitizer").to_string()
+        };
         notes.push(format!(
-            "{remote} has no compute-sanitizer: a kernel fault will not be rerun under memcheck to find its line ({})",
-            install_hint("compute-sanitizer")
+            "{remote} has no compute-sanitizer: a kernel fault will not be rerun under memcheck to find its line ({what})"
         ));
     }
     Ok(notes)
@@ -292,23 +311,31 @@ mod tests {
         assert_eq!(f.counters, Counters::AdminOnly { uid: 1000 });
         assert_eq!(tools_summary(&f), "compute-sanitizer, ncu (counters: root only), no cuda-gdb");
         let debug = RunTools { debug: true, ..Default::default() };
-        let err = check_tools("h100", &f, &debug).unwrap_err().to_string();
+        let err = check_tools("h100", &f, &debug, false, false).unwrap_err().to_string();
         assert!(err.starts_with("h100 has no cuda-gdb (looked on PATH"), "{err}");
         assert!(err.contains("which --debug needs") && err.ends_with("or run without --debug"), "{err}");
         let profile = RunTools { profile: Some(vec![]), ..Default::default() };
-        let err = check_tools("h100", &f, &profile).unwrap_err().to_string();
+        let err = check_tools("h100", &f, &profile, false, false).unwrap_err().to_string();
         assert!(err.contains("ERR_NVGPUCTRPERM") && err.contains("uid 1000"), "{err}");
         f.counters = Counters::parse("0 1");
         assert_eq!(f.counters, Counters::Allowed, "root may");
-        assert!(check_tools("h100", &f, &profile).unwrap().is_empty());
+        assert!(check_tools("h100", &f, &profile, false, false).unwrap().is_empty());
         f.counters = Counters::parse("1000 unknown");
-        assert_eq!(check_tools("h100", &f, &profile).unwrap().len(), 1, "unknown counters are said before the run");
+        assert_eq!(
+            check_tools("h100", &f, &profile, false, false).unwrap().len(),
+            1,
+            "unknown counters are said before the run"
+        );
         f.tools.clear();
         let sanitize = RunTools { sanitize: Some("racecheck".into()), autosanitize: true, ..Default::default() };
-        assert!(check_tools("h100", &f, &sanitize).unwrap_err().to_string().contains("--sanitize needs"));
+        assert!(check_tools("h100", &f, &sanitize, false, false).unwrap_err().to_string().contains("--sanitize needs"));
         let plain = RunTools { autosanitize: true, ..Default::default() };
-        let notes = check_tools("h100", &f, &plain).unwrap();
+        let notes = check_tools("h100", &f, &plain, false, false).unwrap();
         assert!(notes[0].starts_with("h100 has no compute-sanitizer: a kernel fault will not be rerun"), "{notes:?}");
+        let notes = check_tools("h100", &f, &plain, false, true).unwrap();
+        assert!(notes[0].contains("run once with --sanitize to ship this machine's compute-sanitizer"), "{notes:?}");
+        assert!(check_tools("h100", &f, &plain, true, true).unwrap().is_empty(), "shipped along");
+        assert!(check_tools("h100", &f, &sanitize, true, true).is_ok(), "shipped along");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::digest::is_sha256;
 use crate::package::manifest::{is_safe_relative, Manifest};
 use crate::quote::{quote, quote_path};
 use crate::redact;
+use crate::remote::ship::{self, Shipment};
 use crate::remote::tools::{self, RunTools};
 use crate::tool_reports::files;
 
@@ -117,6 +118,8 @@ pub struct Launch<'a> {
     pub watchdog: Option<(Duration, &'a str)>,
     /// The tools the runner runs under, or again under after a kernel fault.
     pub tools: &'a RunTools,
+    /// A compute-sanitizer to assemble from its blobs in `<workdir>/tools/` (once) first.
+    pub ship: Option<&'a Shipment>,
 }
 
 /// The script the detached runner lives in. `$1` is the run folder.
@@ -172,6 +175,9 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     let mut s = String::new();
     if let Some((idle, command)) = l.watchdog {
         s.push_str(&watchdog(l.workdir, idle, command));
+    }
+    if let Some(shipment) = l.ship {
+        s.push_str(&ship::assemble(&prelude(l.workdir), shipment, BAD_BLOB));
     }
     s.push_str(&run_dir(l.workdir, l.id));
     s.push_str("mkdir \"$R\" || exit 1\ncd \"$R\" && mkdir out kernels || exit 1\n");
@@ -445,6 +451,7 @@ mod tests {
             args: &args,
             watchdog: Some((Duration::from_secs(900), "sudo shutdown -h now")),
             tools: &RunTools::default(),
+            ship: None,
         })
         .unwrap();
         sh_syntax_ok(&l);
@@ -460,7 +467,15 @@ mod tests {
             &run(
                 Some(("u", &hashes)),
                 Some(Guard { hashes: &hashes, need_bytes: 1 << 20 }),
-                &Launch { workdir: w, id: "x", manifest: &m, args: &args, watchdog: None, tools: &RunTools::default() },
+                &Launch {
+                    workdir: w,
+                    id: "x",
+                    manifest: &m,
+                    args: &args,
+                    watchdog: None,
+                    tools: &RunTools::default(),
+                    ship: None,
+                },
                 false,
             )
             .unwrap(),
@@ -501,7 +516,15 @@ mod tests {
     fn launch_refuses_paths_that_leave_the_run_folder() {
         let mut m = manifest(&["sm_90a"]);
         m.files[1].path = "../../.ssh/authorized_keys".into();
-        let l = Launch { workdir: "/w", id: "x", manifest: &m, args: &[], watchdog: None, tools: &RunTools::default() };
+        let l = Launch {
+            workdir: "/w",
+            id: "x",
+            manifest: &m,
+            args: &[],
+            watchdog: None,
+            tools: &RunTools::default(),
+            ship: None,
+        };
         assert!(launch(&l).is_err());
         for bad in ["", "/etc/x", "a/../b", "./a", "a//b"] {
             assert!(!is_safe_relative(bad), "{bad}");
@@ -523,7 +546,15 @@ mod tests {
         std::fs::write(&runner_blob, b"#!/bin/sh\n").unwrap();
         // The right name, other bytes: what a tampered store holds.
         std::fs::write(&cubin_blob, b"planted").unwrap();
-        let l = Launch { workdir: &w, id: "r1", manifest: &m, args: &[], watchdog: None, tools: &RunTools::default() };
+        let l = Launch {
+            workdir: &w,
+            id: "r1",
+            manifest: &m,
+            args: &[],
+            watchdog: None,
+            tools: &RunTools::default(),
+            ship: None,
+        };
         let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
         assert_eq!(out.status.code(), Some(BAD_BLOB), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("b {}\n", m.files[1].sha256));
@@ -532,7 +563,15 @@ mod tests {
         assert!(!dir.path().join("runs/r1").exists(), "nothing was launched");
         // With the blob whole again, the same script launches.
         std::fs::write(&cubin_blob, b"cubin").unwrap();
-        let l = Launch { workdir: &w, id: "r2", manifest: &m, args: &[], watchdog: None, tools: &RunTools::default() };
+        let l = Launch {
+            workdir: &w,
+            id: "r2",
+            manifest: &m,
+            args: &[],
+            watchdog: None,
+            tools: &RunTools::default(),
+            ship: None,
+        };
         let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(std::fs::read(dir.path().join("runs/r2/kernels/k.sm_90a.cubin")).unwrap(), b"cubin");

@@ -20,8 +20,9 @@ use crate::remote::frames::Demux;
 use crate::remote::instance::Instance;
 use crate::remote::preflight::{self, RemoteFacts};
 use crate::remote::scripts::{self, Launch};
+use crate::remote::ship::{self, Shipment};
 use crate::remote::ssh::Ssh;
-use crate::remote::tools::RunTools;
+use crate::remote::tools::{RunTools, ShippedSanitizer};
 use crate::remote::transport::{run_script, Local, Transport};
 use crate::runs::{timed, Record, State};
 use crate::shell::{human_bytes, Shell};
@@ -63,6 +64,8 @@ pub struct Session<'a> {
     pub detach: bool,
     /// The CUDA tools the runner runs under (or again under, after a kernel fault).
     pub tools: &'a RunTools,
+    /// This machine's compute-sanitizer, when the run may send it along (see `remote::ship`).
+    pub shipment: Option<&'a Shipment>,
 }
 
 /// The preflight answer last given over one connection, kept beside it (in the private ssh
@@ -123,6 +126,7 @@ impl Session<'_> {
 
         let hashes: Vec<String> = {
             let mut h: Vec<String> = self.files.iter().map(|(sha, _)| sha.clone()).collect();
+            h.extend(self.shipment.iter().flat_map(|s| s.hashes()));
             h.sort();
             h.dedup();
             h
@@ -200,8 +204,23 @@ impl Session<'_> {
         for ((sha, path), f) in self.files.iter().zip(&self.manifest.files) {
             sizes.insert(sha, (f.size, path));
         }
+        // Whether this machine's compute-sanitizer goes along: its blobs are uploaded with the
+        // package's and assembled once into the remote's tools folder.
+        let t = self.tools;
+        let shipping = self.shipment.filter(|s| {
+            let all_present = s.hashes().iter().all(|h| !facts.missing.contains(h));
+            let rerun = t.autosanitize && t.sanitize.as_deref() != Some("memcheck");
+            let own = facts.tools.contains_key("compute-sanitizer");
+            ship::ships(remote.ship_sanitizer, own, t.sanitize.is_some(), rerun, all_present)
+        });
+        let mut total: u64 = self.manifest.files.iter().map(|f| f.size).sum();
+        if let Some(s) = shipping {
+            for f in &s.files {
+                sizes.entry(&f.sha256).or_insert((f.size, &f.local));
+            }
+            total += s.bytes();
+        }
         let hashes: Vec<String> = sizes.keys().map(|h| h.to_string()).collect();
-        let total: u64 = self.manifest.files.iter().map(|f| f.size).sum();
         let missing_bytes: u64 = facts.missing.iter().filter_map(|h| sizes.get(h.as_str())).map(|(s, _)| s).sum();
         let target = preflight::check(&remote.name, facts, self.manifest, missing_bytes + total)?;
         record.target = Some(target.to_string());
@@ -222,8 +241,13 @@ impl Session<'_> {
                 }
             ),
         );
-        shell.status("Tools", preflight::tools_summary(facts));
-        for note in preflight::check_tools(&remote.name, facts, self.tools)? {
+        let mut tools_line = preflight::tools_summary(facts);
+        if let Some(s) = shipping {
+            tools_line.push_str(&format!("; compute-sanitizer {} shipped from here ({})", s.version, s.name));
+        }
+        shell.status("Tools", tools_line);
+        let shippable = self.shipment.is_some() && remote.ship_sanitizer != crate::config::ShipSanitizer::Never;
+        for note in preflight::check_tools(&remote.name, facts, self.tools, shipping.is_some(), shippable)? {
             shell.note(note);
         }
         crate::exit::check_interrupt()?;
@@ -270,8 +294,21 @@ impl Session<'_> {
 
         // Launch detached; from here on the run outlives this process.
         let watchdog = remote.idle_shutdown.map(|d| (d, remote.shutdown_command.as_str()));
-        let launch =
-            Launch { workdir, id: &id, manifest: self.manifest, args: &record.args, watchdog, tools: self.tools };
+        let mut tools = self.tools.clone();
+        tools.shipped = shipping.map(|s| ShippedSanitizer {
+            name: s.name.clone(),
+            sums: s.sums(),
+            prefer: remote.ship_sanitizer == crate::config::ShipSanitizer::Always,
+        });
+        let launch = Launch {
+            workdir,
+            id: &id,
+            manifest: self.manifest,
+            args: &record.args,
+            watchdog,
+            tools: &tools,
+            ship: shipping,
+        };
         let upload = (!missing.is_empty()).then_some((id.as_str(), missing.as_slice()));
         let guard = guarded.then_some(scripts::Guard { hashes: &hashes, need_bytes: missing_bytes + total });
         let script = scripts::run(upload, guard, &launch, self.detach)?;

@@ -29,6 +29,18 @@ pub struct RunTools {
     pub autosanitize: bool,
     /// On a kernel fault, run again under cuda-gdb for a backtrace.
     pub debug: bool,
+    /// The compute-sanitizer shipped to the remote's `tools/` folder, when the run uses it.
+    pub shipped: Option<ShippedSanitizer>,
+}
+
+/// A compute-sanitizer assembled in `<workdir>/tools/NAME/` from blobs (see `remote::ship`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShippedSanitizer {
+    pub name: String,
+    /// `sha256  path` lines of its files: checked again just before it runs.
+    pub sums: String,
+    /// Use it even where the remote has its own (`ship-sanitizer = "always"`).
+    pub prefer: bool,
 }
 
 impl RunTools {
@@ -71,6 +83,30 @@ pub fn find_tool_function() -> &'static str {
 "#
 }
 
+/// A sh function `sanitizer` that prints the path of the compute-sanitizer to run: the remote's
+/// own (see [`find_tool_function`]), or the shipped copy, which is checked against its sha256
+/// first: a copy changed since it was assembled is deleted (the next run assembles it again from
+/// the blobs) and never run.
+fn sanitizer_function(shipped: Option<&ShippedSanitizer>) -> String {
+    let Some(s) = shipped else { return "sanitizer() { tool compute-sanitizer; }\n".into() };
+    let own_first = if s.prefer { "" } else { "tool compute-sanitizer && return 0\n  " };
+    format!(
+        r#"sanitizer() {{
+  {own_first}t_="$R/../../tools"/{name}
+  if [ -f "$t_/.complete" ]; then
+    if (cd "$t_" && sha256sum -c - > /dev/null 2>&1) <<'CARGO_GPU_SUMS'
+{sums}CARGO_GPU_SUMS
+    then printf '%s\n' "$t_/bin/compute-sanitizer"; return 0; fi
+    rm -rf "$t_"
+  fi
+  tool compute-sanitizer
+}}
+"#,
+        name = quote(&s.name),
+        sums = s.sums,
+    )
+}
+
 /// The preflight's lines on the tools: `tool: NAME PATH` for each one found, and whether ncu may
 /// read the GPU's performance counters (`counters: UID ADMIN-ONLY`, from the driver's
 /// `RmProfilingAdminOnly`: when it is 1, only root may).
@@ -92,9 +128,10 @@ printf 'counters: %s %s\n' "$(id -u 2>/dev/null)" "${{a:-unknown}}"
 /// program (status 127, the shell's message in `stderr.log`).
 pub fn run_lines(tools: &RunTools, command: &str) -> String {
     let mut s = String::from(find_tool_function());
+    s.push_str(&sanitizer_function(tools.shipped.as_ref()));
     match (&tools.sanitize, &tools.profile) {
         (Some(which), _) => s.push_str(&format!(
-            "cs=$(tool compute-sanitizer) || cs=compute-sanitizer\n\"$cs\" --tool {} --log-file {} {command} > stdout.log 2> stderr.log < /dev/null\n",
+            "cs=$(sanitizer) || cs=compute-sanitizer\n\"$cs\" --tool {} --log-file {} {command} > stdout.log 2> stderr.log < /dev/null\n",
             quote(which),
             SANITIZER_REPORT
         )),
@@ -120,7 +157,7 @@ pub fn run_lines(tools: &RunTools, command: &str) -> String {
     }
     if tools.reruns_under_memcheck() {
         s.push_str(&format!(
-            "if [ \"$s\" = {FAULT_EXIT_CODE} ] && cs=$(tool compute-sanitizer); then\n  \
+            "if [ \"$s\" = {FAULT_EXIT_CODE} ] && cs=$(sanitizer); then\n  \
              \"$cs\" --tool memcheck --log-file {AUTOSANITIZE_REPORT} {command} > {AUTOSANITIZE_OUTPUT} 2>&1 < /dev/null\nfi\n"
         ));
     }

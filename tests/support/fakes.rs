@@ -98,10 +98,13 @@ exec "$real" "$@"
 /// shaped like the real one's to its `--log-file`: with the file `fault-at` beside it, an error
 /// at the `FILE:LINE` that file holds (memcheck: an out-of-bounds write by thread (1,0,0) of block
 /// (0,0,0); racecheck: a race), else none. Each call's arguments are appended to
-/// `compute-sanitizer.log` beside it; the command's exit status is its own.
+/// `compute-sanitizer.log` beside it; the command's exit status is its own. A copy shipped to
+/// the remote (see [`fake_pypi_sanitizer`]) reads `fault-at` beside the fake `nvidia-smi`.
 pub const REMOTE_COMPUTE_SANITIZER: &str = r#"#!/bin/sh
 d=$(dirname "$0")
 echo "$*" >> "$d/compute-sanitizer.log"
+# A copy shipped to the remote's tools folder finds `fault-at` beside the fake nvidia-smi.
+at=$(cat "$d/fault-at" 2>/dev/null || cat "$(dirname "$(command -v nvidia-smi)")/fault-at" 2>/dev/null)
 tool=memcheck; log=/dev/stdout
 while [ $# -gt 0 ]; do
   case $1 in
@@ -114,7 +117,6 @@ while [ $# -gt 0 ]; do
 done
 "$@"
 s=$?
-at=$(cat "$d/fault-at" 2>/dev/null)
 {
   echo "========= COMPUTE-SANITIZER"
   if [ -z "$at" ]; then
@@ -207,3 +209,34 @@ echo "0x00007fffd3a8f4e0 in scale_rows<<<(4096,1,1),(256,1,1)>>> (in=0x7fffc6000
 echo "#0  0x00007fffd3a8f4e0 in scale_rows<<<(4096,1,1),(256,1,1)>>> (in=0x7fffc6000000, out=0x7fffc6400000, n=1048576) at $at"
 echo "i = 256"
 "##;
+
+/// A compute-sanitizer installed from PyPI under `site` (`site/nvidia/cu13/{bin,lib}` and the
+/// wheel's `RECORD`), as `scripts/setup.sh` installs it: [`REMOTE_COMPUTE_SANITIZER`] as its
+/// binary, and three libraries, two of them the same bytes (as in the real wheel). Returns the
+/// binary's path, for `CARGO_GPU_SANITIZER`.
+pub fn fake_pypi_sanitizer(site: &Path) -> PathBuf {
+    use base64::Engine;
+    let home = site.join("nvidia/cu13");
+    let files: [(&str, &[u8]); 4] = [
+        ("bin/compute-sanitizer", REMOTE_COMPUTE_SANITIZER.as_bytes()),
+        ("bin/libsanitizer-collection.so", b"\x7fELF collection"),
+        ("lib/libsanitizer-collection.so", b"\x7fELF collection"),
+        ("lib/libsanitizer-public.so", b"\x7fELF public"),
+    ];
+    let mut record = String::new();
+    for (path, bytes) in files {
+        let p = home.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        let hex = cargo_gpu::digest::sha256_hex(bytes);
+        let raw: Vec<u8> = (0..64).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        record.push_str(&format!("nvidia/cu13/{path},sha256={b64},{}\n", bytes.len()));
+    }
+    super::files::write_exe(&home.join("bin/compute-sanitizer"), REMOTE_COMPUTE_SANITIZER);
+    let dist = site.join("nvidia_cuda_sanitizer_api-13.0.85.dist-info");
+    std::fs::create_dir_all(&dist).unwrap();
+    record.push_str("nvidia_cuda_sanitizer_api-13.0.85.dist-info/RECORD,,\n");
+    std::fs::write(dist.join("RECORD"), record).unwrap();
+    home.join("bin/compute-sanitizer")
+}

@@ -16,7 +16,7 @@ mod remote;
 mod sshd;
 
 pub use ci::required;
-pub use fakes::{fake_nvcc, fake_nvidia_smi};
+pub use fakes::{fake_nvcc, fake_nvidia_smi, fake_pypi_sanitizer};
 pub use files::{assert_no_links, copy_dir, files_containing, paths_under, read_text, tree, write_exe, write_script};
 pub use package::{make_package, raw_tar, runner_stdout, write_manifest, RUNNER};
 pub use process::{
