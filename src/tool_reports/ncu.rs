@@ -116,7 +116,7 @@ pub fn summarize(csv: &str) -> Vec<KernelSummary> {
         }
         let key = match get(metric) {
             "Duration" => "duration",
-            "Compute (SM) Throughput" | "SM Throughput" => "sm",
+            "Compute (SM) Throughput" | "SM Throughput" | "Compute (SM) [%]" | "SM [%]" => "sm",
             "DRAM Throughput" => "dram",
             "Achieved Occupancy" => "occupancy",
             "Registers Per Thread" => "registers",

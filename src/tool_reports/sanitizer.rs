@@ -90,7 +90,7 @@ pub fn parse(text: &str) -> Report {
                     f.kernel = kernel;
                     f.location = Some(location);
                 } else {
-                    f.kernel = Some(escape::line(kernel_of(at)));
+                    f.kernel = kernel_of(at.split(" in ").next().unwrap_or(at)).map(escape::line);
                 }
                 continue;
             }
@@ -109,22 +109,37 @@ pub fn parse(text: &str) -> Report {
     r
 }
 
-/// `scale_rows+0x1d0` -> `scale_rows`.
-fn kernel_of(at: &str) -> &str {
-    let at = at.split(" in ").next().unwrap_or(at);
-    at.rsplit_once("+0x").map(|(k, _)| k).unwrap_or(at).trim()
+/// The kernel of `scale_rows+0x1d0` (compute-sanitizer 2024 and later) or
+/// `scale_rows():0x1d0` (2022-2023); none for a bare `0x1d0` (before 2022).
+fn kernel_of(at: &str) -> Option<&str> {
+    let at = at.trim();
+    let k = match at.rsplit_once("+0x") {
+        Some((k, _)) => k,
+        None => at.rsplit_once(":0x").map(|(k, _)| k).unwrap_or(at),
+    };
+    let k = k.trim();
+    (!k.is_empty() && !k.starts_with("0x")).then_some(k)
 }
 
-/// The kernel and `file:line` of `... at KERNEL+0xOFF in FILE:LINE [...]`.
+/// The kernel and `file:line` of `... at KERNEL+0xOFF in FILE:LINE [...]`, of
+/// `at KERNEL():0xOFF in FILE:LINE`, and of `at 0xOFF in FILE:LINE:KERNEL(ARGS)` (older
+/// compute-sanitizers put the kernel after the line).
 fn located(text: &str) -> Option<(Option<String>, String)> {
     let (before, after) = text.rsplit_once(" in ")?;
-    let location = after.split(" [").next()?.trim();
-    let (file, line) = location.rsplit_once(':')?;
-    if file.is_empty() || line.is_empty() || !line.bytes().all(|b| b.is_ascii_digit()) {
+    let after = after.rsplit_once(" [").map(|(a, _)| a).unwrap_or(after).trim();
+    let parts: Vec<&str> = after.split(':').collect();
+    let i = (1..parts.len()).find(|&i| !parts[i].is_empty() && parts[i].bytes().all(|b| b.is_ascii_digit()))?;
+    let file = parts[..i].join(":");
+    if file.is_empty() {
         return None;
     }
-    let kernel = format!(" {before}").rsplit_once(" at ").map(|(_, k)| escape::line(kernel_of(k)));
-    Some((kernel, escape::line(location)))
+    let location = format!("{file}:{}", parts[i]);
+    let trailing = parts[i + 1..].join(":");
+    let at = format!(" {before}").rsplit_once(" at ").map(|(_, k)| k.to_string()).unwrap_or_default();
+    let kernel = kernel_of(&at)
+        .map(str::to_string)
+        .or_else(|| (!trailing.trim().is_empty()).then(|| trailing.trim().to_string()));
+    Some((kernel.map(|k| escape::line(&k)), escape::line(&location)))
 }
 
 #[cfg(test)]
@@ -190,6 +205,32 @@ mod tests {
         assert!(f.what.starts_with("Error: Race reported between Write access"));
         assert_eq!(f.details, ["and Read access at block_sum(const float *, float *)+0x290 in /src/kernels/block_sum.cu:13 [7936 hazards]"]);
         assert_eq!(r.summary.as_deref(), Some("RACECHECK SUMMARY: 1 hazard displayed (1 error, 0 warnings)"));
+    }
+
+    #[test]
+    fn older_formats_are_read_too() {
+        // compute-sanitizer 2022-2023: the kernel, then its offset after a colon.
+        let r = parse(
+            "========= Invalid __global__ write of size 4 bytes\n\
+             =========     at unaligned_kernel():0x160 in /src/memcheck_demo.cu:6\n\
+             =========     by thread (0,0,0) in block (0,0,0)\n",
+        );
+        let f = r.first().unwrap();
+        assert_eq!(
+            (f.kernel.as_deref(), f.location.as_deref()),
+            (Some("unaligned_kernel()"), Some("/src/memcheck_demo.cu:6"))
+        );
+        // Before 2022: a bare offset, the kernel after the line.
+        let r = parse(
+            "========= ERROR: Race reported between Read access at 0x6360 in /src/convolution.cu:123:convolution(pixel const*, int)\n\
+             =========     and Write access at 0x1fe0 in /src/convolution.cu:63:convolution(pixel const*, int) [1088 hazards]\n",
+        );
+        let f = r.first().unwrap();
+        assert_eq!(f.location.as_deref(), Some("/src/convolution.cu:123"));
+        assert_eq!(f.kernel.as_deref(), Some("convolution(pixel const*, int)"));
+        // No line information: the kernel alone.
+        let r = parse("========= Invalid __global__ read of size 4 bytes\n=========     at k+0x10\n");
+        assert_eq!((r.first().unwrap().kernel.as_deref(), r.first().unwrap().location.as_deref()), (Some("k"), None));
     }
 
     #[test]
