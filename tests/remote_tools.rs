@@ -63,6 +63,9 @@ fn a_kernel_fault_is_rerun_under_memcheck_in_the_same_run_and_its_line_printed()
     it.configure("");
     it.world.fake_cuda_tools(FAULT_AT);
     let out = it.remote_run(&pkg, &["--", "exit=4"]).fails_with(4);
+    // Said while it happens, after the runner's own output.
+    let rerun = "Rerunning after a kernel fault (exit status 4), under compute-sanitizer memcheck to find its line\n";
+    assert!(out.stderr.find("runner warns\n").unwrap() < out.stderr.find(rerun).expect(rerun), "{}", out.stderr);
     out.stderr_has(&format!(
         "Memcheck ERROR SUMMARY: 1023 errors; the first: Invalid __global__ write of size 4 bytes at {FAULT_AT} in scale_rows"
     ))
@@ -172,7 +175,7 @@ fn debug_prints_the_backtrace_of_a_kernel_fault() {
         support::Run::of(&mut world.cmd(&[&["remote-run", "--remote", "local", "--package", &pkg], args].concat()))
     };
     let out = run(&["--debug", "--", "exit=4"]).fails_with(4);
-    out.stderr_has(&format!("Debugger cuda-gdb: CUDA Exception: Warp Illegal Address at {FAULT_AT}"))
+    out.stderr_has("Rerunning after a kernel fault (exit status 4), under cuda-gdb for a backtrace\n").stderr_has(&format!("Debugger cuda-gdb: CUDA Exception: Warp Illegal Address at {FAULT_AT}"))
         .stderr_has("    focus: CUDA kernel 0, grid 1, block (1,0,0), thread (0,0,0)")
         .stderr_has(&format!("    #0  0x00007fffd3a8f4e0 in scale_rows<<<(4096,1,1),(256,1,1)>>> (in=0x7fffc6000000, out=0x7fffc6400000, n=1048576) at {FAULT_AT}\n"))
         .stderr_has("      i = 256\n");

@@ -221,14 +221,15 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
 
 /// Follows a run's logs until its exit status appears, then sends the run's files: one command
 /// for what used to take a stream and a fetch. Its stdout is a sequence of frames (see [`Demux`]):
-/// `o N` / `e N` and N bytes of the runner's stdout / stderr, `h` (a heartbeat every second of
+/// `o N` / `e N` and N bytes of the runner's stdout / stderr, `a TOOL` (the runner runs again
+/// under `memcheck` or `cuda-gdb` after a kernel fault), `h` (a heartbeat every second of
 /// silence: writing it is how the script notices a vanished client and ends, so the idle
 /// watchdog does not count a dead client as alive), `x 0` (exit status written) or `x 2` (the
 /// runner vanished without one), then `t` and a tar of the run's files to the end.
 pub fn stream(workdir: &str, id: &str) -> String {
     format!(
         r#"{run}[ -d "$R" ] || {{ echo "no run folder $R" >&2; exit 3; }}
-o=0; e=0; q=0; n=0
+o=0; e=0; q=0; n=0; a=
 size() {{ if [ -f "$1" ]; then wc -c < "$1"; else echo 0; fi; }}
 emit() {{ printf '%s %d\n' "$1" $(($4 - $3)); tail -c +$(($3 + 1)) "$2" | head -c $(($4 - $3)); }}
 while :; do
@@ -241,6 +242,7 @@ while :; do
   if [ "$s" -gt "$o" ]; then emit o "$R/stdout.log" "$o" "$s"; o=$s; q=0; fi
   s=$(size "$R/stderr.log")
   if [ "$s" -gt "$e" ]; then emit e "$R/stderr.log" "$e" "$s"; e=$s; q=0; fi
+  if [ -s "$R/rerun" ] && [ "$(cat "$R/rerun")" != "$a" ]; then a=$(cat "$R/rerun"); printf 'a %s\n' "$a"; q=0; fi
   [ $d != 0 ] && break
   q=$((q + 1)); n=$((n + 1))
   if [ $q -ge 20 ]; then printf 'h\n' || exit 5; q=0; fi

@@ -124,7 +124,8 @@ printf 'counters: %s %s\n' "$(id -u 2>/dev/null)" "${{a:-unknown}}"
 /// The sh that runs `command` (the runner and its arguments, quoted) in the run's folder: under
 /// the tool the run asks for, its output to `stdout.log` and `stderr.log`, its status in `$s`;
 /// then, when it ended with [`FAULT_EXIT_CODE`], once more under memcheck and once more under
-/// cuda-gdb, as asked. A tool that has gone missing since the preflight fails like a missing
+/// cuda-gdb, as asked, each named in the file `rerun` first (the stream says so, see
+/// `scripts::stream`). A tool that has gone missing since the preflight fails like a missing
 /// program (status 127, the shell's message in `stderr.log`).
 pub fn run_lines(tools: &RunTools, command: &str) -> String {
     let mut s = String::from(find_tool_function());
@@ -157,13 +158,13 @@ pub fn run_lines(tools: &RunTools, command: &str) -> String {
     }
     if tools.reruns_under_memcheck() {
         s.push_str(&format!(
-            "if [ \"$s\" = {FAULT_EXIT_CODE} ] && cs=$(sanitizer); then\n  \
+            "if [ \"$s\" = {FAULT_EXIT_CODE} ] && cs=$(sanitizer); then\n  echo memcheck > rerun\n  \
              \"$cs\" --tool memcheck --log-file {AUTOSANITIZE_REPORT} {command} > {AUTOSANITIZE_OUTPUT} 2>&1 < /dev/null\nfi\n"
         ));
     }
     if tools.debug {
         s.push_str(&format!(
-            "if [ \"$s\" = {FAULT_EXIT_CODE} ]; then\n  gdb=$(tool cuda-gdb) || gdb=cuda-gdb\n  \
+            "if [ \"$s\" = {FAULT_EXIT_CODE} ]; then\n  gdb=$(tool cuda-gdb) || gdb=cuda-gdb\n  echo cuda-gdb > rerun\n  \
              \"$gdb\" -batch -ex run -ex bt -ex 'info locals' --args {command} > {GDB_OUTPUT} 2>&1 < /dev/null\nfi\n"
         ));
     }
