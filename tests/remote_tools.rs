@@ -262,6 +262,20 @@ fn this_machines_sanitizer_is_shipped_once_assembled_once_and_reused() {
     assert_eq!(std::fs::read(&public).unwrap(), b"\x7fELF public");
     assert_eq!(it.world.last_record().blobs_uploaded, 0);
 
+    // A blob of it damaged in the store while the folder must be assembled again: deleted, named,
+    // uploaded again, and the run goes on.
+    let public_sha = cargo_gpu::digest::sha256_hex(b"\x7fELF public");
+    std::fs::write(it.work.join("blobs").join(&public_sha), b"planted").unwrap();
+    std::fs::remove_dir_all(it.work.join("tools")).unwrap();
+    run(&[], &["--sanitize", "--", "exit=4"])
+        .fails_with(4)
+        .stderr_has(&format!(
+            "warning: the stored blob {public_sha} (compute-sanitizer's lib/libsanitizer-public.so) on it did not match its sha256"
+        ))
+        .stderr_has("Sanitizer ERROR SUMMARY: 1023 errors");
+    assert_eq!(it.world.last_record().blobs_uploaded, 1);
+    assert_eq!(std::fs::read(&public).unwrap(), b"\x7fELF public");
+
     // Where the remote has its own, that one runs, unless shipping is forced.
     it.world.fake_cuda_tools(FAULT_AT);
     run(&[], &["--sanitize", "--", "exit=4"]).fails_with(4);

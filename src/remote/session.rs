@@ -178,7 +178,12 @@ impl Session<'_> {
 
     fn warn_bad_blobs(&self, bad: &[String]) {
         for h in bad {
-            let path = self.manifest.files.iter().find(|f| &f.sha256 == h).map(|f| f.path.as_str()).unwrap_or("?");
+            let shipped = self.shipment.and_then(|s| s.files.iter().find(|f| &f.sha256 == h));
+            let path = match (self.manifest.files.iter().find(|f| &f.sha256 == h), shipped) {
+                (Some(f), _) => f.path.clone(),
+                (None, Some(f)) => format!("compute-sanitizer's {}", f.path),
+                (None, None) => "?".into(),
+            };
             self.shell.warn(format!(
                 "the stored blob {h} ({path}) on {} did not match its sha256: it was deleted there and is uploaded again",
                 self.remote.name
