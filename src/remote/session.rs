@@ -368,13 +368,18 @@ impl Session<'_> {
             let _ = stop_remote_run(shell, transport, workdir, &id);
             return Err(crate::exit::interrupted_error());
         }
-        // Every blob is there now: the next run over this connection can skip its preflight.
+        // Every blob is there now (and those of a compute-sanitizer not shipped this time are
+        // known as the preflight found them): the next run over this connection can skip its
+        // preflight.
         if let Some(connection) = connection {
+            let mut present = hashes.clone();
+            let unshipped = self.shipment.filter(|_| shipping.is_none()).map(|s| s.hashes()).unwrap_or_default();
+            present.extend(unshipped.into_iter().filter(|h| !facts.missing.contains(h)));
             let known = KnownRemote {
                 connection: connection.to_string(),
                 workdir: remote.workdir.clone(),
                 answer: answer.lines().filter(|l| !l.starts_with("missing: ")).collect::<Vec<_>>().join("\n"),
-                present: hashes.clone(),
+                present,
             };
             known.save(remote);
         }
