@@ -171,7 +171,8 @@ mod tests {
 "0","4242","vector-add","127.0.0.1","vector_add","1","7","(256, 1, 1)","(4096, 1, 1)","0","9.0","GPU Speed Of Light Throughput","DRAM Throughput","%","85.30"
 "0","4242","vector-add","127.0.0.1","vector_add","1","7","(256, 1, 1)","(4096, 1, 1)","0","9.0","Launch Statistics","Registers Per Thread","register/thread","16"
 "0","4242","vector-add","127.0.0.1","vector_add","1","7","(256, 1, 1)","(4096, 1, 1)","0","9.0","Occupancy","Achieved Occupancy","%","80.12"
-"1","4242","vector-add","127.0.0.1","vector_add","1","7","(256, 1, 1)","(4096, 1, 1)","0","9.0","GPU Speed Of Light Throughput","Duration","ns","6,600"
+"1","4242","vector-add","127.0.0.1","vector_add","1","7","(256, 1, 1)","(4096, 1, 1)","0","9.0","GPU Speed Of Light Throughput","Duration","nsecond","6,600"
+"1","4242","vector-add","127.0.0.1","vector_add","1","7","(256, 1, 1)","(4096, 1, 1)","0","9.0","SpeedOfLight","","","",
 "2","4242","vector-add","127.0.0.1","hgemm_kernel(bf16 const*, int)","1","7","(384, 1, 1)","(132, 1, 1)","0","9.0","GPU Speed Of Light Throughput","Duration","ms","1.25"
 "2","4242","vector-add","127.0.0.1","hgemm_kernel(bf16 const*, int)","1","7","(384, 1, 1)","(132, 1, 1)","0","9.0","Launch Statistics","Registers Per Thread","register/thread","168"
 "#;
