@@ -42,8 +42,8 @@ run() { # NAME PACKAGE ARGS...: remote-run, its stdout and stderr in $work/NAME.
     secs=$(($(date +%s) - start))
     cat "$work/$name.out" "$work/$name.err"
 }
-fault_line=$(grep -n 'FAULT HERE' "$dir/scale_rows.cu" | cut -d: -f1)
-race_line=$(grep -n 'RACE HERE' "$dir/block_sum.cu" | cut -d: -f1)
+fault_line=$(grep -n '// FAULT HERE' "$dir/scale_rows.cu" | cut -d: -f1)
+race_line=$(grep -n '// RACE HERE' "$dir/block_sum.cu" | cut -d: -f1)
 PATH="$PATH:/usr/local/cuda/bin" compute-sanitizer --version | tail -n 1
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader || { echo "no GPU" >&2; exit 1; }
 
