@@ -97,21 +97,21 @@ named=$?
 verdict "debug: cuda-gdb backtrace at scale_rows.cu:$fault_line" $? "(exit $code, ${secs}s)"
 
 echo "== 6. the PyPI compute-sanitizer shipped as blobs (forced)"
-export CARGO_GPU_SANITIZER="$dir/sanitizer/nvidia/cu13/bin/compute-sanitizer"
+export CARGO_GPU_SANITIZER="$dir/sanitizer/nvidia/cu13/bin/compute-sanitizer" CARGO_GPU_SHIP_SANITIZER=always
 (cd / && "$CARGO_GPU_SANITIZER" --version | tail -n 1)
-CARGO_GPU_SHIP_SANITIZER=always run ship fault
+run ship fault
 id=$(last)
 up1=$(field "$id" blobs-uploaded)
 grep -q "shipped from here" "$work/ship.err" && grep -q "^    Memcheck .* at .*/scale_rows.cu:$fault_line in scale_rows" "$work/ship.err"
 named=$?
 [ "$code" = 4 ] && [ "$named" = 0 ] && [ -x "$work/remote/tools/"compute-sanitizer-*/bin/compute-sanitizer ]
 verdict "shipped sanitizer assembled, names the line" $? "(exit $code, uploaded $up1 blobs, ${secs}s)"
-CARGO_GPU_SHIP_SANITIZER=always run ship2 fault
+run ship2 fault
 id=$(last)
 up2=$(field "$id" blobs-uploaded)
 [ "$code" = 4 ] && [ "$up2" = 0 ] && grep -q "^    Memcheck .*scale_rows.cu:$fault_line" "$work/ship2.err"
 verdict "shipped sanitizer reused: nothing uploaded" $? "(exit $code, uploaded $up2, ${secs}s)"
-unset CARGO_GPU_SANITIZER
+unset CARGO_GPU_SANITIZER CARGO_GPU_SHIP_SANITIZER
 
 echo "== runs"
 "$gpu" gpu runs
