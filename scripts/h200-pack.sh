@@ -3,7 +3,10 @@
 #   basic/     release package of a project generated from the `basic` template (sm_90a)
 #   hopper/    release package of a project generated from the `hopper-wgmma` template (sm_90a)
 #   example/   release package of kernels-example (sm_90a: vector_add, hgemm; tcgen05 is a stub there)
-#   cargo-gpu  the cargo-gpu binary, h200-check.sh the check itself
+#   fault/, fault-release/, race/   debug and release packages of tests/fixtures/fault-oob and the
+#              debug package of tests/fixtures/race-shared, with their kernel sources beside them
+#   sanitizer/ compute-sanitizer from PyPI (nvidia-cuda-sanitizer-api 13.0.85, its wheel unpacked)
+#   cargo-gpu  the cargo-gpu binary; h200-check.sh, h200-remote.sh and h200-tools.sh the checks
 #
 # usage: scripts/h200-pack.sh [OUT_DIR]   (default target/h200-check; also writes OUT_DIR.tar.gz)
 # Then, on the H200 machine: tar xzf h200-check.tar.gz && sh h200-check/h200-check.sh h200-check
@@ -26,11 +29,22 @@ mkdir -p "$out"
 (cd "$work/h200-basic" && "$gpu" build --release --target sm_90a)
 (cd "$work/h200-hgemm" && "$gpu" build --release --target sm_90a)
 (cd "$repo/kernels-example" && "$gpu" build --release --target sm_90a)
+(cd "$repo/tests/fixtures/fault-oob" && "$gpu" build --target sm_90a && "$gpu" build --release --target sm_90a)
+(cd "$repo/tests/fixtures/race-shared" && "$gpu" build --target sm_90a)
 cp -R "$work/target/gpu/release/h200-basic" "$out/basic"
 cp -R "$work/target/gpu/release/h200-hgemm" "$out/hopper"
 cp -R "$work/target/gpu/release/kernels-example" "$out/example"
 cp "$gpu" "$out/cargo-gpu"
-cp "$repo/scripts/h200-check.sh" "$repo/scripts/h200-remote.sh" "$out/"
+cp -R "$work/target/gpu/debug/fault-oob" "$out/fault"
+cp -R "$work/target/gpu/release/fault-oob" "$out/fault-release"
+cp -R "$work/target/gpu/debug/race-shared" "$out/race"
+cp "$repo/tests/fixtures/fault-oob/kernels/scale_rows.cu" "$repo/tests/fixtures/race-shared/kernels/block_sum.cu" "$out/"
+# The sanitizer wheel, unpacked as pip lays it out (h200-tools.sh ships it with CARGO_GPU_SANITIZER).
+python3 -m pip download --quiet --no-deps --dest "$work/wheel" "nvidia-cuda-sanitizer-api==13.0.85"
+python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$work"/wheel/*.whl "$out/sanitizer"
+chmod 755 "$out"/sanitizer/nvidia/cu13/bin/*
+cp "$repo/scripts/h200-check.sh" "$repo/scripts/h200-remote.sh" "$repo/scripts/h200-tools.sh" "$out/"
 tar -C "$(dirname "$out")" -czf "$out.tar.gz" "$(basename "$out")"
 echo "packed $out ($(du -sh "$out" | cut -f1)) and $out.tar.gz"
 echo "on the H200: tar xzf $(basename "$out").tar.gz && sh $(basename "$out")/h200-check.sh $(basename "$out")"
+echo "             sh $(basename "$out")/h200-tools.sh $(basename "$out")   (sanitizer, profiler, debugger)"

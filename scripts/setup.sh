@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# One command from a fresh clone to a built package: finds or installs the CUDA compiler,
-# installs cargo-gpu, builds kernels-example for sm_90a and sm_100a, and runs it when this
+# One command from a fresh clone to a built package: finds or installs the CUDA compiler (and,
+# in the project-local venv, the compute-sanitizer that remote-run ships), installs cargo-gpu, builds kernels-example for sm_90a and sm_100a, and runs it when this
 # machine has a GPU that can, or says which remote it needs.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/scripts/cuda-env.sh"
 ensure_cuda "$repo"
+ensure_sanitizer "$repo"
 
 # Print the command that runs, word for word: it is the line to repeat after a change.
 install=(cargo install --quiet --locked --force --path "$repo")

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::remote::tools::SANITIZERS;
 use crate::shell::{MessageFormat, Verbosity};
 use crate::vcs::Vcs;
 
@@ -141,6 +142,22 @@ pub struct RemoteRunArgs {
     /// Do not run the remote's `stop` command afterwards
     #[arg(long)]
     pub keep_up: bool,
+    /// Run under compute-sanitizer: memcheck, racecheck, initcheck or synccheck; the first error is printed with its .cu line
+    #[arg(long, value_name = "TOOL", num_args = 0..=1, require_equals = true, default_missing_value = "memcheck",
+          value_parser = SANITIZERS, conflicts_with = "profile")]
+    pub sanitize: Option<String>,
+    /// Run under Nsight Compute (ncu, --clock-control none); the report comes back, a summary per kernel is printed
+    #[arg(long)]
+    pub profile: bool,
+    /// More ncu arguments for --profile, as one shell-quoted string (such as "--set full")
+    #[arg(long, value_name = "ARGS", requires = "profile", allow_hyphen_values = true)]
+    pub ncu_args: Option<String>,
+    /// On a kernel fault, run once more under cuda-gdb and print the backtrace with .cu lines and locals
+    #[arg(long)]
+    pub debug: bool,
+    /// On a kernel fault, do not run once more under compute-sanitizer memcheck to find the line
+    #[arg(long)]
+    pub no_autosanitize: bool,
     /// Arguments for the runner
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,

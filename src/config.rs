@@ -65,6 +65,36 @@ pub struct RemoteConfig {
     pub ready_timeout: Option<String>,
     /// The most a run may send back (`1GiB`, `500MB`); the rest is refused.
     pub max_fetch: Option<String>,
+    /// Whether to send this machine's compute-sanitizer there: `auto`, `always` or `never`.
+    pub ship_sanitizer: Option<String>,
+}
+
+/// Whether a run sends this machine's compute-sanitizer (from PyPI) to the remote as blobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShipSanitizer {
+    /// When the remote has none and the run needs one (`--sanitize`; the memcheck rerun after a
+    /// fault only when the blobs are there already).
+    #[default]
+    Auto,
+    /// Whenever the run may need one, and use it even where the remote has its own.
+    Always,
+    Never,
+}
+
+/// The environment variable that overrides a remote's `ship-sanitizer`.
+pub const SHIP_SANITIZER_ENV: &str = "CARGO_GPU_SHIP_SANITIZER";
+
+impl std::str::FromStr for ShipSanitizer {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<ShipSanitizer> {
+        match s {
+            "auto" => Ok(ShipSanitizer::Auto),
+            "always" => Ok(ShipSanitizer::Always),
+            "never" => Ok(ShipSanitizer::Never),
+            _ => bail!("`{s}` is not one of auto, always, never"),
+        }
+    }
 }
 
 /// A remote with every default filled in and every duration parsed.
@@ -84,6 +114,7 @@ pub struct Remote {
     pub ready_timeout: Duration,
     /// Bytes.
     pub max_fetch: u64,
+    pub ship_sanitizer: ShipSanitizer,
 }
 
 impl Remote {
@@ -106,6 +137,7 @@ impl Remote {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             max_fetch: DEFAULT_MAX_FETCH,
+            ship_sanitizer: ShipSanitizer::Auto,
         }
     }
 }
@@ -216,6 +248,15 @@ impl UserConfig {
             connect_timeout: dur("connect-timeout", &r.connect_timeout)?.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             ready_timeout: dur("ready-timeout", &r.ready_timeout)?.unwrap_or(DEFAULT_READY_TIMEOUT),
             max_fetch,
+            ship_sanitizer: r
+                .ship_sanitizer
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .with_context(|| {
+                    format!("invalid cargo-gpu config {} at key `remotes.{name}.ship-sanitizer`", self.where_())
+                })?
+                .unwrap_or_default(),
         })
     }
 
@@ -345,6 +386,19 @@ remote = "h100"
         assert!(err.contains("at key `remotes.a`: missing `host`"), "{err}");
         let err = format!("{:#}", parse("[remotes.a]\nhost = \"h\"\nmax-fetch = \"lots\"\n").unwrap_err());
         assert!(err.contains("at key `remotes.a.max-fetch`") && err.contains("`lots` is not a size"), "{err}");
+    }
+
+    #[test]
+    fn ship_sanitizer_is_auto_always_or_never() {
+        let c = parse("[remotes.a]\nhost = \"a\"\nship-sanitizer = \"always\"\n[remotes.b]\nhost = \"b\"\n").unwrap();
+        assert_eq!(c.remote("a").unwrap().ship_sanitizer, ShipSanitizer::Always);
+        assert_eq!(c.remote("b").unwrap().ship_sanitizer, ShipSanitizer::Auto);
+        let err = format!("{:#}", parse("[remotes.a]\nhost = \"a\"\nship-sanitizer = \"yes\"\n").unwrap_err());
+        assert!(
+            err.contains("at key `remotes.a.ship-sanitizer`")
+                && err.contains("`yes` is not one of auto, always, never"),
+            "{err}"
+        );
     }
 
     #[test]

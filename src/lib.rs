@@ -8,7 +8,8 @@
 //! `commands`      one file per command: read what the user asked, call down
 //! `cli`           the clap types of the command line
 //! `compile`       kernels (nvcc jobs, fingerprints, diagnostics, scheduler), the runner, the build
-//! `remote`        transports, scripts, frames, preflight, the run session, instances, unpacking
+//! `remote`        transports, scripts, frames, preflight, the run session, instances, unpacking,
+//!                 the CUDA tools there and the compute-sanitizer shipped to it
 //! `manifest_edit` `cargo gpu init`'s edit of a crate's Cargo.toml, comments kept
 //! `inspect`       a cubin's report (resources, SASS census, ptxas advisories, trap-only stubs),
 //!                 the warnings made from it, expected instructions, inspect's text
@@ -19,7 +20,8 @@
 //! `package`       the package folder and its manifest
 //! `config`        the user's remotes
 //! `runs`          run records and the cost ledger
-//! `nvidia_smi`    nvidia-smi's answer, parsed
+//! `nvidia_smi` `tool_reports`
+//!                 nvidia-smi's answer, parsed; the remote CUDA tools' reports, read
 //! `arch` `cache` `cmd` `digest` `escape` `exit` `quote` `redact` `safe_fs` `shell`
 //!                 leaves: target rules, memo, child processes, sha256, escaping, exit codes,
 //!                 shell quoting, secrets, link-safe files, output
@@ -47,6 +49,7 @@ pub mod runs;
 pub mod safe_fs;
 pub mod shell;
 pub mod templates;
+pub mod tool_reports;
 pub mod toolchain;
 pub mod vcs;
 

@@ -75,6 +75,13 @@ pub struct Record {
     /// `Manifest::digest()`.
     pub package_digest: String,
     pub args: Vec<String>,
+    /// The options that ran the runner under a CUDA tool, as given (`--sanitize=racecheck`,
+    /// `--profile`, `--ncu-args=--set full`, `--debug`, `--no-autosanitize`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// The tools' report files that came back (`sanitizer.txt`, `profile.ncu-rep`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<String>,
     /// UTC, `2026-11-28T14:03:11Z`.
     pub started: String,
     pub state: State,
@@ -128,6 +135,8 @@ impl Record {
             package_name: origin.package_name.to_string(),
             package_digest: origin.package_digest,
             args: args.to_vec(),
+            tools: Vec::new(),
+            reports: Vec::new(),
             started: rfc3339(started),
             state: State::Failed,
             exit_status: None,
@@ -246,8 +255,15 @@ pub fn money(v: f64) -> String {
 
 /// The `cargo gpu runs` table.
 pub fn table(records: &[Record]) -> String {
-    let mut rows =
-        vec![["RUN".to_string(), "REMOTE".into(), "TARGET".into(), "EXIT".into(), "TIME".into(), "COST".into()]];
+    let mut rows = vec![[
+        "RUN".to_string(),
+        "REMOTE".into(),
+        "TARGET".into(),
+        "EXIT".into(),
+        "TIME".into(),
+        "COST".into(),
+        "REPORTS".into(),
+    ]];
     for r in records {
         rows.push([
             r.id.clone(),
@@ -256,9 +272,10 @@ pub fn table(records: &[Record]) -> String {
             r.exit_text(),
             human_duration(r.wall_seconds),
             r.cost.map(money).unwrap_or_else(|| "-".into()),
+            crate::tool_reports::summary::short_names(&r.reports),
         ]);
     }
-    let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
         let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -306,6 +323,8 @@ mod tests {
             package_name: "demo".into(),
             package_digest: "ab".repeat(32),
             args: vec!["--n".into(), "5".into()],
+            tools: Vec::new(),
+            reports: Vec::new(),
             started: "2026-11-28T14:03:11Z".into(),
             state: State::Finished,
             exit_status: Some(7),
@@ -364,7 +383,7 @@ mod tests {
     fn table_and_ledger() {
         let rs = vec![sample("r1", "h100", Some(0.05)), sample("r2", "h100", Some(0.10)), sample("r3", "b200", None)];
         let t = table(&rs);
-        assert!(t.starts_with("RUN  REMOTE  TARGET  EXIT  TIME    COST\n"), "{t}");
+        assert!(t.starts_with("RUN  REMOTE  TARGET  EXIT  TIME    COST   REPORTS\n"), "{t}");
         assert!(t.contains("r1   h100    sm_90a  7     1m 15s  $0.05"), "{t}");
         let l = ledger(&rs);
         assert!(l.contains("h100  2  2m 30s  $0.15\n"), "{l}");

@@ -35,7 +35,7 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Shell {
     verbosity: Verbosity,
     format: MessageFormat,

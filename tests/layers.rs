@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["inspect"],
     &["project", "templates", "toolchain", "vcs"],
     &["package", "config", "runs"],
-    &["nvidia_smi"],
+    &["nvidia_smi", "tool_reports"],
     &["arch", "cache", "cmd", "digest", "escape", "exit", "quote", "redact", "safe_fs", "shell"],
 ];
 

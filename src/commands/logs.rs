@@ -1,5 +1,6 @@
 //! `cargo gpu logs [RUN]`: print a finished run's logs (stdout to stdout, stderr to stderr), or
-//! follow one still going on its remote, then fetch it and complete its record.
+//! follow one still going on its remote, then fetch it and complete its record; then what the
+//! CUDA tools' reports of the run say.
 
 use std::io::Write;
 
@@ -40,7 +41,9 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &LogsArgs) -> Result<i32> 
         record.state = State::Finished;
         record.exit_status = status;
         record.refused = report_unpacked(shell, &unpacked, &id, &remote.name, max);
+        record.reports = crate::tool_reports::summary::present(&run_dir);
         record.save(&dir)?;
+        print_reports(shell, &record, &run_dir);
         return Ok(status.unwrap_or(crate::exit::FAILURE));
     }
     for (name, to_stdout) in [("stdout.log", true), ("stderr.log", false)] {
@@ -58,6 +61,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &LogsArgs) -> Result<i32> 
         };
         written.with_context(|| format!("failed to print {}", path.display()))?;
     }
+    print_reports(shell, &record, &run_dir);
     if let Some(e) = &record.error {
         shell.note(format!("run {id} failed: {e}"));
     }
@@ -65,4 +69,11 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &LogsArgs) -> Result<i32> 
         State::Failed => crate::exit::FAILURE,
         _ => record.exit_status.unwrap_or(crate::exit::FAILURE),
     })
+}
+
+/// What the tools' reports of the run say, as `remote-run` printed it.
+fn print_reports(shell: &Shell, record: &Record, run_dir: &std::path::Path) {
+    let shown = run_dir.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(run_dir);
+    let own_clock = record.tools.iter().any(|t| t.starts_with("--ncu-args=") && t.contains("--clock-control"));
+    crate::tool_reports::summary::print(shell, run_dir, shown, (!own_clock).then_some("none"));
 }

@@ -5,15 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cli::{GlobalOpts, RemoteRunArgs};
 use crate::compile::pipeline::{self, BuildOptions};
-use crate::config::{choose_remote, Remote, UserConfig};
+use crate::config::{choose_remote, Remote, ShipSanitizer, UserConfig, SHIP_SANITIZER_ENV};
 use crate::package::manifest::Manifest;
 use crate::project::Project;
 use crate::remote::instance::{Instance, Stopped};
 use crate::remote::session::{transport_for, Outcome, Session};
+use crate::remote::ship::{self, Shipment};
+use crate::remote::tools::RunTools;
 use crate::runs::{self, timed, Record, State};
 use crate::shell::Shell;
 
@@ -22,6 +24,27 @@ struct Plan {
     remote: Remote,
     package: Option<PathBuf>,
     build: BuildOptions,
+    tools: RunTools,
+    shipment: Option<Shipment>,
+}
+
+/// What the run asks of the remote's CUDA tools.
+fn run_tools(args: &RemoteRunArgs) -> Result<RunTools> {
+    let profile = match (args.profile, &args.ncu_args) {
+        (false, _) => None,
+        (true, None) => Some(Vec::new()),
+        (true, Some(words)) => Some(
+            shell_words::split(words)
+                .with_context(|| format!("failed to split --ncu-args `{words}` into words (check its quotes)"))?,
+        ),
+    };
+    Ok(RunTools {
+        sanitize: args.sanitize.clone(),
+        profile,
+        autosanitize: !args.no_autosanitize,
+        debug: args.debug,
+        shipped: None,
+    })
 }
 
 fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan> {
@@ -37,14 +60,37 @@ fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan
         project_remote.as_deref(),
         user.default.remote.as_deref(),
     )?;
-    let remote = user.remote(&name)?;
+    let mut remote = user.remote(&name)?;
+    if let Some(v) = std::env::var(SHIP_SANITIZER_ENV).ok().filter(|v| !v.is_empty()) {
+        remote.ship_sanitizer = v.parse().with_context(|| format!("invalid {SHIP_SANITIZER_ENV}"))?;
+    }
     let build = BuildOptions {
         manifest_path: global.manifest_path.clone(),
         targets: args.targets.clone(),
         release: args.release,
         jobs: None,
     };
-    Ok(Plan { remote, package: args.package.clone(), build })
+    let tools = run_tools(args)?;
+    let shipment = local_sanitizer(shell, &remote, &tools)?;
+    Ok(Plan { remote, package: args.package.clone(), build, tools, shipment })
+}
+
+/// This machine's compute-sanitizer, when the run may send it to the remote: `--sanitize`, or
+/// the memcheck rerun after a fault, unless the remote's `ship-sanitizer` is `never`. A copy that
+/// cannot be read fails a `--sanitize` run and only warns otherwise.
+fn local_sanitizer(shell: &Shell, remote: &Remote, tools: &RunTools) -> Result<Option<Shipment>> {
+    let may_need = tools.sanitize.is_some() || tools.autosanitize;
+    if !may_need || remote.ship_sanitizer == ShipSanitizer::Never {
+        return Ok(None);
+    }
+    match ship::local_sanitizer(crate::toolchain::find_nvcc().ok().as_deref()) {
+        Ok(found) => Ok(found),
+        Err(e) if tools.sanitize.is_some() => Err(e),
+        Err(e) => {
+            shell.warn(format!("{e:#}; a kernel fault can only be sanitised with the remote's own compute-sanitizer"));
+            Ok(None)
+        }
+    }
 }
 
 /// `--remote local` runs here: a machine without a usable GPU is told so before anything is built.
@@ -91,6 +137,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         package_digest: manifest.digest(),
     };
     let mut record = Record::new(&id, origin, &args.args, started / 1000);
+    record.tools = tool_options(args);
     let clock = Instant::now();
     let mut instance = Instance::new(shell, remote, &*transport, args.keep_up);
     let session = Session {
@@ -102,6 +149,8 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         run_dir: &run_dir,
         runs_dir: &runs_dir,
         detach: args.detach,
+        tools: &plan.tools,
+        shipment: plan.shipment.as_ref(),
     };
     let outcome = session.run(&mut instance, &mut record);
     let stop_result = timed(&mut record.phases.stop, || instance.stop());
@@ -144,6 +193,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
             Err(e)
         }
     };
+    record.reports = crate::tool_reports::summary::present(&run_dir);
     record.save(&runs_dir)?;
     if let Err(e) = stop_result {
         let e = if crate::exit::code_for(&e) == crate::exit::INTERRUPTED {
@@ -157,12 +207,39 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         };
         shell.error(&e);
     }
+    crate::tool_reports::summary::print(shell, &run_dir, &shown(&run_dir), plan.tools.ncu_clock_control());
     report(shell, &record, &run_dir, remote, stopped);
     result
 }
 
+/// The tool options of this run, as given, for its record.
+fn tool_options(args: &RemoteRunArgs) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(t) = &args.sanitize {
+        v.push(format!("--sanitize={t}"));
+    }
+    if args.profile {
+        v.push("--profile".into());
+    }
+    if let Some(a) = &args.ncu_args {
+        v.push(format!("--ncu-args={a}"));
+    }
+    if args.debug {
+        v.push("--debug".into());
+    }
+    if args.no_autosanitize {
+        v.push("--no-autosanitize".into());
+    }
+    v
+}
+
+/// A run folder as the user reads it: relative to the current folder when it is below it.
+fn shown(run_dir: &Path) -> PathBuf {
+    run_dir.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(run_dir).to_path_buf()
+}
+
 fn report(shell: &Shell, record: &Record, run_dir: &Path, remote: &Remote, stopped: Stopped) {
-    let shown = run_dir.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(run_dir);
+    let shown = shown(run_dir);
     match record.state {
         State::Running => shell.status(
             "Detached",

@@ -14,7 +14,8 @@ use crate::remote::transport::run_script;
 use crate::shell::{human_bytes, Shell};
 
 /// The report of `cargo gpu doctor --remote NAME`: reachable? GPU, compute capability, driver
-/// CUDA, glibc, disk, and for each target whether it runs there. Does not run the remote's
+/// CUDA, glibc, disk, compute-sanitizer, ncu and cuda-gdb, and for each target whether it runs
+/// there. Does not run the remote's
 /// `start` command: a doctor does not rent machines.
 pub fn report(shell: &Shell, remote: &Remote, targets: &[SmArch]) -> Result<String> {
     let name = &remote.name;
@@ -53,6 +54,7 @@ pub fn report(shell: &Shell, remote: &Remote, targets: &[SmArch]) -> Result<Stri
     let _ = writeln!(out, "  machine:  {}", f.machine.as_deref().unwrap_or("unknown"));
     let disk = f.disk_free_bytes.map(human_bytes).unwrap_or_else(|| "unknown".into());
     let _ = writeln!(out, "  disk:     {disk} free in {}", remote.workdir);
+    let _ = writeln!(out, "  tools:    {}", preflight::tools_summary(&f));
     if let Some(cc) = f.compute_cap {
         for t in targets {
             let verdict = if t.runs_on(cc) {

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::{pass_through, ExecOptions, Sink, StdinFeed};
 use crate::exit::Interrupt;
 use crate::redact;
-use crate::remote::frames::{Channel, Demux, Event};
+use crate::remote::frames::{Channel, Demux, Event, Rerun};
 use crate::remote::scripts;
 use crate::remote::transport::{run_script, script_failure, Transport};
 use crate::remote::unpack::{self, Unpacked};
@@ -113,6 +113,7 @@ pub fn follow(
     let seen = Arc::new(Mutex::new(Seen::default()));
     let taker = {
         let seen = Arc::clone(&seen);
+        let say = shell.clone();
         let mut tx = Some(tx);
         Box::new(move |bytes: &[u8]| -> ControlFlow<()> {
             let mut seen = seen.lock().expect("the follower does not panic");
@@ -131,6 +132,13 @@ pub fn follow(
             for ev in events {
                 match ev {
                     Event::Launched => seen.launched_at = Some(Instant::now()),
+                    Event::Rerun(tool) => say.status(
+                        "Rerunning",
+                        match tool {
+                            Rerun::Memcheck => "after a kernel fault (exit status 4), under compute-sanitizer memcheck to find its line",
+                            Rerun::CudaGdb => "after a kernel fault (exit status 4), under cuda-gdb for a backtrace",
+                        },
+                    ),
                     Event::Ended => seen.ended_at = Some(Instant::now()),
                 }
             }

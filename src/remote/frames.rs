@@ -1,6 +1,7 @@
 //! The framed stdout of the run, stream and fetch scripts, read as it arrives in chunks of any size:
 //! `r` (launched), `o N` / `e N` and N bytes of the runner's stdout / stderr, `h` (heartbeat),
-//! `b HASH` (a damaged blob), `x 0` / `x 2` (the run ended / vanished), then `t` and a tar of the
+//! `b HASH` (a damaged blob), `a TOOL` (after a kernel fault the runner runs again under
+//! `memcheck` or `cuda-gdb`), `x 0` / `x 2` (the run ended / vanished), then `t` and a tar of the
 //! run's files to the end. Nothing is kept in memory but a short header line: what comes from the
 //! remote is not trusted to be small.
 
@@ -56,11 +57,20 @@ impl Default for Demux {
     }
 }
 
-/// What a chunk held besides output: the run was launched, or it ended.
+/// What a chunk held besides output: the run was launched, runs again under a tool after a
+/// kernel fault, or ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Launched,
+    Rerun(Rerun),
     Ended,
+}
+
+/// The tool a faulted run runs again under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    Memcheck,
+    CudaGdb,
 }
 
 impl Demux {
@@ -112,6 +122,8 @@ impl Demux {
                             events.push(Event::Ended);
                         }
                         ("b", _) if is_sha256(arg) => self.bad_blobs.push(arg.to_string()),
+                        ("a", _) if arg == "memcheck" => events.push(Event::Rerun(Rerun::Memcheck)),
+                        ("a", _) if arg == "cuda-gdb" => events.push(Event::Rerun(Rerun::CudaGdb)),
                         ("t", _) => {
                             self.tar_started = true;
                             self.state = DemuxState::Tar;
@@ -134,7 +146,7 @@ mod tests {
         let long_noise = "n".repeat(10_000);
         let bad = "c".repeat(64);
         let framed = format!(
-            "noise from a start-up file\n{long_noise}\nr\nb {bad}\nb not-a-hash\no 5\nhello\ne 3\nerrh\no 2\n\n!x 0\nt\nTARBYTES"
+            "noise from a start-up file\n{long_noise}\nr\nb {bad}\nb not-a-hash\no 5\nhello\ne 3\nerrh\no 2\n\n!a memcheck\na rm -rf\nx 0\nt\nTARBYTES"
         );
         let framed = framed.as_bytes();
         for chunk in [1, 2, 3, 7, 100, 4096, framed.len()] {
@@ -149,7 +161,7 @@ mod tests {
                 assert!(d.line.len() <= MAX_HEADER + chunk, "a header line never grows without bound");
             }
             assert_eq!((out.as_slice(), err.as_slice()), (&b"hello\n!"[..], &b"err"[..]), "chunk {chunk}");
-            assert_eq!(events, [Event::Launched, Event::Ended]);
+            assert_eq!(events, [Event::Launched, Event::Rerun(Rerun::Memcheck), Event::Ended]);
             assert!(d.launched && d.ended == Some(true) && d.tar_started);
             assert_eq!(d.bad_blobs, std::slice::from_ref(&bad));
             assert_eq!(tar, b"TARBYTES");

@@ -1,7 +1,8 @@
 //! Running a package elsewhere: the transports (ssh, local) and the scripts they run, the frames
 //! and preflight answers that come back, one run's session from connecting to its files back, who
-//! uses an instance (so that the last one stops it), the checked unpacking of a run's files, and
-//! the remote doctor's report.
+//! uses an instance (so that the last one stops it), the checked unpacking of a run's files, the
+//! CUDA tools a run uses there (and the compute-sanitizer shipped to it), and the remote doctor's
+//! report.
 
 pub mod doctor;
 pub mod follow;
@@ -11,6 +12,8 @@ pub mod lease;
 pub mod preflight;
 pub mod scripts;
 pub mod session;
+pub mod ship;
 pub mod ssh;
+pub mod tools;
 pub mod transport;
 pub mod unpack;

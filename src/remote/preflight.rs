@@ -1,7 +1,10 @@
 //! What the preflight learned about a remote, read from its answer (every value escaped: it is a
 //! stranger's text), and the refusals that follow before anything is uploaded: no usable GPU, a
 //! compute capability the package has no cubin for, an old driver, an old glibc, another machine
-//! type, too little disk. Each refusal names what to do.
+//! type, too little disk, a CUDA tool the run asks for and the remote lacks. Each refusal names
+//! what to do.
+
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
@@ -9,6 +12,7 @@ use crate::arch::{ComputeCap, SmArch};
 use crate::escape;
 use crate::package::manifest::Manifest;
 use crate::remote::scripts::DISK_MARGIN_BYTES;
+use crate::remote::tools::{self, RunTools};
 use crate::shell::human_bytes;
 
 /// What preflight learned about the remote.
@@ -23,7 +27,36 @@ pub struct RemoteFacts {
     pub glibc: Option<String>,
     pub machine: Option<String>,
     pub disk_free_bytes: Option<u64>,
+    /// The CUDA tools found there (names of [`tools::TOOL_NAMES`]), with their paths.
+    pub tools: BTreeMap<String, String>,
+    pub counters: Counters,
     pub missing: Vec<String>,
+}
+
+/// Whether ncu may read the GPU's performance counters there.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Counters {
+    /// The driver lets every user read them (`RmProfilingAdminOnly: 0`), or the run is root's.
+    Allowed,
+    /// Only root may (`RmProfilingAdminOnly: 1`), and the run is another user's: ncu would stop
+    /// at `ERR_NVGPUCTRPERM`.
+    AdminOnly { uid: u32 },
+    /// The driver's parameters could not be read (a container may hide them).
+    #[default]
+    Unknown,
+}
+
+impl Counters {
+    /// `counters: UID ADMIN-ONLY`, as [`tools::preflight_lines`] prints it.
+    fn parse(value: &str) -> Counters {
+        let mut words = value.split_whitespace();
+        let uid = words.next().and_then(|u| u.parse::<u32>().ok());
+        match (uid, words.next()) {
+            (Some(0), _) | (_, Some("0")) => Counters::Allowed,
+            (Some(uid), Some("1")) => Counters::AdminOnly { uid },
+            _ => Counters::Unknown,
+        }
+    }
 }
 
 /// Every value is the remote's own text: control characters are escaped here, once, so that a
@@ -52,6 +85,14 @@ pub fn parse_preflight(text: &str) -> Result<RemoteFacts> {
             }
             "machine" => f.machine = Some(value.to_string()).filter(|v| !v.is_empty()),
             "disk-free-kb" => f.disk_free_bytes = value.parse::<u64>().ok().map(|kb| kb * 1024),
+            "tool" => {
+                if let Some((name, path)) = value.split_once(' ') {
+                    if tools::TOOL_NAMES.contains(&name) {
+                        f.tools.insert(name.to_string(), path.to_string());
+                    }
+                }
+            }
+            "counters" => f.counters = Counters::parse(value),
             "missing" => f.missing.push(value.to_string()),
             _ => {}
         }
@@ -134,6 +175,100 @@ pub fn check(remote: &str, facts: &RemoteFacts, manifest: &Manifest, need_bytes:
     Ok(target)
 }
 
+/// What to install for each of the remote's tools.
+fn install_hint(tool: &str) -> &'static str {
+    match tool {
+        "compute-sanitizer" => {
+            "install the CUDA toolkit's compute-sanitizer there (`apt install cuda-sanitizer-13-0`, or \
+             `pip install nvidia-cuda-sanitizer-api`)"
+        }
+        "ncu" => "install Nsight Compute there (`apt install cuda-nsight-compute-13-0`)",
+        _ => "install the CUDA toolkit's cuda-gdb there (`apt install cuda-gdb-13-0`)",
+    }
+}
+
+/// The option of `remote-run` that asks for each tool.
+fn option_of(tool: &str) -> &'static str {
+    match tool {
+        "compute-sanitizer" => "--sanitize",
+        "ncu" => "--profile",
+        _ => "--debug",
+    }
+}
+
+/// Refuses a run whose tools the remote lacks, before anything is uploaded, and returns the
+/// notes to print before the run (a kernel fault that cannot be sanitised, counters that may
+/// be closed to ncu).
+/// `shipping`: this machine's compute-sanitizer goes along; `shippable`: it could (see
+/// `remote::ship`).
+pub fn check_tools(
+    remote: &str,
+    facts: &RemoteFacts,
+    tools: &RunTools,
+    shipping: bool,
+    shippable: bool,
+) -> Result<Vec<String>> {
+    for tool in tools.required() {
+        let shipped = tool == "compute-sanitizer" && shipping;
+        if !facts.tools.contains_key(tool) && !shipped {
+            let ship = if tool == "compute-sanitizer" {
+                "; or install it here beside nvcc (`pip install nvidia-cuda-sanitizer-api`, as scripts/setup.sh does) and cargo-gpu ships it there"
+            } else {
+                ""
+            };
+            bail!(
+                "{remote} has no {tool} (looked on PATH, in $CUDA_HOME/bin and in /usr/local/cuda/bin), which {} needs: {}, or run without {}{ship}",
+                option_of(tool),
+                install_hint(tool),
+                option_of(tool)
+            );
+        }
+    }
+    let mut notes = Vec::new();
+    if tools.profile.is_some() {
+        match facts.counters {
+            Counters::AdminOnly { uid } => bail!(
+                "ncu cannot read the GPU's performance counters on {remote}: its driver allows that only to root \
+                 (RmProfilingAdminOnly: 1) and the run is uid {uid}, so ncu would stop at ERR_NVGPUCTRPERM; run as root \
+                 there (`user = \"root\"`), or have the host load the driver with NVreg_RestrictProfilingToAdminUsers=0"
+            ),
+            Counters::Unknown => notes.push(format!(
+                "could not tell whether ncu may read the GPU's counters on {remote} (/proc/driver/nvidia/params is not readable there); if the profile is empty, ncu.log says why (ERR_NVGPUCTRPERM: only root may)"
+            )),
+            Counters::Allowed => {}
+        }
+    }
+    if tools.autosanitize
+        && tools.sanitize.as_deref() != Some("memcheck")
+        && !facts.tools.contains_key("compute-sanitizer")
+        && !shipping
+    {
+        let what = if shippable {
+            "run once with --sanitize to ship this machine's compute-sanitizer there (later runs reuse it), or set `ship-sanitizer = \"always\"`".to_string()
+        } else {
+            install_hint("compute-sanitizer").to_string()
+        };
+        notes.push(format!(
+            "{remote} has no compute-sanitizer: a kernel fault will not be rerun under memcheck to find its line ({what})"
+        ));
+    }
+    Ok(notes)
+}
+
+/// `compute-sanitizer, ncu (counters: root only), no cuda-gdb`: the tools line of the preflight.
+pub fn tools_summary(facts: &RemoteFacts) -> String {
+    tools::TOOL_NAMES
+        .iter()
+        .map(|t| match (facts.tools.contains_key(*t), *t, facts.counters) {
+            (false, _, _) => format!("no {t}"),
+            (true, "ncu", Counters::AdminOnly { .. }) => "ncu (counters: root only)".to_string(),
+            (true, "ncu", Counters::Unknown) => "ncu (counters: unknown)".to_string(),
+            (true, _, _) => t.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +297,45 @@ mod tests {
         let ldd = parse_preflight("protocol: 1\nglibc: ldd (Debian GLIBC 2.36-9+deb12u4) 2.36\n").unwrap();
         assert_eq!(ldd.glibc.as_deref(), Some("2.36"));
         assert!(parse_preflight("Welcome to Ubuntu\n").is_err());
+    }
+
+    #[test]
+    fn the_tools_are_read_and_a_missing_one_is_refused() {
+        let mut f = parse_preflight(
+            "protocol: 1\ntool: compute-sanitizer /usr/local/cuda/bin/compute-sanitizer\ntool: ncu /opt/n\x1b[2J/ncu\n\
+             tool: rm /bin/rm\ncounters: 1000 1\n",
+        )
+        .unwrap();
+        assert_eq!(f.tools.keys().collect::<Vec<_>>(), ["compute-sanitizer", "ncu"]);
+        assert_eq!(f.tools["ncu"], "/opt/n\\e[2J/ncu", "escaped");
+        assert_eq!(f.counters, Counters::AdminOnly { uid: 1000 });
+        assert_eq!(tools_summary(&f), "compute-sanitizer, ncu (counters: root only), no cuda-gdb");
+        let debug = RunTools { debug: true, ..Default::default() };
+        let err = check_tools("h100", &f, &debug, false, false).unwrap_err().to_string();
+        assert!(err.starts_with("h100 has no cuda-gdb (looked on PATH"), "{err}");
+        assert!(err.contains("which --debug needs") && err.ends_with("or run without --debug"), "{err}");
+        let profile = RunTools { profile: Some(vec![]), ..Default::default() };
+        let err = check_tools("h100", &f, &profile, false, false).unwrap_err().to_string();
+        assert!(err.contains("ERR_NVGPUCTRPERM") && err.contains("uid 1000"), "{err}");
+        f.counters = Counters::parse("0 1");
+        assert_eq!(f.counters, Counters::Allowed, "root may");
+        assert!(check_tools("h100", &f, &profile, false, false).unwrap().is_empty());
+        f.counters = Counters::parse("1000 unknown");
+        assert_eq!(
+            check_tools("h100", &f, &profile, false, false).unwrap().len(),
+            1,
+            "unknown counters are said before the run"
+        );
+        f.tools.clear();
+        let sanitize = RunTools { sanitize: Some("racecheck".into()), autosanitize: true, ..Default::default() };
+        assert!(check_tools("h100", &f, &sanitize, false, false).unwrap_err().to_string().contains("--sanitize needs"));
+        let plain = RunTools { autosanitize: true, ..Default::default() };
+        let notes = check_tools("h100", &f, &plain, false, false).unwrap();
+        assert!(notes[0].starts_with("h100 has no compute-sanitizer: a kernel fault will not be rerun"), "{notes:?}");
+        let notes = check_tools("h100", &f, &plain, false, true).unwrap();
+        assert!(notes[0].contains("run once with --sanitize to ship this machine's compute-sanitizer"), "{notes:?}");
+        assert!(check_tools("h100", &f, &plain, true, true).unwrap().is_empty(), "shipped along");
+        assert!(check_tools("h100", &f, &sanitize, true, true).is_ok(), "shipped along");
     }
 
     #[test]

@@ -16,10 +16,29 @@ use crate::digest::is_sha256;
 use crate::package::manifest::{is_safe_relative, Manifest};
 use crate::quote::{quote, quote_path};
 use crate::redact;
+use crate::remote::ship::{self, Shipment};
+use crate::remote::tools::{self, RunTools};
+use crate::tool_reports::files;
 
-/// What a run leaves in its folder that comes back with it: files, and the folder `out/` (in
-/// this order, so that the logs come first when a cap cuts the rest).
-pub const FETCHED: [&str; 6] = ["stdout.log", "stderr.log", "exit-status", "nvidia-smi.txt", "env.txt", "out/"];
+/// What a run leaves in its folder that comes back with it: files, the tools' reports (see
+/// `tool_reports::files`) and the folder `out/` (in this order, so that the logs come first
+/// and the bulky things last when a cap cuts the rest).
+pub const FETCHED: [&str; 14] = [
+    "stdout.log",
+    "stderr.log",
+    "exit-status",
+    "nvidia-smi.txt",
+    "env.txt",
+    files::SANITIZER_REPORT,
+    files::AUTOSANITIZE_REPORT,
+    files::AUTOSANITIZE_OUTPUT,
+    files::GDB_OUTPUT,
+    files::NCU_LOG,
+    files::NCU_CSV,
+    files::NCU_TEXT,
+    files::NCU_REPORT,
+    "out/",
+];
 
 /// The exit status of a [`launch`] that found a stored blob whose bytes do not match its name:
 /// the blob was deleted, nothing was launched, preflight (and so upload) again.
@@ -40,7 +59,8 @@ fn words(hashes: &[String]) -> String {
     hashes.iter().map(|h| quote(h)).collect::<Vec<_>>().join(" ")
 }
 
-/// One round trip: GPU, compute capability, driver CUDA, glibc, machine, free disk, missing blobs.
+/// One round trip: GPU, compute capability, driver CUDA, glibc, machine, free disk, the CUDA
+/// tools there and whether ncu may read counters, missing blobs.
 pub fn preflight(workdir: &str, hashes: &[String]) -> String {
     assert!(hashes.iter().all(|h| is_sha256(h)), "blob names are sha256 digests");
     format!(
@@ -56,9 +76,10 @@ fi
 printf 'glibc: %s\n' "$(getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1)"
 printf 'machine: %s\n' "$(uname -m)"
 df -Pk "$W" | awk 'NR==2 {{print "disk-free-kb: " $4}}'
-for h in {hashes}; do [ -f "$W/blobs/$h" ] || echo "missing: $h"; done
+{tools}for h in {hashes}; do [ -f "$W/blobs/$h" ] || echo "missing: $h"; done
 "#,
         prelude = prelude(workdir),
+        tools = tools::preflight_lines(),
         hashes = words(hashes),
     )
 }
@@ -95,10 +116,14 @@ pub struct Launch<'a> {
     pub args: &'a [String],
     /// Start the idle watchdog first: (idle time, shutdown command).
     pub watchdog: Option<(Duration, &'a str)>,
+    /// The tools the runner runs under, or again under after a kernel fault.
+    pub tools: &'a RunTools,
+    /// A compute-sanitizer to assemble from its blobs in `<workdir>/tools/` (once) first.
+    pub ship: Option<&'a Shipment>,
 }
 
 /// The script the detached runner lives in. `$1` is the run folder.
-pub fn wrapper(runner: &str, args: &[String], id: &str) -> String {
+pub fn wrapper(runner: &str, args: &[String], id: &str, tools: &RunTools) -> String {
     let mut command = format!("\"$R\"/{}", quote(runner));
     for a in args {
         command.push(' ');
@@ -111,14 +136,13 @@ echo $$ > pid
 CARGO_GPU_KERNELS="$R/kernels" CARGO_GPU_OUT="$R/out" CARGO_GPU_RUN_ID={id}
 export CARGO_GPU_KERNELS CARGO_GPU_OUT CARGO_GPU_RUN_ID
 {{ {env}; }} &
-{command} > stdout.log 2> stderr.log < /dev/null
-s=$?
-nvidia-smi -q > nvidia-smi.txt 2>&1
+{run}nvidia-smi -q > nvidia-smi.txt 2>&1
 wait
 echo "$s" > exit-status.tmp && mv exit-status.tmp exit-status
 "#,
         id = quote(id),
         env = env_listing("env.txt"),
+        run = tools::run_lines(tools, &command),
     )
 }
 
@@ -151,6 +175,9 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     let mut s = String::new();
     if let Some((idle, command)) = l.watchdog {
         s.push_str(&watchdog(l.workdir, idle, command));
+    }
+    if let Some(shipment) = l.ship {
+        s.push_str(&ship::assemble(&prelude(l.workdir), shipment, BAD_BLOB));
     }
     s.push_str(&run_dir(l.workdir, l.id));
     s.push_str("mkdir \"$R\" || exit 1\ncd \"$R\" && mkdir out kernels || exit 1\n");
@@ -187,21 +214,22 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     }
     s.push_str(&format!(
         "setsid nohup sh -c {} cargo-gpu-run \"$R\" < /dev/null > /dev/null 2>&1 &\n",
-        quote(&wrapper(&m.package.runner, l.args, l.id))
+        quote(&wrapper(&m.package.runner, l.args, l.id, l.tools))
     ));
     Ok(s)
 }
 
 /// Follows a run's logs until its exit status appears, then sends the run's files: one command
 /// for what used to take a stream and a fetch. Its stdout is a sequence of frames (see [`Demux`]):
-/// `o N` / `e N` and N bytes of the runner's stdout / stderr, `h` (a heartbeat every second of
+/// `o N` / `e N` and N bytes of the runner's stdout / stderr, `a TOOL` (the runner runs again
+/// under `memcheck` or `cuda-gdb` after a kernel fault), `h` (a heartbeat every second of
 /// silence: writing it is how the script notices a vanished client and ends, so the idle
 /// watchdog does not count a dead client as alive), `x 0` (exit status written) or `x 2` (the
 /// runner vanished without one), then `t` and a tar of the run's files to the end.
 pub fn stream(workdir: &str, id: &str) -> String {
     format!(
         r#"{run}[ -d "$R" ] || {{ echo "no run folder $R" >&2; exit 3; }}
-o=0; e=0; q=0; n=0
+o=0; e=0; q=0; n=0; a=
 size() {{ if [ -f "$1" ]; then wc -c < "$1"; else echo 0; fi; }}
 emit() {{ printf '%s %d\n' "$1" $(($4 - $3)); tail -c +$(($3 + 1)) "$2" | head -c $(($4 - $3)); }}
 while :; do
@@ -214,6 +242,7 @@ while :; do
   if [ "$s" -gt "$o" ]; then emit o "$R/stdout.log" "$o" "$s"; o=$s; q=0; fi
   s=$(size "$R/stderr.log")
   if [ "$s" -gt "$e" ]; then emit e "$R/stderr.log" "$e" "$s"; e=$s; q=0; fi
+  if [ -s "$R/rerun" ] && [ "$(cat "$R/rerun")" != "$a" ]; then a=$(cat "$R/rerun"); printf 'a %s\n' "$a"; q=0; fi
   [ $d != 0 ] && break
   q=$((q + 1)); n=$((n + 1))
   if [ $q -ge 20 ]; then printf 'h\n' || exit 5; q=0; fi
@@ -423,6 +452,8 @@ mod tests {
             manifest: &m,
             args: &args,
             watchdog: Some((Duration::from_secs(900), "sudo shutdown -h now")),
+            tools: &RunTools::default(),
+            ship: None,
         })
         .unwrap();
         sh_syntax_ok(&l);
@@ -430,7 +461,7 @@ mod tests {
         assert!(l.contains(&format!("cp \"$W/blobs/{}\" kernels/k.sm_90a.cubin", "b".repeat(64))), "{l}");
         assert!(l.contains("chmod 755 bin/demo"), "{l}");
         assert!(l.contains("setsid nohup sh -c "), "{l}");
-        let wr = wrapper("bin/demo", &args, "run 1");
+        let wr = wrapper("bin/demo", &args, "run 1", &RunTools::default());
         sh_syntax_ok(&wr);
         assert!(wr.contains(r#""$R"/bin/demo 'a b' '$(touch pwned)' ''\''"'"#), "{wr}");
         sh_syntax_ok(&stream(w, "x"));
@@ -438,7 +469,15 @@ mod tests {
             &run(
                 Some(("u", &hashes)),
                 Some(Guard { hashes: &hashes, need_bytes: 1 << 20 }),
-                &Launch { workdir: w, id: "x", manifest: &m, args: &args, watchdog: None },
+                &Launch {
+                    workdir: w,
+                    id: "x",
+                    manifest: &m,
+                    args: &args,
+                    watchdog: None,
+                    tools: &RunTools::default(),
+                    ship: None,
+                },
                 false,
             )
             .unwrap(),
@@ -479,7 +518,15 @@ mod tests {
     fn launch_refuses_paths_that_leave_the_run_folder() {
         let mut m = manifest(&["sm_90a"]);
         m.files[1].path = "../../.ssh/authorized_keys".into();
-        let l = Launch { workdir: "/w", id: "x", manifest: &m, args: &[], watchdog: None };
+        let l = Launch {
+            workdir: "/w",
+            id: "x",
+            manifest: &m,
+            args: &[],
+            watchdog: None,
+            tools: &RunTools::default(),
+            ship: None,
+        };
         assert!(launch(&l).is_err());
         for bad in ["", "/etc/x", "a/../b", "./a", "a//b"] {
             assert!(!is_safe_relative(bad), "{bad}");
@@ -501,7 +548,15 @@ mod tests {
         std::fs::write(&runner_blob, b"#!/bin/sh\n").unwrap();
         // The right name, other bytes: what a tampered store holds.
         std::fs::write(&cubin_blob, b"planted").unwrap();
-        let l = Launch { workdir: &w, id: "r1", manifest: &m, args: &[], watchdog: None };
+        let l = Launch {
+            workdir: &w,
+            id: "r1",
+            manifest: &m,
+            args: &[],
+            watchdog: None,
+            tools: &RunTools::default(),
+            ship: None,
+        };
         let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
         assert_eq!(out.status.code(), Some(BAD_BLOB), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("b {}\n", m.files[1].sha256));
@@ -510,7 +565,15 @@ mod tests {
         assert!(!dir.path().join("runs/r1").exists(), "nothing was launched");
         // With the blob whole again, the same script launches.
         std::fs::write(&cubin_blob, b"cubin").unwrap();
-        let l = Launch { workdir: &w, id: "r2", manifest: &m, args: &[], watchdog: None };
+        let l = Launch {
+            workdir: &w,
+            id: "r2",
+            manifest: &m,
+            args: &[],
+            watchdog: None,
+            tools: &RunTools::default(),
+            ship: None,
+        };
         let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(std::fs::read(dir.path().join("runs/r2/kernels/k.sm_90a.cubin")).unwrap(), b"cubin");
@@ -529,7 +592,7 @@ mod tests {
         let args = vec!["a b".to_string(), "$(touch pwned)".to_string(), "it's".to_string()];
         let st = Command::new("sh")
             .arg("-c")
-            .arg(wrapper("bin/demo", &args, "id"))
+            .arg(wrapper("bin/demo", &args, "id", &RunTools::default()))
             .arg("x")
             .arg(&run)
             .env("HF_TOKEN", "hf_secret_value_123")

@@ -20,7 +20,9 @@ use crate::remote::frames::Demux;
 use crate::remote::instance::Instance;
 use crate::remote::preflight::{self, RemoteFacts};
 use crate::remote::scripts::{self, Launch};
+use crate::remote::ship::{self, Shipment};
 use crate::remote::ssh::Ssh;
+use crate::remote::tools::{RunTools, ShippedSanitizer};
 use crate::remote::transport::{run_script, Local, Transport};
 use crate::runs::{timed, Record, State};
 use crate::shell::{human_bytes, Shell};
@@ -60,6 +62,10 @@ pub struct Session<'a> {
     pub run_dir: &'a Path,
     pub runs_dir: &'a Path,
     pub detach: bool,
+    /// The CUDA tools the runner runs under (or again under, after a kernel fault).
+    pub tools: &'a RunTools,
+    /// This machine's compute-sanitizer, when the run may send it along (see `remote::ship`).
+    pub shipment: Option<&'a Shipment>,
 }
 
 /// The preflight answer last given over one connection, kept beside it (in the private ssh
@@ -120,6 +126,7 @@ impl Session<'_> {
 
         let hashes: Vec<String> = {
             let mut h: Vec<String> = self.files.iter().map(|(sha, _)| sha.clone()).collect();
+            h.extend(self.shipment.iter().flat_map(|s| s.hashes()));
             h.sort();
             h.dedup();
             h
@@ -171,7 +178,12 @@ impl Session<'_> {
 
     fn warn_bad_blobs(&self, bad: &[String]) {
         for h in bad {
-            let path = self.manifest.files.iter().find(|f| &f.sha256 == h).map(|f| f.path.as_str()).unwrap_or("?");
+            let shipped = self.shipment.and_then(|s| s.files.iter().find(|f| &f.sha256 == h));
+            let path = match (self.manifest.files.iter().find(|f| &f.sha256 == h), shipped) {
+                (Some(f), _) => f.path.clone(),
+                (None, Some(f)) => format!("compute-sanitizer's {}", f.path),
+                (None, None) => "?".into(),
+            };
             self.shell.warn(format!(
                 "the stored blob {h} ({path}) on {} did not match its sha256: it was deleted there and is uploaded again",
                 self.remote.name
@@ -197,8 +209,23 @@ impl Session<'_> {
         for ((sha, path), f) in self.files.iter().zip(&self.manifest.files) {
             sizes.insert(sha, (f.size, path));
         }
+        // Whether this machine's compute-sanitizer goes along: its blobs are uploaded with the
+        // package's and assembled once into the remote's tools folder.
+        let t = self.tools;
+        let shipping = self.shipment.filter(|s| {
+            let all_present = s.hashes().iter().all(|h| !facts.missing.contains(h));
+            let rerun = t.autosanitize && t.sanitize.as_deref() != Some("memcheck");
+            let own = facts.tools.contains_key("compute-sanitizer");
+            ship::ships(remote.ship_sanitizer, own, t.sanitize.is_some(), rerun, all_present)
+        });
+        let mut total: u64 = self.manifest.files.iter().map(|f| f.size).sum();
+        if let Some(s) = shipping {
+            for f in &s.files {
+                sizes.entry(&f.sha256).or_insert((f.size, &f.local));
+            }
+            total += s.bytes();
+        }
         let hashes: Vec<String> = sizes.keys().map(|h| h.to_string()).collect();
-        let total: u64 = self.manifest.files.iter().map(|f| f.size).sum();
         let missing_bytes: u64 = facts.missing.iter().filter_map(|h| sizes.get(h.as_str())).map(|(s, _)| s).sum();
         let target = preflight::check(&remote.name, facts, self.manifest, missing_bytes + total)?;
         record.target = Some(target.to_string());
@@ -219,6 +246,15 @@ impl Session<'_> {
                 }
             ),
         );
+        let mut tools_line = preflight::tools_summary(facts);
+        if let Some(s) = shipping {
+            tools_line.push_str(&format!("; compute-sanitizer {} shipped from here ({})", s.version, s.name));
+        }
+        shell.status("Tools", tools_line);
+        let shippable = self.shipment.is_some() && remote.ship_sanitizer != crate::config::ShipSanitizer::Never;
+        for note in preflight::check_tools(&remote.name, facts, self.tools, shipping.is_some(), shippable)? {
+            shell.note(note);
+        }
         crate::exit::check_interrupt()?;
 
         // Upload only the blobs the remote lacks, as one tar stream, in the same command that
@@ -263,7 +299,21 @@ impl Session<'_> {
 
         // Launch detached; from here on the run outlives this process.
         let watchdog = remote.idle_shutdown.map(|d| (d, remote.shutdown_command.as_str()));
-        let launch = Launch { workdir, id: &id, manifest: self.manifest, args: &record.args, watchdog };
+        let mut tools = self.tools.clone();
+        tools.shipped = shipping.map(|s| ShippedSanitizer {
+            name: s.name.clone(),
+            sums: s.sums(),
+            prefer: remote.ship_sanitizer == crate::config::ShipSanitizer::Always,
+        });
+        let launch = Launch {
+            workdir,
+            id: &id,
+            manifest: self.manifest,
+            args: &record.args,
+            watchdog,
+            tools: &tools,
+            ship: shipping,
+        };
         let upload = (!missing.is_empty()).then_some((id.as_str(), missing.as_slice()));
         let guard = guarded.then_some(scripts::Guard { hashes: &hashes, need_bytes: missing_bytes + total });
         let script = scripts::run(upload, guard, &launch, self.detach)?;
@@ -318,13 +368,18 @@ impl Session<'_> {
             let _ = stop_remote_run(shell, transport, workdir, &id);
             return Err(crate::exit::interrupted_error());
         }
-        // Every blob is there now: the next run over this connection can skip its preflight.
+        // Every blob is there now (and those of a compute-sanitizer not shipped this time are
+        // known as the preflight found them): the next run over this connection can skip its
+        // preflight.
         if let Some(connection) = connection {
+            let mut present = hashes.clone();
+            let unshipped = self.shipment.filter(|_| shipping.is_none()).map(|s| s.hashes()).unwrap_or_default();
+            present.extend(unshipped.into_iter().filter(|h| !facts.missing.contains(h)));
             let known = KnownRemote {
                 connection: connection.to_string(),
                 workdir: remote.workdir.clone(),
                 answer: answer.lines().filter(|l| !l.starts_with("missing: ")).collect::<Vec<_>>().join("\n"),
-                present: hashes.clone(),
+                present,
             };
             known.save(remote);
         }

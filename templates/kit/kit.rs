@@ -32,7 +32,14 @@ pub enum Fail {
     Usage(String),
     /// The runner could not get as far as running: driver, GPU, cubin, memory (exit 3).
     Setup(String),
+    /// A kernel faulted on the GPU: an illegal or misaligned address, an illegal instruction, a
+    /// trap or assert, a failed launch (exit 4). The context is lost; a memory checker run on the
+    /// same package finds the line (`cargo gpu remote-run` reruns it under compute-sanitizer).
+    Fault(String),
 }
+
+/// The exit code of a kernel fault ([`Fail::Fault`]).
+pub const FAULT_EXIT_CODE: u8 = 4;
 
 impl Fail {
     pub fn exit_code(&self) -> u8 {
@@ -40,6 +47,7 @@ impl Fail {
             Fail::Check(_) => 1,
             Fail::Usage(_) => 2,
             Fail::Setup(_) => 3,
+            Fail::Fault(_) => FAULT_EXIT_CODE,
         }
     }
 }
@@ -50,15 +58,44 @@ impl fmt::Display for Fail {
             Fail::Check(m) => write!(f, "check failed: {m}"),
             Fail::Usage(m) => write!(f, "{m}"),
             Fail::Setup(m) => write!(f, "{m}"),
+            Fail::Fault(m) => write!(f, "kernel fault: {m}"),
         }
     }
 }
 
 pub type Result<T> = std::result::Result<T, Fail>;
 
-/// Turns a driver error into a setup failure that says what was being done.
+/// Turns a driver error into a failure that says what was being done: a kernel fault when the
+/// error is one a faulting kernel leaves behind ([`is_kernel_fault`]), else a setup failure.
 pub fn cu<T>(what: &str, r: std::result::Result<T, DriverError>) -> Result<T> {
-    r.map_err(|e| Fail::Setup(format!("failed to {what}: {}", driver_error_text(&e))))
+    r.map_err(|e| driver_failure(e.0, format!("failed to {what}: {}", driver_error_text(&e))))
+}
+
+/// The failure for driver error `code`, said by `text`.
+fn driver_failure(code: sys::CUresult, text: String) -> Fail {
+    if is_kernel_fault(code) {
+        Fail::Fault(text)
+    } else {
+        Fail::Setup(text)
+    }
+}
+
+/// The errors a kernel leaves in its context when it faults on the GPU. They are sticky: every
+/// later call in the context returns them too, so whichever call reports one, a kernel faulted.
+pub fn is_kernel_fault(e: sys::CUresult) -> bool {
+    use sys::CUresult::*;
+    matches!(
+        e,
+        CUDA_ERROR_ILLEGAL_ADDRESS
+            | CUDA_ERROR_LAUNCH_TIMEOUT
+            | CUDA_ERROR_ASSERT
+            | CUDA_ERROR_HARDWARE_STACK_ERROR
+            | CUDA_ERROR_ILLEGAL_INSTRUCTION
+            | CUDA_ERROR_MISALIGNED_ADDRESS
+            | CUDA_ERROR_INVALID_ADDRESS_SPACE
+            | CUDA_ERROR_INVALID_PC
+            | CUDA_ERROR_LAUNCH_FAILED
+    )
 }
 
 fn driver_error_text(e: &DriverError) -> String {
@@ -70,7 +107,7 @@ fn driver_error_text(e: &DriverError) -> String {
 }
 
 /// Runs a runner's body and maps its outcome to an exit code: 0 pass, 1 wrong output, 2 usage,
-/// 3 setup (no driver, no GPU, no cubin).
+/// 3 setup (no driver, no GPU, no cubin), 4 a kernel fault.
 pub fn main_with(body: impl FnOnce(Args) -> Result<()>) -> ExitCode {
     finish(body(Args::from_env()))
 }
@@ -1107,6 +1144,28 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_faulting_kernel_has_its_own_exit_code() {
+        use sys::CUresult::*;
+        // (No driver call here: the error's own text needs libcuda, which a test machine lacks.)
+        let text = || "failed to run the kernel: CUDA_ERROR_ILLEGAL_ADDRESS".to_string();
+        for e in [
+            CUDA_ERROR_ILLEGAL_ADDRESS,
+            CUDA_ERROR_MISALIGNED_ADDRESS,
+            CUDA_ERROR_ILLEGAL_INSTRUCTION,
+            CUDA_ERROR_ASSERT,
+            CUDA_ERROR_LAUNCH_FAILED,
+            CUDA_ERROR_HARDWARE_STACK_ERROR,
+        ] {
+            let fail = driver_failure(e, text());
+            assert_eq!(fail.exit_code(), FAULT_EXIT_CODE, "{e:?}");
+            assert_eq!(fail.to_string(), "kernel fault: failed to run the kernel: CUDA_ERROR_ILLEGAL_ADDRESS");
+        }
+        for e in [CUDA_ERROR_OUT_OF_MEMORY, CUDA_ERROR_NO_BINARY_FOR_GPU, CUDA_ERROR_INVALID_VALUE] {
+            assert_eq!(driver_failure(e, text()).exit_code(), 3, "{e:?}");
+        }
     }
 
     #[test]

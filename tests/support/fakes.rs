@@ -93,3 +93,150 @@ if [ -e "$d/disk-full" ]; then
 fi
 exec "$real" "$@"
 "#;
+
+/// The remote's `compute-sanitizer`: runs the command after its options, then writes a report
+/// shaped like the real one's to its `--log-file`: with the file `fault-at` beside it, an error
+/// at the `FILE:LINE` that file holds (memcheck: an out-of-bounds write by thread (1,0,0) of block
+/// (0,0,0); racecheck: a race), else none. Each call's arguments are appended to
+/// `compute-sanitizer.log` beside it; the command's exit status is its own. A copy shipped to
+/// the remote (see [`fake_pypi_sanitizer`]) reads `fault-at` beside the fake `nvidia-smi`.
+pub const REMOTE_COMPUTE_SANITIZER: &str = r#"#!/bin/sh
+d=$(dirname "$0")
+echo "$*" >> "$d/compute-sanitizer.log"
+# A copy shipped to the remote's tools folder finds `fault-at` beside the fake nvidia-smi.
+at=$(cat "$d/fault-at" 2>/dev/null || cat "$(dirname "$(command -v nvidia-smi)")/fault-at" 2>/dev/null)
+tool=memcheck; log=/dev/stdout
+while [ $# -gt 0 ]; do
+  case $1 in
+    --version) printf 'NVIDIA (R) Compute Sanitizer\nVersion 2025.3.1.0 (fake)\n'; exit 0 ;;
+    --tool) tool=$2; shift 2 ;;
+    --log-file) log=$2; shift 2 ;;
+    --*) shift 2 ;;
+    *) break ;;
+  esac
+done
+"$@"
+s=$?
+{
+  echo "========= COMPUTE-SANITIZER"
+  if [ -z "$at" ]; then
+    echo "========= ERROR SUMMARY: 0 errors"
+  elif [ "$tool" = racecheck ]; then
+    echo "========= Error: Race reported between Write access at block_sum(const float *, float *)+0x2b0 in $at"
+    echo "=========     and Read access at block_sum(const float *, float *)+0x290 in $at [7936 hazards]"
+    echo "========="
+    echo "========= RACECHECK SUMMARY: 1 hazard displayed (1 error, 0 warnings)"
+  else
+    echo "========= Invalid __global__ write of size 4 bytes"
+    echo "=========     at scale_rows+0x1d0 in $at"
+    echo "=========     by thread (1,0,0) in block (0,0,0)"
+    echo "=========     Address 0x7f1e2a400000 is out of bounds"
+    echo "=========     and is 4,190,208 bytes after the nearest allocation at 0x7f1e2a001000 of size 4,194,304 bytes"
+    echo "=========     Saved host backtrace up to driver entry point at kernel launch time"
+    echo "=========         Host Frame: cuLaunchKernel [0x2f5a1b] in libcuda.so.1"
+    echo "========="
+    echo "========= Program hit CUDA_ERROR_LAUNCH_FAILED (error 719) due to \"unspecified launch failure\" on CUDA API call to cuStreamSynchronize."
+    echo "========= ERROR SUMMARY: 1023 errors"
+  fi
+} > "$log"
+exit $s
+"#;
+
+/// The remote's `ncu`: profiles by running the command after its options (every option but
+/// `--force-overwrite` takes a value), writes `--export NAME` as `NAME.ncu-rep` and its own
+/// messages to `--log-file`; `--import R --page details [--csv]` prints a details page shaped
+/// like the real one's, of one `vector_add` launch of 6.40 us. While the file `ncu-denied`
+/// exists beside it, it profiles nothing and logs `ERR_NVGPUCTRPERM`. Each call's arguments are
+/// appended to `ncu.log` beside it.
+pub const REMOTE_NCU: &str = r#"#!/bin/sh
+d=$(dirname "$0")
+echo "$*" >> "$d/ncu.log"
+case " $* " in
+  *" --import "*)
+    case " $* " in
+      *" --csv "*)
+        echo '"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"'
+        for m in 'GPU Speed Of Light Throughput","Duration","us","6.40' 'GPU Speed Of Light Throughput","Compute (SM) Throughput","%","12.10' \
+                 'GPU Speed Of Light Throughput","DRAM Throughput","%","85.30' 'Launch Statistics","Registers Per Thread","register/thread","16' \
+                 'Occupancy","Achieved Occupancy","%","80.12'; do
+          echo "\"0\",\"4242\",\"runner\",\"127.0.0.1\",\"vector_add\",\"1\",\"7\",\"(256, 1, 1)\",\"(4096, 1, 1)\",\"0\",\"9.0\",\"$m\""
+        done ;;
+      *) printf '  vector_add (4096, 1, 1)x(256, 1, 1), Context 1, Stream 7, Device 0, CC 9.0\n    Section: GPU Speed Of Light Throughput\n    Duration   us   6.40\n' ;;
+    esac
+    exit 0 ;;
+esac
+out=report; log=/dev/stderr
+while [ $# -gt 0 ]; do
+  case $1 in
+    --export|-o) out=$2; shift 2 ;;
+    --log-file) log=$2; shift 2 ;;
+    --force-overwrite|-f) shift ;;
+    --*) shift 2 ;;
+    *) break ;;
+  esac
+done
+if [ -e "$d/ncu-denied" ]; then
+  echo "==ERROR== ERR_NVGPUCTRPERM - The user does not have permission to access NVIDIA GPU Performance Counters on the target device 0." > "$log"
+  "$@"
+  exit $?
+fi
+echo "==PROF== Connected to process 4242" > "$log"
+"$@"
+s=$?
+printf 'NVIDIA Nsight Compute report (fake)\n' > "$out.ncu-rep"
+echo "==PROF== Report: $PWD/$out.ncu-rep" >> "$log"
+exit $s
+"#;
+
+/// The remote's `cuda-gdb`: runs the command after `--args`, then prints a batch session shaped
+/// like the real one's on a kernel fault at the `FILE:LINE` that the file `fault-at` beside it
+/// holds. Each call's arguments are appended to `cuda-gdb.log` beside it.
+pub const REMOTE_CUDA_GDB: &str = r##"#!/bin/sh
+d=$(dirname "$0")
+echo "$*" >> "$d/cuda-gdb.log"
+while [ $# -gt 0 ] && [ "$1" != --args ]; do shift; done
+shift
+"$@"
+at=$(cat "$d/fault-at" 2>/dev/null)
+echo "[Thread debugging using libthread_db enabled]"
+echo
+echo "CUDA Exception: Warp Illegal Address"
+echo "The exception was triggered at PC 0x7fffd3a8f4d0  scale_rows  ($at)"
+echo
+echo "Thread 1 \"runner\" received signal CUDA_EXCEPTION_14, Warp Illegal Address."
+echo "[Switching focus to CUDA kernel 0, grid 1, block (1,0,0), thread (0,0,0), device 0, sm 2, warp 0, lane 0]"
+echo "0x00007fffd3a8f4e0 in scale_rows<<<(4096,1,1),(256,1,1)>>> (in=0x7fffc6000000, out=0x7fffc6400000, n=1048576) at $at"
+echo "#0  0x00007fffd3a8f4e0 in scale_rows<<<(4096,1,1),(256,1,1)>>> (in=0x7fffc6000000, out=0x7fffc6400000, n=1048576) at $at"
+echo "i = 256"
+"##;
+
+/// A compute-sanitizer installed from PyPI under `site` (`site/nvidia/cu13/{bin,lib}` and the
+/// wheel's `RECORD`), as `scripts/setup.sh` installs it: [`REMOTE_COMPUTE_SANITIZER`] as its
+/// binary, and three libraries, two of them the same bytes (as in the real wheel). Returns the
+/// binary's path, for `CARGO_GPU_SANITIZER`.
+pub fn fake_pypi_sanitizer(site: &Path) -> PathBuf {
+    use base64::Engine;
+    let home = site.join("nvidia/cu13");
+    let files: [(&str, &[u8]); 4] = [
+        ("bin/compute-sanitizer", REMOTE_COMPUTE_SANITIZER.as_bytes()),
+        ("bin/libsanitizer-collection.so", b"\x7fELF collection"),
+        ("lib/libsanitizer-collection.so", b"\x7fELF collection"),
+        ("lib/libsanitizer-public.so", b"\x7fELF public"),
+    ];
+    let mut record = String::new();
+    for (path, bytes) in files {
+        let p = home.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        let hex = cargo_gpu::digest::sha256_hex(bytes);
+        let raw: Vec<u8> = (0..64).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        record.push_str(&format!("nvidia/cu13/{path},sha256={b64},{}\n", bytes.len()));
+    }
+    super::files::write_exe(&home.join("bin/compute-sanitizer"), REMOTE_COMPUTE_SANITIZER);
+    let dist = site.join("nvidia_cuda_sanitizer_api-13.0.85.dist-info");
+    std::fs::create_dir_all(&dist).unwrap();
+    record.push_str("nvidia_cuda_sanitizer_api-13.0.85.dist-info/RECORD,,\n");
+    std::fs::write(dist.join("RECORD"), record).unwrap();
+    home.join("bin/compute-sanitizer")
+}

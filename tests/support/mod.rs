@@ -16,12 +16,12 @@ mod remote;
 mod sshd;
 
 pub use ci::required;
-pub use fakes::{fake_nvcc, fake_nvidia_smi};
+pub use fakes::{fake_nvcc, fake_nvidia_smi, fake_pypi_sanitizer};
 pub use files::{assert_no_links, copy_dir, files_containing, paths_under, read_text, tree, write_exe, write_script};
 pub use package::{make_package, raw_tar, runner_stdout, write_manifest, RUNNER};
 pub use process::{
     cargo_gpu, ctrl_c, finish, path_with, processes_with, run_measured, signal, text, wait_for, Measured, Run, BIN,
 };
-pub use project::{cuda_home, cuobjdump, repo_root, require_cuda, templates_target_dir, TestProject};
+pub use project::{cuda_home, cuobjdump, marker_line, repo_root, require_cuda, templates_target_dir, TestProject};
 pub use remote::{toml_str, Remote, World};
 pub use sshd::{free_port, Sshd, SshdOptions, ALIAS};

@@ -63,10 +63,18 @@ impl TestProject {
             repo_root().join("tests/fixtures").join(name)
         };
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join(name);
+        // A fixture whose runner includes the kit by path (`../../../../templates/kit/kit.rs`)
+        // keeps its place under `tests/fixtures/`, beside a copy of the templates.
+        let uses_kit =
+            std::fs::read_to_string(src.join("src/main.rs")).is_ok_and(|m| m.contains("templates/kit/kit.rs"));
+        let dir = if name == "kernels-example" || !uses_kit {
+            tmp.path().join(name)
+        } else {
+            tmp.path().join("tests/fixtures").join(name)
+        };
         copy_dir(&src, &dir);
-        if name == "kernels-example" {
-            // Its runner includes the kit and the template runners by path (`../templates/...`).
+        if uses_kit {
+            // Its runner includes the kit (and kernels-example the template runners) by path.
             copy_dir(&repo_root().join("templates"), &tmp.path().join("templates"));
         }
         TestProject { tmp, dir, cuda_home }
@@ -108,4 +116,14 @@ impl TestProject {
     pub fn package(&self, profile: &str) -> PathBuf {
         self.dir.join("target/gpu").join(profile).join(self.dir.file_name().unwrap())
     }
+}
+
+/// The 1-based number of the line of `file` (a kernel source) that holds `marker`, such as the
+/// `// FAULT HERE` of a fixture: the line a sanitizer or debugger must name.
+#[track_caller]
+pub fn marker_line(file: &Path, marker: &str) -> usize {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let lines: Vec<usize> = text.lines().enumerate().filter(|(_, l)| l.contains(marker)).map(|(i, _)| i + 1).collect();
+    assert_eq!(lines.len(), 1, "{} has `{marker}` exactly once", file.display());
+    lines[0]
 }

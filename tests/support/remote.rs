@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::fakes::{REMOTE_DF, REMOTE_NVIDIA_SMI, REMOTE_TAR};
+use super::fakes::{REMOTE_COMPUTE_SANITIZER, REMOTE_CUDA_GDB, REMOTE_DF, REMOTE_NCU, REMOTE_NVIDIA_SMI, REMOTE_TAR};
 use super::files::{read_text, write_exe};
 use super::process::{cargo_gpu, path_with, wait_for, Run};
 use super::sshd::{Sshd, SshdOptions};
@@ -78,6 +78,20 @@ impl World {
         } else {
             let _ = std::fs::remove_file(p);
         }
+    }
+
+    /// Puts the fake `compute-sanitizer`, `ncu` and `cuda-gdb` first on the remote's PATH, their
+    /// errors at `fault_at` (`FILE:LINE`, or none when empty; see [`super::fakes`]).
+    pub fn fake_cuda_tools(&self, fault_at: &str) {
+        write_exe(&self.fakebin.join("compute-sanitizer"), REMOTE_COMPUTE_SANITIZER);
+        write_exe(&self.fakebin.join("ncu"), REMOTE_NCU);
+        write_exe(&self.fakebin.join("cuda-gdb"), REMOTE_CUDA_GDB);
+        std::fs::write(self.fakebin.join("fault-at"), fault_at).unwrap();
+    }
+
+    /// What the fake tool `name` was called with, one line per call.
+    pub fn tool_calls(&self, name: &str) -> Vec<String> {
+        read_text(&self.fakebin.join(format!("{name}.log"))).lines().map(str::to_string).collect()
     }
 
     /// Makes `bytes` the answer the fake remote `tar` gives instead of a run's files.

@@ -17,7 +17,7 @@ usage: vector-add [N]... [--seed S] [--samples K] [--no-flush] [--no-time]
   --no-time   check only
 
 Results go to $CARGO_GPU_OUT/vector_add-<N>.json. Exit status: 0 pass, 1 wrong result, 2 usage,
-3 no driver, GPU or cubin.
+3 no driver, GPU or cubin, 4 a kernel fault.
 ";
 
 pub fn run(mut args: Args) -> kit::Result<()> {

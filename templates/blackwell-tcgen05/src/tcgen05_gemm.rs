@@ -21,7 +21,7 @@ usage: tcgen05-gemm [MxNxK]... [--seed S] [--samples K] [--no-flush] [--no-time]
   --full-check compare every element, whatever the size (slow on the CPU for large sizes)
 
 Results go to $CARGO_GPU_OUT/tcgen05_gemm-MxNxK.json. Exit status: 0 pass, 1 wrong result,
-2 usage, 3 no driver, GPU or cubin.
+2 usage, 3 no driver, GPU or cubin, 4 a kernel fault.
 ";
 
 /// Must match the kernel's tile (`BM`, `BN`, `THREADS` in kernels/tcgen05_gemm.cu).

@@ -23,7 +23,7 @@ usage: hgemm [MxNxK]... [--multicast] [--seed S] [--samples K] [--no-flush] [--n
   --full-check compare every element, whatever the size (slow on the CPU for large sizes)
 
 Results go to $CARGO_GPU_OUT/hgemm-MxNxK.json (hgemm-multicast-MxNxK.json). Exit status: 0 pass, 1 wrong result, 2 usage,
-3 no driver, GPU or cubin.
+3 no driver, GPU or cubin, 4 a kernel fault.
 ";
 
 /// Must match the kernel's tile and shared memory (`SMEM_BYTES` in kernels/hgemm.cu).
