@@ -94,9 +94,18 @@ fn main() {
     println!("no-op build of kernels-example (sm_90a + sm_100a), median of {rounds} interleaved rounds");
     println!("{:<34} {:>9} {:>8} {:>10}", "command", "median", "ratio", "per-round");
     println!("{:<34} {:>7.1}ms {:>8.2} {:>10.2}", "cargo build", ms(c), 1.0, 1.0);
-    println!("{:<34} {:>7.1}ms {:>8.2} {:>10.2}", "timeout 600 cargo build (floor)", ms(f), ms(f) / ms(c), paired_floor);
+    println!(
+        "{:<34} {:>7.1}ms {:>8.2} {:>10.2}",
+        "timeout 600 cargo build (floor)",
+        ms(f),
+        ms(f) / ms(c),
+        paired_floor
+    );
     println!("{:<34} {:>7.1}ms {:>8.2} {:>10.2}", "cargo gpu build", ms(g), ms(g) / ms(c), paired);
-    println!("goal: cargo gpu build <= 1.15 x cargo build; cargo gpu's own cost beyond the floor: {:.1} ms", ms(g) - ms(f));
+    println!(
+        "goal: cargo gpu build <= 1.15 x cargo build; cargo gpu's own cost beyond the floor: {:.1} ms",
+        ms(g) - ms(f)
+    );
 }
 
 fn median_f64(mut v: Vec<f64>) -> f64 {
