@@ -5,10 +5,12 @@
 # cuda-toolkit 13.0.3.0 brings nvcc 13.0.88; cuobjdump and nvdisasm exist on PyPI only from
 # 13.2.51 and read 13.0 cubins.
 
-# The `sanitizer` extra brings compute-sanitizer (nvidia-cuda-sanitizer-api 13.0.85), which
-# `cargo gpu remote-run` ships to a remote that has none.
-CUDA_TOOLKIT_PACKAGE='cuda-toolkit[nvcc,cccl,sanitizer]==13.0.3.0'
-CUDA_PIP_PACKAGES="$CUDA_TOOLKIT_PACKAGE nvidia-cuda-cuobjdump==13.2.51 nvidia-cuda-nvdisasm==13.2.51"
+# compute-sanitizer, which `cargo gpu remote-run` ships to a remote that has none, comes from
+# nvidia-cuda-sanitizer-api 13.5.25: the first wheel with the whole tool (its launcher helper
+# TreeLauncherSubreaper included; without it the sanitizer cannot start a program), and it runs
+# on drivers from CUDA 13.0 on.
+CUDA_SANITIZER_PACKAGE='nvidia-cuda-sanitizer-api==13.5.25'
+CUDA_PIP_PACKAGES="cuda-toolkit[nvcc,cccl]==13.0.3.0 nvidia-cuda-cuobjdump==13.2.51 nvidia-cuda-nvdisasm==13.2.51 $CUDA_SANITIZER_PACKAGE"
 
 cuda_venv_home() {
     for d in "$1"/.venv-cuda/lib/python3*/site-packages/nvidia/cu13; do
@@ -58,12 +60,13 @@ ensure_cuda() {
 }
 
 # Adds compute-sanitizer beside nvcc in the project-local venv when the compiler in use is that
-# venv's and it lacks one (a venv made before the sanitizer was part of it). Touches nothing else.
+# venv's and it lacks a whole one (a venv made before the sanitizer was part of it, or with an
+# older wheel that has no launcher helper). Touches nothing else.
 ensure_sanitizer() {
     repo=$1
     home=$(cuda_venv_home "$repo") || return 0
     [ "${CUDA_HOME:-}" = "$home" ] || return 0
-    [ -x "$home/bin/compute-sanitizer" ] && return 0
-    echo "cuda: installing compute-sanitizer from PyPI into $repo/.venv-cuda (14 MB), to ship to remotes without one"
-    "$repo/.venv-cuda/bin/python" -m pip install --quiet --disable-pip-version-check "$CUDA_TOOLKIT_PACKAGE"
+    [ -x "$home/compute-sanitizer/TreeLauncherSubreaper" ] && return 0
+    echo "cuda: installing compute-sanitizer from PyPI into $repo/.venv-cuda (15 MB), to ship to remotes without one"
+    "$repo/.venv-cuda/bin/python" -m pip install --quiet --disable-pip-version-check "$CUDA_SANITIZER_PACKAGE"
 }

@@ -5,7 +5,7 @@
 #   example/   release package of kernels-example (sm_90a: vector_add, hgemm; tcgen05 is a stub there)
 #   fault/, fault-release/, race/   debug and release packages of tests/fixtures/fault-oob and the
 #              debug package of tests/fixtures/race-shared, with their kernel sources beside them
-#   sanitizer/ compute-sanitizer from PyPI (nvidia-cuda-sanitizer-api 13.0.85, its wheel unpacked)
+#   sanitizer/ compute-sanitizer from PyPI (nvidia-cuda-sanitizer-api 13.5.25, its wheel unpacked)
 #   cargo-gpu  the cargo-gpu binary; h200-check.sh, h200-remote.sh and h200-tools.sh the checks
 #
 # usage: scripts/h200-pack.sh [OUT_DIR]   (default target/h200-check; also writes OUT_DIR.tar.gz)
@@ -33,6 +33,10 @@ mkdir -p "$out"
 (cd "$repo/tests/fixtures/race-shared" && "$gpu" build --target sm_90a)
 cp -R "$work/target/gpu/release/h200-basic" "$out/basic"
 cp -R "$work/target/gpu/release/h200-hgemm" "$out/hopper"
+# The same GEMM for plain sm_90, where wgmma does not exist: the build warns that it only traps.
+(cd "$work/h200-hgemm" && "$gpu" build --release --target sm_90 2>"$work/sm90.err"; cat "$work/sm90.err")
+grep -q "only trap" "$work/sm90.err"
+cp -R "$work/target/gpu/release/h200-hgemm" "$out/hopper-sm90"
 cp -R "$work/target/gpu/release/kernels-example" "$out/example"
 cp "$gpu" "$out/cargo-gpu"
 cp -R "$work/target/gpu/debug/fault-oob" "$out/fault"
@@ -40,9 +44,9 @@ cp -R "$work/target/gpu/release/fault-oob" "$out/fault-release"
 cp -R "$work/target/gpu/debug/race-shared" "$out/race"
 cp "$repo/tests/fixtures/fault-oob/kernels/scale_rows.cu" "$repo/tests/fixtures/race-shared/kernels/block_sum.cu" "$out/"
 # The sanitizer wheel, unpacked as pip lays it out (h200-tools.sh ships it with CARGO_GPU_SANITIZER).
-python3 -m pip download --quiet --no-deps --dest "$work/wheel" "nvidia-cuda-sanitizer-api==13.0.85"
+python3 -m pip download --quiet --no-deps --dest "$work/wheel" "$CUDA_SANITIZER_PACKAGE"
 python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$work"/wheel/*.whl "$out/sanitizer"
-chmod 755 "$out"/sanitizer/nvidia/cu13/bin/*
+chmod 755 "$out"/sanitizer/nvidia/cu13/bin/* "$out"/sanitizer/nvidia/cu13/compute-sanitizer/*
 cp "$repo/scripts/h200-check.sh" "$repo/scripts/h200-remote.sh" "$repo/scripts/h200-tools.sh" "$out/"
 tar -C "$(dirname "$out")" -czf "$out.tar.gz" "$(basename "$out")"
 echo "packed $out ($(du -sh "$out" | cut -f1)) and $out.tar.gz"

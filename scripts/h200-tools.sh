@@ -9,7 +9,9 @@
 #      kit's own median;
 #   5. --debug on the planted fault: cuda-gdb's backtrace with the line;
 #   6. the PyPI compute-sanitizer shipped as blobs (forced, since this machine has its own):
-#      assembled, run from another folder, naming the line; reused with nothing uploaded.
+#      assembled, run from another folder, naming the line; reused with nothing uploaded;
+#   7. the Hopper GEMM built for plain sm_90, which `cargo gpu build` warned only traps: it does
+#      trap, and the kit says so with its kernel-fault status.
 # Needs the NVIDIA driver and /usr/local/cuda/bin (compute-sanitizer, ncu, cuda-gdb); no cargo.
 #
 #   sh h200-tools.sh DIR      DIR holds cargo-gpu, fault/, fault-release/, race/, hopper/,
@@ -50,14 +52,14 @@ nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader || 
 echo "== 1. a planted out-of-bounds write (debug build): fault, then memcheck in the same command"
 run fault fault
 id=$(last)
-grep -q "^    Memcheck ERROR SUMMARY: .*; the first: Invalid __global__ write of size 4 bytes at .*/scale_rows.cu:$fault_line in scale_rows" "$work/fault.err"
+grep -q "^    Memcheck ERROR SUMMARY: .*; the first: Invalid __global__ write of size 4 bytes at .*scale_rows.cu:$fault_line in scale_rows" "$work/fault.err"
 named=$?
 [ "$code" = 4 ] && [ "$named" = 0 ] && grep -q '^    by thread (' "$work/fault.err" && [ -s "$runs/$id/autosanitize.txt" ]
 verdict "fault -G: exit 4, memcheck names scale_rows.cu:$fault_line" $? "(exit $code, ${secs}s, one command)"
 
 echo "== 2. the same, release build (-lineinfo)"
 run fault-release fault-release
-grep -q "^    Memcheck .* at .*/scale_rows.cu:$fault_line in scale_rows" "$work/fault-release.err"
+grep -q "^    Memcheck .* at .*scale_rows.cu:$fault_line in scale_rows" "$work/fault-release.err"
 named=$?
 [ "$code" = 4 ] && [ "$named" = 0 ]
 verdict "fault -lineinfo: exit 4, memcheck names the line" $? "(exit $code, ${secs}s)"
@@ -68,9 +70,12 @@ grep -q "^   Sanitizer .*Race reported between .*block_sum.cu:$race_line" "$work
 verdict "racecheck names the race at block_sum.cu:$race_line" $? "(exit $code, ${secs}s)"
 
 echo "== 4. --profile on the Hopper GEMM against the kit's median"
+# The kit's own median from a plain run: under ncu every launch is replayed, so the kit's timing
+# of the profiled run measures ncu, not the kernel.
+run plain hopper -- 4096x4096x4096 --samples 20
+kit_ms=$(sed -n 's/^time .*: median \([0-9.]*\) ms.*/\1/p' "$work/plain.out" | head -n 1)
 run profile hopper --profile -- 4096x4096x4096 --samples 20
 id=$(last)
-kit_ms=$(sed -n 's/^time .*: median \([0-9.]*\) ms.*/\1/p' "$work/profile.out" | head -n 1)
 ncu_ms=$(python3 - "$work/profile.err" <<'PY'
 import re, sys
 best = None
@@ -102,7 +107,7 @@ export CARGO_GPU_SANITIZER="$dir/sanitizer/nvidia/cu13/bin/compute-sanitizer" CA
 run ship fault
 id=$(last)
 up1=$(field "$id" blobs-uploaded)
-grep -q "shipped from here" "$work/ship.err" && grep -q "^    Memcheck .* at .*/scale_rows.cu:$fault_line in scale_rows" "$work/ship.err"
+grep -q "shipped from here" "$work/ship.err" && grep -q "^    Memcheck .* at .*scale_rows.cu:$fault_line in scale_rows" "$work/ship.err"
 named=$?
 [ "$code" = 4 ] && [ "$named" = 0 ] && [ -x "$work/remote/tools/"compute-sanitizer-*/bin/compute-sanitizer ]
 verdict "shipped sanitizer assembled, names the line" $? "(exit $code, uploaded $up1 blobs, ${secs}s)"
@@ -113,6 +118,11 @@ up2=$(field "$id" blobs-uploaded)
 verdict "shipped sanitizer reused: nothing uploaded" $? "(exit $code, uploaded $up2, ${secs}s)"
 unset CARGO_GPU_SANITIZER CARGO_GPU_SHIP_SANITIZER
 
+echo "== 7. the GEMM built for plain sm_90 (the build warned: only traps)"
+run trap hopper-sm90 --no-autosanitize -- 1024x1024x1024
+[ "$code" = 4 ]
+verdict "sm_90 stub traps on the GPU: kernel-fault status 4" $? "(exit $code, $(grep -o 'CUDA_ERROR_[A-Z_]*' "$work/trap.err" | head -n 1))"
+
 echo "== runs"
 "$gpu" gpu runs
 "$gpu" gpu logs "$(ls "$runs" | sort | head -n 1)" >/dev/null 2>"$work/logs.err"
@@ -121,5 +131,6 @@ verdict "logs prints the first run's memcheck summary again" $? ""
 echo
 echo "== table"
 cat "$rows"
-rm -rf "$work"
+# KEEP_WORK=1 keeps the runs (their reports and tool sessions) for a look afterwards.
+if [ -n "${KEEP_WORK:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 exit $failed

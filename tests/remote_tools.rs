@@ -106,8 +106,7 @@ fn sanitize_runs_the_chosen_tool_and_prints_its_first_error_escaped() {
     let out = it.remote_run(&pkg, &["--sanitize=racecheck", "--", "exit=4"]).fails_with(4);
     out.stderr_has(
         "Sanitizer RACECHECK SUMMARY: 1 hazard displayed (1 error, 0 warnings); the first: Error: Race reported between \
-         Write access at block_sum(const float *, float *)+0x2b0 in /src/race\\e]0;pwned\\x07/block_sum.cu:13 at \
-         /src/race\\e]0;pwned\\x07/block_sum.cu:13 in block_sum(const float *, float *)",
+         Write access at block_sum(const float *, float *)+0x2b0 in /src/race\\e]0;pwned\\x07/block_sum.cu:13 (report in ",
     )
     .stderr_has("    and Read access at block_sum(const float *, float *)+0x290 in /src/race\\e]0;pwned\\x07/block_sum.cu:13 [7936 hazards]");
     assert!(!out.stderr.contains('\x1b'), "nothing of the remote's reaches the terminal unescaped");
@@ -182,7 +181,8 @@ fn debug_prints_the_backtrace_of_a_kernel_fault() {
     let calls = world.tool_calls("cuda-gdb");
     assert_eq!(calls.len(), 1);
     assert!(
-        calls[0].starts_with("-batch -ex run -ex bt -ex info locals --args ")
+        calls[0]
+            .starts_with("-batch -ex set environment LD_PRELOAD=libcuda.so.1 -ex run -ex bt -ex info locals --args ")
             && calls[0].ends_with("/bin/runner exit=4")
     );
     assert!(read_text(&run_dir(&world).join("cuda-gdb.txt")).contains("CUDA_EXCEPTION_14"));
@@ -207,8 +207,9 @@ fn this_machines_sanitizer_is_shipped_once_assembled_once_and_reused() {
         }
         Run::of(&mut c)
     };
-    let shipped_calls =
-        |name: &str| read_text(&it.work.join("tools").join(name).join("bin/compute-sanitizer.log")).lines().count();
+    let shipped_calls = |name: &str| {
+        read_text(&it.work.join("tools").join(name).join("compute-sanitizer/compute-sanitizer.log")).lines().count()
+    };
 
     // A plain run does not pay for the upload: it says how to ship it.
     run(&[], &["--", "exit=4"])
@@ -217,15 +218,15 @@ fn this_machines_sanitizer_is_shipped_once_assembled_once_and_reused() {
     assert_eq!(it.world.last_record().blobs_uploaded, 2, "the package only");
     assert!(!it.work.join("tools").exists());
 
-    // --sanitize ships it: three blobs (the two identical libraries are one).
+    // --sanitize ships it: five blobs (the documentation stays here).
     let out = run(&[], &["--sanitize", "--", "exit=4"]).fails_with(4);
-    out.stderr_has("; compute-sanitizer 13.0.85 shipped from here (compute-sanitizer-")
-        .stderr_has("Uploading 3 blobs")
+    out.stderr_has("; compute-sanitizer 13.5.25 shipped from here (compute-sanitizer-")
+        .stderr_has("Uploading 5 blobs")
         .stderr_has(&format!(
             "Sanitizer ERROR SUMMARY: 1023 errors; the first: Invalid __global__ write of size 4 bytes at {FAULT_AT}"
         ));
     let rec = it.world.last_record();
-    assert_eq!((rec.blobs_uploaded, rec.blobs_present), (3, 2), "the package was there already");
+    assert_eq!((rec.blobs_uploaded, rec.blobs_present), (5, 2), "the package was there already");
     let names = tree(&it.work.join("tools"));
     let name = names[0].split('/').next().unwrap().to_string();
     assert!(name.starts_with("compute-sanitizer-"), "{names:?}");
@@ -234,10 +235,11 @@ fn this_machines_sanitizer_is_shipped_once_assembled_once_and_reused() {
         [
             ".complete",
             "bin/compute-sanitizer",
-            "bin/compute-sanitizer.log",
-            "bin/libsanitizer-collection.so",
-            "lib/libsanitizer-collection.so",
-            "lib/libsanitizer-public.so"
+            "compute-sanitizer/TreeLauncherSubreaper",
+            "compute-sanitizer/compute-sanitizer",
+            "compute-sanitizer/compute-sanitizer.log",
+            "compute-sanitizer/libsanitizer-collection.so",
+            "compute-sanitizer/libsanitizer-public.so"
         ]
         .map(|f| format!("{name}/{f}"))
     );
@@ -256,7 +258,7 @@ fn this_machines_sanitizer_is_shipped_once_assembled_once_and_reused() {
     assert_eq!(shipped_calls(&name), 3);
 
     // A copy changed on the remote is never run: it is assembled again from the blobs.
-    let public = it.work.join("tools").join(&name).join("lib/libsanitizer-public.so");
+    let public = it.work.join("tools").join(&name).join("compute-sanitizer/libsanitizer-public.so");
     std::fs::write(&public, b"tampered").unwrap();
     run(&[], &["--sanitize", "--", "exit=4"]).fails_with(4).stderr_has("Sanitizer ERROR SUMMARY: 1023 errors");
     assert_eq!(std::fs::read(&public).unwrap(), b"\x7fELF public");
@@ -270,7 +272,7 @@ fn this_machines_sanitizer_is_shipped_once_assembled_once_and_reused() {
     run(&[], &["--sanitize", "--", "exit=4"])
         .fails_with(4)
         .stderr_has(&format!(
-            "warning: the stored blob {public_sha} (compute-sanitizer's lib/libsanitizer-public.so) on it did not match its sha256"
+            "warning: the stored blob {public_sha} (compute-sanitizer's compute-sanitizer/libsanitizer-public.so) on it did not match its sha256"
         ))
         .stderr_has("Sanitizer ERROR SUMMARY: 1023 errors");
     assert_eq!(it.world.last_record().blobs_uploaded, 1);

@@ -77,7 +77,9 @@ fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan
 
 /// This machine's compute-sanitizer, when the run may send it to the remote: `--sanitize`, or
 /// the memcheck rerun after a fault, unless the remote's `ship-sanitizer` is `never`. A copy that
-/// cannot be read fails a `--sanitize` run and only warns otherwise.
+/// cannot be shipped is none: whether the remote has its own is known only after its preflight,
+/// which refuses a `--sanitize` run it cannot serve. Why this one cannot be shipped is a warning
+/// for `--sanitize` and a `-v` line otherwise.
 fn local_sanitizer(shell: &Shell, remote: &Remote, tools: &RunTools) -> Result<Option<Shipment>> {
     let may_need = tools.sanitize.is_some() || tools.autosanitize;
     if !may_need || remote.ship_sanitizer == ShipSanitizer::Never {
@@ -85,9 +87,13 @@ fn local_sanitizer(shell: &Shell, remote: &Remote, tools: &RunTools) -> Result<O
     }
     match ship::local_sanitizer(crate::toolchain::find_nvcc().ok().as_deref()) {
         Ok(found) => Ok(found),
-        Err(e) if tools.sanitize.is_some() => Err(e),
         Err(e) => {
-            shell.warn(format!("{e:#}; a kernel fault can only be sanitised with the remote's own compute-sanitizer"));
+            let why = format!("{e:#}; only a remote's own compute-sanitizer can be used");
+            if tools.sanitize.is_some() {
+                shell.warn(why);
+            } else {
+                shell.verbose("Sanitizer", why);
+            }
             Ok(None)
         }
     }

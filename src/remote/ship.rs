@@ -1,10 +1,12 @@
 //! This machine's compute-sanitizer, sent to a remote that has none (a driver-only image): the
-//! copy PyPI installs (`nvidia-cuda-sanitizer-api`, beside nvcc in the same `nvidia/cu13` tree,
-//! as `scripts/setup.sh` installs it), its files named by the wheel's own `RECORD`, sent as
-//! content-addressed blobs like the package's, and assembled once from them into
-//! `<workdir>/tools/compute-sanitizer-<digest>/` (its `bin/` and `lib/` layout kept: the binary
-//! finds its libraries beside itself), where later runs find it. Whether a run ships it follows
-//! the remote's `ship-sanitizer` ([`ShipSanitizer`]).
+//! copy PyPI installs (`nvidia-cuda-sanitizer-api` 13.5.25 or later, beside nvcc in the same
+//! `nvidia/cu13` tree, as `scripts/setup.sh` installs it), its files named by the wheel's own
+//! `RECORD`, sent as content-addressed blobs like the package's, and assembled once from them into
+//! `<workdir>/tools/compute-sanitizer-<digest>/`, where later runs find it. The wheel's layout is
+//! kept: `bin/compute-sanitizer` starts `compute-sanitizer/compute-sanitizer`, which finds its
+//! libraries and its `TreeLauncherSubreaper` beside itself (older wheels lack the subreaper, and
+//! their sanitizer cannot start a program). Whether a run ships it follows the remote's
+//! `ship-sanitizer` ([`ShipSanitizer`]).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,13 @@ use crate::digest::{is_sha256, sha256_hex};
 use crate::package::manifest::is_safe_relative;
 use crate::quote::quote;
 
+/// The PyPI release whose wheel holds the whole tool (its launcher helpers included) and whose
+/// sanitizer runs on drivers from CUDA 13.0 on.
+pub const SANITIZER_WHEEL: &str = "13.5.25";
+
+/// The helper program the sanitizer starts its target through; older wheels lack it.
+const SUBREAPER: &str = "compute-sanitizer/TreeLauncherSubreaper";
+
 /// The environment variable that names the compute-sanitizer to ship (a `.../bin/compute-sanitizer`
 /// of a PyPI install), instead of the one beside nvcc.
 pub const SANITIZER_ENV: &str = "CARGO_GPU_SANITIZER";
@@ -23,7 +32,7 @@ pub const SANITIZER_ENV: &str = "CARGO_GPU_SANITIZER";
 /// One file of the shipped tool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShippedFile {
-    /// `bin/compute-sanitizer`, `lib/libsanitizer-public.so`.
+    /// `bin/compute-sanitizer`, `compute-sanitizer/libsanitizer-public.so`.
     pub path: String,
     pub sha256: String,
     pub size: u64,
@@ -35,7 +44,7 @@ pub struct ShippedFile {
 pub struct Shipment {
     /// `compute-sanitizer-<16 hex digits>`: its folder under `<workdir>/tools/`, named by its files.
     pub name: String,
-    /// The wheel's version (`13.0.85`).
+    /// The wheel's version (`13.5.25`).
     pub version: String,
     pub files: Vec<ShippedFile>,
 }
@@ -83,7 +92,7 @@ pub fn local_sanitizer(nvcc: Option<&Path>) -> Result<Option<Shipment>> {
 }
 
 /// `<site-packages>/nvidia/cu13/bin/compute-sanitizer` -> the files its wheel's RECORD lists
-/// under `nvidia/cu13/bin/` and `nvidia/cu13/lib/`.
+/// under `nvidia/cu13/bin/` and `nvidia/cu13/compute-sanitizer/` (its documentation left out).
 fn from_binary(binary: &Path) -> Result<Option<Shipment>> {
     let home = binary.parent().and_then(Path::parent).context("the compute-sanitizer has no `bin/` folder")?;
     // site-packages/nvidia/cu13: two levels up is where pip keeps the wheel's record.
@@ -127,21 +136,32 @@ fn from_binary(binary: &Path) -> Result<Option<Shipment>> {
     if !files.iter().any(|f| f.path == "bin/compute-sanitizer") {
         return Ok(None);
     }
+    if !files.iter().any(|f| f.path == SUBREAPER) {
+        bail!(
+            "the compute-sanitizer of nvidia-cuda-sanitizer-api {version} ({}) has no {SUBREAPER}, without which it cannot start a program on a remote: install nvidia-cuda-sanitizer-api=={SANITIZER_WHEEL} beside nvcc (`scripts/setup.sh` does)",
+            binary.display()
+        );
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let sums: String = files.iter().map(|f| format!("{}  {}\n", f.sha256, f.path)).collect();
     let name = format!("compute-sanitizer-{}", &sha256_hex(sums.as_bytes())[..16]);
     Ok(Some(Shipment { name, version, files }))
 }
 
-/// The `bin/` and `lib/` entries of a wheel's RECORD (`path,sha256=<base64url>,size`) under
-/// `prefix`, as (path below the prefix, hex sha256, size).
+/// The `bin/` and `compute-sanitizer/` entries of a wheel's RECORD (`path,sha256=<base64url>,size`)
+/// under `prefix`, but its `docs/`, `include/` and `x86/`, as (path below the prefix, hex sha256,
+/// size).
 fn parse_record(text: &str, prefix: &str) -> Result<Vec<(String, String, u64)>> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut fields = line.rsplitn(3, ',');
         let (Some(size), Some(hash), Some(path)) = (fields.next(), fields.next(), fields.next()) else { continue };
         let Some(rel) = path.strip_prefix(prefix) else { continue };
-        if !(rel.starts_with("bin/") || rel.starts_with("lib/")) || !is_safe_relative(rel) {
+        // Its documentation, headers and 32-bit helpers stay here: a run needs none of them.
+        let shipped = rel.starts_with("bin/")
+            || (rel.starts_with("compute-sanitizer/")
+                && !["docs/", "include/", "x86/"].iter().any(|d| rel["compute-sanitizer/".len()..].starts_with(d)));
+        if !shipped || !is_safe_relative(rel) {
             continue;
         }
         let b64 = hash.strip_prefix("sha256=").with_context(|| format!("RECORD has no sha256 for {path}"))?;
@@ -206,13 +226,15 @@ if [ ! -f "$T/.complete" ]; then
 {sums}CARGO_GPU_SUMS
   then
 {check}  fi
-  chmod 755 "$t"/bin/*
+  chmod 755 {files}
   touch "$t/.complete" && cd / && rm -rf "$T" && mv "$t" "$T" || rm -rf "$t"
 fi
 "#,
         name = quote(&s.name),
         dirs = dirs.iter().map(|d| quote(d)).collect::<Vec<_>>().join(" "),
         sums = s.sums(),
+        // RECORD keeps no modes: every file is made executable (the helpers are programs).
+        files = s.files.iter().map(|f| format!("\"$t\"/{}", quote(&f.path))).collect::<Vec<_>>().join(" "),
     )
 }
 
@@ -225,28 +247,39 @@ mod tests {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// A PyPI install of compute-sanitizer in `site`: two files and the record that names them.
-    fn install(site: &Path, binary: &[u8], lib: &[u8]) -> PathBuf {
+    /// A PyPI install of compute-sanitizer in `site`, laid out as the 13.5.25 wheel is: a
+    /// `bin/` script that starts the tool's own folder, which holds its libraries and (unless
+    /// `subreaper` is false, as in older wheels) its launcher helper; and the record naming them.
+    fn install_with(site: &Path, binary: &[u8], lib: &[u8], subreaper: bool) -> PathBuf {
         let home = site.join("nvidia/cu13");
-        std::fs::create_dir_all(home.join("bin")).unwrap();
-        std::fs::create_dir_all(home.join("lib")).unwrap();
-        std::fs::create_dir_all(home.join("include")).unwrap();
-        std::fs::write(home.join("bin/compute-sanitizer"), binary).unwrap();
-        std::fs::write(home.join("lib/libsanitizer-public.so"), lib).unwrap();
-        std::fs::write(home.join("bin/nvcc"), b"").unwrap();
-        let dist = site.join("nvidia_cuda_sanitizer_api-13.0.85.dist-info");
+        for d in ["bin", "compute-sanitizer/docs", "include"] {
+            std::fs::create_dir_all(home.join(d)).unwrap();
+        }
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("bin/compute-sanitizer", b"#!/bin/sh\nexec \"$(dirname -- \"$(readlink -f -- \"$0\")\")\"/../compute-sanitizer/compute-sanitizer \"$@\"\n"),
+            ("compute-sanitizer/compute-sanitizer", binary),
+            ("compute-sanitizer/libsanitizer-public.so", lib),
+            ("compute-sanitizer/docs/index.html", b"<html>"),
+            ("include/sanitizer.h", b"/* */"),
+        ];
+        if subreaper {
+            files.push(("compute-sanitizer/TreeLauncherSubreaper", b"\x7fELF helper"));
+        }
+        let dist = site.join("nvidia_cuda_sanitizer_api-13.5.25.dist-info");
         std::fs::create_dir_all(&dist).unwrap();
-        let record = format!(
-            "nvidia/cu13/bin/compute-sanitizer,sha256={},{}\nnvidia/cu13/include/sanitizer.h,sha256=AAAA,4\n\
-             nvidia/cu13/lib/libsanitizer-public.so,sha256={},{}\n{}/RECORD,,\n",
-            b64(&sha256_hex(binary)),
-            binary.len(),
-            b64(&sha256_hex(lib)),
-            lib.len(),
-            dist.file_name().unwrap().to_string_lossy()
-        );
+        let mut record = String::new();
+        for (path, bytes) in &files {
+            std::fs::write(home.join(path), bytes).unwrap();
+            record.push_str(&format!("nvidia/cu13/{path},sha256={},{}\n", b64(&sha256_hex(bytes)), bytes.len()));
+        }
+        record.push_str(&format!("{}/RECORD,,\n", dist.file_name().unwrap().to_string_lossy()));
         std::fs::write(dist.join("RECORD"), record).unwrap();
+        std::fs::write(home.join("bin/nvcc"), b"").unwrap();
         home.join("bin/nvcc")
+    }
+
+    fn install(site: &Path, binary: &[u8], lib: &[u8]) -> PathBuf {
+        install_with(site, binary, lib, true)
     }
 
     #[test]
@@ -254,20 +287,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let nvcc = install(dir.path(), b"#!/bin/sh\n", b"\x7fELF lib");
         let s = local_sanitizer(Some(&nvcc)).unwrap().unwrap();
-        assert_eq!(s.version, "13.0.85");
+        assert_eq!(s.version, "13.5.25");
         let paths: Vec<&str> = s.files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["bin/compute-sanitizer", "lib/libsanitizer-public.so"], "headers are not shipped");
-        assert_eq!(s.files[0].sha256, sha256_hex(b"#!/bin/sh\n"));
-        assert_eq!(s.files[1].size, 8);
+        assert_eq!(
+            paths,
+            [
+                "bin/compute-sanitizer",
+                "compute-sanitizer/TreeLauncherSubreaper",
+                "compute-sanitizer/compute-sanitizer",
+                "compute-sanitizer/libsanitizer-public.so"
+            ],
+            "headers and documentation are not shipped"
+        );
+        assert_eq!(s.files[2].sha256, sha256_hex(b"#!/bin/sh\n"));
+        assert_eq!(s.files[3].size, 8);
         assert!(s.name.starts_with("compute-sanitizer-") && s.name.len() == 34, "{}", s.name);
         // Another copy of the same files has the same name: the remote's folder is reused.
         let other = tempfile::tempdir().unwrap();
         let nvcc2 = install(other.path(), b"#!/bin/sh\n", b"\x7fELF lib");
         assert_eq!(local_sanitizer(Some(&nvcc2)).unwrap().unwrap().name, s.name);
         // A file that is not what the record says is an error that says what to do.
-        std::fs::write(dir.path().join("nvidia/cu13/lib/libsanitizer-public.so"), b"short").unwrap();
+        std::fs::write(dir.path().join("nvidia/cu13/compute-sanitizer/libsanitizer-public.so"), b"short").unwrap();
         let err = local_sanitizer(Some(&nvcc)).unwrap_err().to_string();
         assert!(err.contains("not the 8 its wheel's RECORD says: reinstall"), "{err}");
+        // An older wheel has no launcher helper: its sanitizer cannot start a program, so it is
+        // refused here, with the release to install, instead of failing on the remote.
+        let old = tempfile::tempdir().unwrap();
+        let nvcc_old = install_with(old.path(), b"#!/bin/sh\n", b"\x7fELF lib", false);
+        let err = local_sanitizer(Some(&nvcc_old)).unwrap_err().to_string();
+        assert!(err.contains("has no compute-sanitizer/TreeLauncherSubreaper"), "{err}");
+        assert!(err.contains("install nvidia-cuda-sanitizer-api==13.5.25"), "{err}");
         // No sanitizer beside nvcc: nothing to ship.
         let none = tempfile::tempdir().unwrap();
         assert_eq!(local_sanitizer(Some(&none.path().join("bin/nvcc"))).unwrap(), None);
@@ -276,11 +325,14 @@ mod tests {
     #[test]
     fn a_record_cannot_name_files_outside_the_tree() {
         let text = format!(
-            "nvidia/cu13/bin/../../../etc/passwd,sha256={h},1\nnvidia/cu13/lib/x.so,sha256={h},1\n",
+            "nvidia/cu13/bin/../../../etc/passwd,sha256={h},1\nnvidia/cu13/compute-sanitizer/x.so,sha256={h},1\n\
+             nvidia/cu13/compute-sanitizer/docs/index.html,sha256={h},1\nnvidia/cu13/lib/x.so,sha256={h},1\n\
+             nvidia/cu13/compute-sanitizer/x86/TreeLauncherSubreaper,sha256={h},1\n\
+             nvidia/cu13/compute-sanitizer/include/sanitizer.h,sha256={h},1\n",
             h = b64(&"a".repeat(64))
         );
         let got = parse_record(&text, "nvidia/cu13/").unwrap();
-        assert_eq!(got, [("lib/x.so".to_string(), "a".repeat(64), 1)]);
+        assert_eq!(got, [("compute-sanitizer/x.so".to_string(), "a".repeat(64), 1)]);
     }
 
     #[test]
@@ -315,22 +367,22 @@ mod tests {
         assert_eq!(std::process::Command::new(&bin).output().unwrap().stdout, b"shipped\n");
         assert!(w.join("tools").join(&s.name).join(".complete").is_file());
         // Once there, it is not assembled again (a blob gone from the store does not matter)...
-        let lib_blob = std::fs::read(w.join("blobs").join(&s.files[1].sha256)).unwrap();
-        std::fs::remove_file(w.join("blobs").join(&s.files[1].sha256)).unwrap();
+        let lib_blob = std::fs::read(w.join("blobs").join(&s.files[3].sha256)).unwrap();
+        std::fs::remove_file(w.join("blobs").join(&s.files[3].sha256)).unwrap();
         assert!(run().status.success());
         // ...unless something in it changed: then it is, from the blobs.
-        let lib = w.join("tools").join(&s.name).join("lib/libsanitizer-public.so");
+        let lib = w.join("tools").join(&s.name).join("compute-sanitizer/libsanitizer-public.so");
         std::fs::write(&lib, b"tampered").unwrap();
-        std::fs::write(w.join("blobs").join(&s.files[1].sha256), &lib_blob).unwrap();
+        std::fs::write(w.join("blobs").join(&s.files[3].sha256), &lib_blob).unwrap();
         assert!(run().status.success());
         assert_eq!(std::fs::read(&lib).unwrap(), lib_blob);
         // A damaged blob is refused when the folder must be assembled again.
         std::fs::remove_dir_all(w.join("tools")).unwrap();
-        std::fs::write(w.join("blobs").join(&s.files[1].sha256), b"planted").unwrap();
+        std::fs::write(w.join("blobs").join(&s.files[3].sha256), b"planted").unwrap();
         let out = run();
         assert_eq!(out.status.code(), Some(8));
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("b {}\n", s.files[1].sha256));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("b {}\n", s.files[3].sha256));
         assert!(!w.join("tools").join(&s.name).exists());
-        assert!(!w.join("blobs").join(&s.files[1].sha256).exists(), "the bad blob was deleted");
+        assert!(!w.join("blobs").join(&s.files[3].sha256).exists(), "the bad blob was deleted");
     }
 }

@@ -163,9 +163,12 @@ pub fn run_lines(tools: &RunTools, command: &str) -> String {
         ));
     }
     if tools.debug {
+        // cuda-gdb sees a kernel's exception only when libcuda is there from the start; the kit's
+        // runner opens it later (dlopen), so it is preloaded (on an H200 with driver 580, without
+        // this the session ran to the end and showed no exception).
         s.push_str(&format!(
             "if [ \"$s\" = {FAULT_EXIT_CODE} ]; then\n  gdb=$(tool cuda-gdb) || gdb=cuda-gdb\n  echo cuda-gdb > rerun\n  \
-             \"$gdb\" -batch -ex run -ex bt -ex 'info locals' --args {command} > {GDB_OUTPUT} 2>&1 < /dev/null\nfi\n"
+             \"$gdb\" -batch -ex 'set environment LD_PRELOAD=libcuda.so.1' -ex run -ex bt -ex 'info locals' --args {command} > {GDB_OUTPUT} 2>&1 < /dev/null\nfi\n"
         ));
     }
     s
@@ -222,7 +225,10 @@ mod tests {
         let s = run_lines(&profile, command);
         assert!(s.contains("\"$ncu\" --clock-control none --set full '$(touch pwned)' --export profile"), "{s}");
         assert!(s.contains("--tool memcheck --log-file autosanitize.txt"), "{s}");
-        assert!(s.contains("-batch -ex run -ex bt -ex 'info locals' --args \"$R\"/bin/demo 'a b'"), "{s}");
+        assert!(
+            s.contains("-batch -ex 'set environment LD_PRELOAD=libcuda.so.1' -ex run -ex bt -ex 'info locals' --args \"$R\"/bin/demo 'a b'"),
+            "{s}"
+        );
         let mine = RunTools { profile: Some(vec!["--clock-control".into(), "base".into()]), ..Default::default() };
         assert_eq!(mine.ncu_clock_control(), None, "--ncu-args sets the clock");
         let s = run_lines(&mine, command);

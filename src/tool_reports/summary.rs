@@ -121,6 +121,8 @@ fn print_sanitizer(shell: &Shell, label: &str, r: &sanitizer::Report, full: &str
         return;
     };
     let at = match (&f.location, &f.kernel) {
+        // racecheck's "Race reported between Read access at k+0x7b0 in x.cu:13" names it already.
+        (Some(l), _) if f.what.contains(l.as_str()) => String::new(),
         (Some(l), Some(k)) => format!(" at {l} in {k}"),
         (Some(l), None) => format!(" at {l}"),
         (None, Some(k)) => format!(" in {k} (no line: build with -G or -lineinfo)"),

@@ -210,33 +210,41 @@ echo "#0  0x00007fffd3a8f4e0 in scale_rows<<<(4096,1,1),(256,1,1)>>> (in=0x7fffc
 echo "i = 256"
 "##;
 
-/// A compute-sanitizer installed from PyPI under `site` (`site/nvidia/cu13/{bin,lib}` and the
-/// wheel's `RECORD`), as `scripts/setup.sh` installs it: [`REMOTE_COMPUTE_SANITIZER`] as its
-/// binary, and three libraries, two of them the same bytes (as in the real wheel). Returns the
-/// binary's path, for `CARGO_GPU_SANITIZER`.
+/// The `bin/compute-sanitizer` of the PyPI wheel: a script that starts the tool in its own folder.
+const PYPI_SANITIZER_LAUNCHER: &str =
+    "#!/bin/sh\n\nDIR=\"$(dirname -- \"$(readlink -f -- \"$0\")\")\"\nexec \"$DIR\"/../compute-sanitizer/compute-sanitizer \"$@\"\n";
+
+/// A compute-sanitizer installed from PyPI under `site`, laid out as `scripts/setup.sh` installs
+/// nvidia-cuda-sanitizer-api 13.5.25 (`site/nvidia/cu13/bin/compute-sanitizer`, a launcher of
+/// `site/nvidia/cu13/compute-sanitizer/`, and the wheel's `RECORD`):
+/// [`REMOTE_COMPUTE_SANITIZER`] as the tool, two libraries, the launcher helper and documentation
+/// (which is not shipped). Returns the launcher's path, for `CARGO_GPU_SANITIZER`.
 pub fn fake_pypi_sanitizer(site: &Path) -> PathBuf {
     use base64::Engine;
     let home = site.join("nvidia/cu13");
-    let files: [(&str, &[u8]); 4] = [
-        ("bin/compute-sanitizer", REMOTE_COMPUTE_SANITIZER.as_bytes()),
-        ("bin/libsanitizer-collection.so", b"\x7fELF collection"),
-        ("lib/libsanitizer-collection.so", b"\x7fELF collection"),
-        ("lib/libsanitizer-public.so", b"\x7fELF public"),
+    let files: [(&str, &[u8]); 6] = [
+        ("bin/compute-sanitizer", PYPI_SANITIZER_LAUNCHER.as_bytes()),
+        ("compute-sanitizer/compute-sanitizer", REMOTE_COMPUTE_SANITIZER.as_bytes()),
+        ("compute-sanitizer/libsanitizer-collection.so", b"\x7fELF collection"),
+        ("compute-sanitizer/libsanitizer-public.so", b"\x7fELF public"),
+        ("compute-sanitizer/TreeLauncherSubreaper", b"\x7fELF subreaper"),
+        ("compute-sanitizer/docs/index.html", b"<html>"),
     ];
     let mut record = String::new();
     for (path, bytes) in files {
         let p = home.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, bytes).unwrap();
+        // As pip leaves them: the programs executable.
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let hex = cargo_gpu::digest::sha256_hex(bytes);
         let raw: Vec<u8> = (0..64).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         record.push_str(&format!("nvidia/cu13/{path},sha256={b64},{}\n", bytes.len()));
     }
-    super::files::write_exe(&home.join("bin/compute-sanitizer"), REMOTE_COMPUTE_SANITIZER);
-    let dist = site.join("nvidia_cuda_sanitizer_api-13.0.85.dist-info");
+    let dist = site.join("nvidia_cuda_sanitizer_api-13.5.25.dist-info");
     std::fs::create_dir_all(&dist).unwrap();
-    record.push_str("nvidia_cuda_sanitizer_api-13.0.85.dist-info/RECORD,,\n");
+    record.push_str("nvidia_cuda_sanitizer_api-13.5.25.dist-info/RECORD,,\n");
     std::fs::write(dist.join("RECORD"), record).unwrap();
     home.join("bin/compute-sanitizer")
 }
