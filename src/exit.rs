@@ -4,8 +4,7 @@
 //! transport); 2 usage (clap's own code); 130 interrupted. Commands return `Ok(code)` when a
 //! program they ran decided the code, and `Err` for their own failures.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 pub const SUCCESS: i32 = 0;
 pub const FAILURE: i32 = 1;
@@ -14,8 +13,9 @@ pub const INTERRUPTED: i32 = 130;
 
 /// How many times Ctrl-C (or SIGTERM, SIGHUP) arrived.
 static PRESSES: AtomicUsize = AtomicUsize::new(0);
-/// The instance whose `stop` command is still to run, named in the second Ctrl-C's message.
-static PENDING_STOP: Mutex<Option<String>> = Mutex::new(None);
+/// The second Ctrl-C's message while an instance's `stop` command is still to run (null when none
+/// is): a pointer to a leaked slice, so that the signal handler can read it without a lock.
+static PENDING_STOP: AtomicPtr<&'static [u8]> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Which Ctrl-C stops a step. The first stops the work, the second the clean-up that follows
 /// it (stopping the remote run, fetching its logs), the third the instance's `stop` command,
@@ -58,32 +58,40 @@ pub fn code_for(err: &anyhow::Error) -> i32 {
     err.chain().find_map(|e| e.downcast_ref::<ExitError>().map(|e| e.code)).unwrap_or(FAILURE)
 }
 
-/// Records Ctrl-C instead of dying at once, so that every exit path can clean up (stop hooks,
-/// partial files, run records). Long-running loops poll [`interrupted`] or [`reached`]; child
-/// processes run in their own process groups and are stopped by the code that waits for them.
+/// Records Ctrl-C (and SIGTERM, SIGHUP) instead of dying at once, so that every exit path can
+/// clean up (stop hooks, partial files, run records). Long-running loops poll [`interrupted`] or
+/// [`reached`]; child processes run in their own process groups and are stopped by the code that
+/// waits for them. The handler runs in the signal's own context, with no thread of its own: it
+/// counts, writes a fixed message with one `write`, and at the fourth leaves with `_exit`.
 pub fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| {
-        let n = PRESSES.fetch_add(1, Ordering::SeqCst) + 1;
-        let pending = PENDING_STOP.lock().map(|p| p.clone()).unwrap_or(None);
-        use std::io::Write;
-        let mut err = std::io::stderr().lock();
-        match (n, pending) {
-            (2, Some(name)) => {
-                let _ = writeln!(
-                    err,
-                    "stopping the instance {name}, press Ctrl-C again to abandon it: the instance will keep running"
-                );
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        // SAFETY: the action only touches atomics, calls write(2) and _exit(2), all of which are
+        // async-signal-safe; it allocates nothing and takes no lock.
+        let _ = unsafe { signal_hook::low_level::register(signal, on_signal) };
+    }
+}
+
+fn on_signal() {
+    let n = PRESSES.fetch_add(1, Ordering::SeqCst) + 1;
+    let say = |text: &[u8]| {
+        let _ = rustix::io::write(rustix::stdio::stderr(), text);
+    };
+    match n {
+        2 => {
+            let pending = PENDING_STOP.load(Ordering::SeqCst);
+            if pending.is_null() {
+                say(b"interrupted again: skipping the rest of the clean-up\n");
+            } else {
+                // SAFETY: only `set_pending_stop` stores here, pointers to leaked, never freed slices.
+                say(unsafe { *pending });
             }
-            (2, None) => {
-                let _ = writeln!(err, "interrupted again: skipping the rest of the clean-up");
-            }
-            (n, _) if n >= 4 => {
-                let _ = writeln!(err, "interrupted {n} times: leaving now");
-                std::process::exit(INTERRUPTED);
-            }
-            _ => {}
         }
-    });
+        n if n >= 4 => {
+            say(b"interrupted 4 times: leaving now\n");
+            signal_hook::low_level::exit(INTERRUPTED);
+        }
+        _ => {}
+    }
 }
 
 /// Whether Ctrl-C was pressed at all.
@@ -99,9 +107,14 @@ pub fn reached(level: Interrupt) -> bool {
 /// Names the instance whose `stop` command is pending (`None` once it ran), for the message
 /// of the second Ctrl-C.
 pub fn set_pending_stop(instance: Option<&str>) {
-    if let Ok(mut p) = PENDING_STOP.lock() {
-        *p = instance.map(str::to_string);
-    }
+    let message = instance.map(|name| {
+        let text =
+            format!("stopping the instance {name}, press Ctrl-C again to abandon it: the instance will keep running\n");
+        // Leaked: the signal handler may read it at any time. A run sets it once or twice.
+        let bytes: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+        Box::leak(Box::new(bytes)) as *mut &'static [u8]
+    });
+    PENDING_STOP.store(message.unwrap_or(std::ptr::null_mut()), Ordering::SeqCst);
 }
 
 /// Returns the interrupt error if Ctrl-C was pressed often enough to stop a step of patience
@@ -123,6 +136,37 @@ pub fn check_interrupt() -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use anyhow::Context;
+
+    /// Presses Ctrl-C four times in a process of its own (this test, run again): the second press
+    /// names the pending `stop`, the fourth leaves at once with 130, whatever the program is doing.
+    #[test]
+    fn the_fourth_ctrl_c_leaves_at_once() {
+        const CHILD: &str = "CARGO_GPU_TEST_FOUR_PRESSES";
+        if std::env::var_os(CHILD).is_some() {
+            install_interrupt_handler();
+            set_pending_stop(Some("box"));
+            for _ in 0..4 {
+                rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::INT).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            unreachable!("the fourth Ctrl-C did not end the process");
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "exit::tests::the_fourth_ctrl_c_leaves_at_once", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(INTERRUPTED), "{err}");
+        assert!(
+            err.contains(
+                "stopping the instance box, press Ctrl-C again to abandon it: the instance will keep running\n"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("interrupted 4 times: leaving now\n"), "{err}");
+    }
 
     #[test]
     fn innermost_exit_error_decides_the_code() {
