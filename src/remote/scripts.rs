@@ -548,16 +548,12 @@ mod tests {
         std::fs::write(&runner_blob, b"#!/bin/sh\n").unwrap();
         // The right name, other bytes: what a tampered store holds.
         std::fs::write(&cubin_blob, b"planted").unwrap();
-        let l = Launch {
-            workdir: &w,
-            id: "r1",
-            manifest: &m,
-            args: &[],
-            watchdog: None,
-            tools: &RunTools::default(),
-            ship: None,
+        let tools = RunTools::default();
+        let run = |id: &str| {
+            let l = Launch { workdir: &w, id, manifest: &m, args: &[], watchdog: None, tools: &tools, ship: None };
+            Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap()
         };
-        let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
+        let out = run("r1");
         assert_eq!(out.status.code(), Some(BAD_BLOB), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("b {}\n", m.files[1].sha256));
         assert!(!cubin_blob.exists(), "the bad blob was deleted");
@@ -565,16 +561,7 @@ mod tests {
         assert!(!dir.path().join("runs/r1").exists(), "nothing was launched");
         // With the blob whole again, the same script launches.
         std::fs::write(&cubin_blob, b"cubin").unwrap();
-        let l = Launch {
-            workdir: &w,
-            id: "r2",
-            manifest: &m,
-            args: &[],
-            watchdog: None,
-            tools: &RunTools::default(),
-            ship: None,
-        };
-        let out = Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap();
+        let out = run("r2");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(std::fs::read(dir.path().join("runs/r2/kernels/k.sm_90a.cubin")).unwrap(), b"cubin");
     }
