@@ -47,7 +47,7 @@ cp "$repo/tests/fixtures/fault-oob/kernels/scale_rows.cu" "$repo/tests/fixtures/
 python3 -m pip download --quiet --no-deps --dest "$work/wheel" "$CUDA_SANITIZER_PACKAGE"
 python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$work"/wheel/*.whl "$out/sanitizer"
 chmod 755 "$out"/sanitizer/nvidia/cu13/bin/* "$out"/sanitizer/nvidia/cu13/compute-sanitizer/*
-cp "$repo/scripts/h200-check.sh" "$repo/scripts/h200-remote.sh" "$repo/scripts/h200-tools.sh" "$out/"
+cp "$repo/scripts/h200-check.sh" "$repo/scripts/h200-common.sh" "$repo/scripts/h200-remote.sh" "$repo/scripts/h200-tools.sh" "$out/"
 tar -C "$(dirname "$out")" -czf "$out.tar.gz" "$(basename "$out")"
 echo "packed $out ($(du -sh "$out" | cut -f1)) and $out.tar.gz"
 echo "on the H200: tar xzf $(basename "$out").tar.gz && sh $(basename "$out")/h200-check.sh $(basename "$out")"

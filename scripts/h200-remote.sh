@@ -13,19 +13,8 @@ set -u
 dir=$(cd "${1:?usage: h200-remote.sh DIR (with cargo-gpu and example/)}" && pwd)
 gpu="$dir/cargo-gpu"
 pkg="$dir/example"
-work=$(mktemp -d)
-export CARGO_TARGET_DIR="$work/target" CARGO_GPU_CONFIG="$work/config.toml" CARGO_TERM_COLOR=never
-runs="$CARGO_TARGET_DIR/gpu/runs"
-rows="$work/table.txt"
-: >"$rows"
-failed=0
-row() { printf '%-52s %s\n' "$1" "$2" >>"$rows"; }
-verdict() { # NAME CONDITION-EXIT-STATUS DETAIL
-    if [ "$2" = 0 ]; then row "$1" "PASS $3"; else row "$1" "FAIL $3"; failed=1; fi
-}
-config() { printf '[remotes.local]\nworkdir = "%s"\n%s\n' "$work/remote" "${1:-}" >"$CARGO_GPU_CONFIG"; }
-last() { ls "$runs" | sort | tail -n 1; }
-field() { sed -n "s/^$2 = //p" "$runs/$1/record.toml" | head -n 1; }
+width=52
+. "$(dirname "$0")/h200-common.sh"
 
 nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader || { echo "no GPU" >&2; exit 1; }
 config

@@ -22,19 +22,9 @@ set -u
 
 dir=$(cd "${1:?usage: h200-tools.sh DIR (see scripts/h200-pack.sh)}" && pwd)
 gpu="$dir/cargo-gpu"
-work=$(mktemp -d)
-export CARGO_TARGET_DIR="$work/target" CARGO_GPU_CONFIG="$work/config.toml" CARGO_TERM_COLOR=never
-runs="$CARGO_TARGET_DIR/gpu/runs"
-rows="$work/table.txt"
-: >"$rows"
-failed=0
-row() { printf '%-60s %s\n' "$1" "$2" >>"$rows"; }
-verdict() { # NAME CONDITION-EXIT-STATUS DETAIL
-    if [ "$2" = 0 ]; then row "$1" "PASS $3"; else row "$1" "FAIL $3"; failed=1; fi
-}
-printf '[remotes.local]\nworkdir = "%s"\n' "$work/remote" >"$CARGO_GPU_CONFIG"
-last() { ls "$runs" | sort | tail -n 1; }
-field() { sed -n "s/^$2 = //p" "$runs/$1/record.toml" | head -n 1; }
+width=60
+. "$(dirname "$0")/h200-common.sh"
+config
 run() { # NAME PACKAGE ARGS...: remote-run, its stdout and stderr in $work/NAME.{out,err}, its status in $code
     name=$1 pkg=$2
     shift 2
