@@ -337,6 +337,24 @@ impl<'de> serde::Deserialize<'de> for SmArch {
     }
 }
 
+/// The oldest driver, as the CUDA version it supports (`(12, 0)`), that loads the cubins a
+/// compiler of version `toolkit` builds for `targets`.
+///
+/// The rule, from NVIDIA's CUDA Compatibility guide ("Minor Version Compatibility"): code built
+/// by a toolkit of major release X runs on any driver of release X.0 or later (12.x: driver
+/// 525.60.13 or later; 13.x: driver 580 or later), as long as it is SASS, which a cubin built for
+/// a real target is; PTX would need a driver at least as new as the toolkit, for its JIT, and a
+/// package holds none. A target also needs a driver from its first toolkit on (sm_100a: 12.8),
+/// since older drivers do not know the GPU.
+pub fn min_driver_cuda(toolkit: &Version, targets: &[SmArch]) -> (u64, u64) {
+    let mut v = (toolkit.major, 0);
+    for t in targets {
+        let m = t.min_nvcc();
+        v = v.max((m.major, m.minor));
+    }
+    v
+}
+
 /// Which targets accept a PTX instruction that ptxas refused, for the hint after a failed
 /// compile ("wgmma.fence needs sm_90a"). Matched on the instruction's leading name.
 pub fn targets_for_instruction(instruction: &str) -> Option<&'static str> {

@@ -80,6 +80,34 @@ pub enum GpuCommand {
     Logs(LogsArgs),
     /// Start or stop a remote's instance with its `start` / `stop` commands
     Remote(RemoteArgs),
+    /// List, install or remove CUDA compilers from PyPI (no root needed)
+    Toolchain(ToolchainArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ToolchainArgs {
+    #[command(subcommand)]
+    pub action: ToolchainAction,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum ToolchainAction {
+    /// Installed and installable CUDA compilers, and which one this project uses
+    List,
+    /// Install a CUDA compiler (nvcc or NVRTC, ptxas, cuobjdump, nvdisasm, CCCL headers) from PyPI
+    Install {
+        /// CUDA version (12.8, 12.9, 13.0)
+        #[arg(value_name = "VERSION", required = true)]
+        versions: Vec<String>,
+        /// Install again even when it is installed
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove an installed CUDA compiler
+    Remove {
+        #[arg(value_name = "VERSION", required = true)]
+        versions: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -15,16 +15,17 @@
 //!                 the warnings made from it, expected instructions, inspect's text
 //! `project`       Cargo.toml + [package.metadata.gpu] -> one resolved project; run-folder places
 //! `templates`     the project templates and the runner kit, embedded
-//! `toolchain`     nvcc, cuobjdump, nvdisasm, local GPUs: found and versioned
+//! `toolchain`     the CUDA compiler, cuobjdump, nvdisasm, local GPUs: found and versioned; the
+//!                 installed toolchains and the NVRTC driver of the CUDA 12 ones
 //! `vcs`           the git repository and .gitignore of a new project
 //! `package`       the package folder and its manifest
 //! `config`        the user's remotes
 //! `runs`          run records and the cost ledger
 //! `nvidia_smi` `tool_reports`
 //!                 nvidia-smi's answer, parsed; the remote CUDA tools' reports, read
-//! `arch` `cache` `cmd` `digest` `escape` `exit` `quote` `redact` `safe_fs` `shell`
+//! `arch` `cache` `cmd` `digest` `escape` `exit` `pypi` `quote` `redact` `safe_fs` `shell`
 //!                 leaves: target rules, memo, child processes, sha256, escaping, exit codes,
-//!                 shell quoting, secrets, link-safe files, output
+//!                 wheels from PyPI, shell quoting, secrets, link-safe files, output
 //! ```
 
 pub mod arch;
@@ -42,6 +43,7 @@ pub mod manifest_edit;
 pub mod nvidia_smi;
 pub mod package;
 pub mod project;
+pub mod pypi;
 pub mod quote;
 pub mod redact;
 pub mod remote;
@@ -71,6 +73,7 @@ pub fn run(cli: Cargo) -> i32 {
         GpuCommand::Logs(a) => commands::logs::exec(&shell, &args.global, a),
         GpuCommand::Remote(a) => commands::remote::exec(&shell, &args.global, a),
         GpuCommand::Inspect(a) => commands::inspect::exec(&shell, &args.global, a),
+        GpuCommand::Toolchain(a) => commands::toolchain::exec(&shell, &args.global, a),
     };
     match result {
         Ok(code) => code,

@@ -33,6 +33,9 @@ pub struct GpuMetadata {
     pub runner_target: Option<String>,
     /// The remote `cargo gpu remote-run` uses when neither `--remote` nor `CARGO_GPU_REMOTE` names one.
     pub remote: Option<String>,
+    /// The CUDA toolchain this project builds with (`12.9`), installed by `cargo gpu toolchain
+    /// install`; `CARGO_GPU_CUDA` overrides it.
+    pub cuda: Option<String>,
     /// Instructions each kernel's SASS must have, per target: `hgemm = { sm_90a = ["HGMMA"] }`.
     #[serde(default)]
     pub expect: Expectations,
@@ -58,6 +61,8 @@ pub struct Project {
     pub runner_target: Option<String>,
     /// `[package.metadata.gpu] remote`: this project's default remote.
     pub remote: Option<String>,
+    /// `[package.metadata.gpu] cuda`: the pinned CUDA toolchain.
+    pub cuda: Option<String>,
     pub expect: Expectations,
 }
 
@@ -243,6 +248,7 @@ impl Project {
             runner,
             runner_target: gpu.runner_target.clone(),
             remote: gpu.remote.clone(),
+            cuda: gpu.cuda.clone(),
             expect: gpu.expect.clone(),
             root,
         })

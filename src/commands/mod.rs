@@ -8,3 +8,4 @@ pub mod new;
 pub mod remote;
 pub mod remote_run;
 pub mod runs;
+pub mod toolchain;

@@ -59,7 +59,9 @@ impl<'a> CompileSettings<'a> {
 
     /// The nvcc command for one job, writing to `out` with its dependency list in `depfile`.
     pub fn command(&self, job: &Job, out: &Path, depfile: &Path) -> Cmd {
-        let mut cmd = Cmd::new(&self.nvcc.path, format!("compile {} for {}", job.kernel.rel.display(), job.target))
+        let mut cmd = self
+            .nvcc
+            .invoke(format!("compile {} for {}", job.kernel.rel.display(), job.target))
             .current_dir(self.root)
             .args(["-cubin", "-gencode"])
             .arg(job.target.gencode())

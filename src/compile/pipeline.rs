@@ -65,7 +65,7 @@ pub fn compile_kernels(
     only: Option<&str>,
     announce: bool,
 ) -> Result<(Vec<Built>, &'static Nvcc)> {
-    let nvcc = Nvcc::get(shell)?;
+    let nvcc = Nvcc::get(shell, project.cuda.as_deref())?;
     check_targets(nvcc, &project.targets)?;
     // Reading the CPU quota from the cgroup files takes a while: off the runner's path.
     let parallel = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));

@@ -1,7 +1,13 @@
-//! The external tools: nvcc (found, versioned, asked what it can build), the inspection tools
-//! beside it (cuobjdump, nvdisasm), nvidia-smi and ssh. Finding nvcc follows one order: an
-//! explicit override, `$CUDA_HOME/bin`, `/usr/local/cuda/bin`, `PATH`, then the compiler that
+//! The external tools: the CUDA compiler (found, versioned, asked what it can build), the
+//! inspection tools beside it (cuobjdump, nvdisasm), nvidia-smi and ssh; the toolchains
+//! `cargo gpu toolchain install` puts in the data folder ([`installed`]) and the NVRTC driver of
+//! the CUDA 12 ones ([`nvrtc`]). Finding the compiler follows one order: `$CARGO_GPU_NVCC`, the
+//! project's `cuda` pin (`$CARGO_GPU_CUDA` overrides it), `$CUDA_HOME/bin`, `/usr/local/cuda/bin`,
+//! the installed toolchains (newest first), `PATH`, then the compiler that an older
 //! `scripts/setup.sh` installed into the checkout this binary was built from.
+
+pub mod installed;
+pub mod nvrtc;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -14,7 +20,8 @@ use crate::cmd::Cmd;
 use crate::nvidia_smi::{parse_gpu_query, Gpu};
 use crate::shell::Shell;
 
-/// The CUDA compiler this build uses.
+/// The CUDA compiler this build uses: nvcc, or an installed CUDA 12 toolchain's NVRTC through
+/// cargo-gpu's own driver (then `path` is the toolchain's record).
 #[derive(Debug, Clone)]
 pub struct Nvcc {
     pub path: PathBuf,
@@ -58,8 +65,9 @@ pub fn venv_nvcc(venv: &Path) -> Option<PathBuf> {
 /// Where nvcc was looked for, in order, for the error when it was not found.
 fn search_order(venv: &Path) -> String {
     format!(
-        "$CARGO_GPU_NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, /usr/local/cuda/bin, PATH and {}/lib/python3*/{} \
-         (where scripts/setup.sh installs it)",
+        "$CARGO_GPU_NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, /usr/local/cuda/bin, the toolchains in {}, PATH and \
+         {}/lib/python3*/{}",
+        installed::toolchains_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| "the data folder".into()),
         venv.display(),
         VENV_NVCC.trim_end_matches("/nvcc")
     )
@@ -77,8 +85,17 @@ pub fn cuda_bin_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// Finds nvcc without running it.
+/// The environment variable that overrides a project's `cuda` pin.
+pub const CUDA_PIN_ENV: &str = "CARGO_GPU_CUDA";
+
+/// Finds the compiler without running it, for a build without a project pin.
 pub fn find_nvcc() -> Result<PathBuf> {
+    find_compiler(None)
+}
+
+/// Finds the compiler without running it: `pin` is the project's `cuda = "12.9"`, which
+/// `$CARGO_GPU_CUDA` overrides.
+pub fn find_compiler(pin: Option<&str>) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("CARGO_GPU_NVCC").filter(|v| !v.is_empty()) {
         let p = PathBuf::from(p);
         if !p.is_file() {
@@ -86,11 +103,22 @@ pub fn find_nvcc() -> Result<PathBuf> {
         }
         return Ok(p);
     }
+    match std::env::var(CUDA_PIN_ENV).ok().filter(|v| !v.is_empty()) {
+        Some(v) => return installed::pinned_compiler(v.trim(), CUDA_PIN_ENV),
+        None => {
+            if let Some(v) = pin {
+                return installed::pinned_compiler(v, "the project's `cuda` pin ([package.metadata.gpu])");
+            }
+        }
+    }
     for dir in cuda_bin_dirs() {
         let p = dir.join("nvcc");
         if p.is_file() {
             return Ok(p);
         }
+    }
+    if let Some(t) = installed::list().into_iter().next() {
+        return t.compiler_path();
     }
     if let Ok(p) = which::which("nvcc") {
         return Ok(p);
@@ -99,16 +127,25 @@ pub fn find_nvcc() -> Result<PathBuf> {
     let venv = setup_venv();
     venv_nvcc(&venv).ok_or_else(|| {
         anyhow::anyhow!(
-            "no CUDA compiler (nvcc) found: looked in {}. Install the CUDA toolkit (12.8 or newer builds \
-             sm_90a and sm_100a) and set CUDA_HOME, point CARGO_GPU_NVCC at nvcc, or run scripts/setup.sh",
+            "no CUDA compiler (nvcc) found: looked in {}. Run `cargo gpu toolchain install 13.0` (no root needed), \
+             or install the CUDA toolkit (12.8 or newer builds sm_90a and sm_100a) and set CUDA_HOME, or point \
+             CARGO_GPU_NVCC at nvcc",
             search_order(&venv)
         )
     })
 }
 
+/// The installed toolchain a compiler path belongs to, when it is an NVRTC one's record.
+fn nvrtc_toolchain(path: &Path) -> Option<&Path> {
+    (path.file_name()? == installed::RECORD).then(|| path.parent()).flatten()
+}
+
 /// Finds a CUDA tool (cuobjdump, nvdisasm): beside nvcc first, then the usual places.
 pub fn find_cuda_tool(name: &str) -> Option<PathBuf> {
-    let beside_nvcc = find_nvcc().ok().and_then(|n| n.parent().map(|d| d.join(name)));
+    let beside_nvcc = find_nvcc().ok().and_then(|n| match nvrtc_toolchain(&n) {
+        Some(dir) => installed::read(dir)?.bin_dir().ok().map(|d| d.join(name)),
+        None => n.parent().map(|d| d.join(name)),
+    });
     beside_nvcc
         .into_iter()
         .chain(cuda_bin_dirs().into_iter().map(|d| d.join(name)))
@@ -130,14 +167,26 @@ pub fn parse_nvcc_version(text: &str) -> Option<Version> {
 }
 
 impl Nvcc {
-    /// Finds nvcc and asks its version and targets, once per process.
-    pub fn get(shell: &Shell) -> Result<&'static Nvcc> {
+    /// Finds the compiler (see [`find_compiler`]) and asks its version and targets, once per
+    /// process.
+    pub fn get(shell: &Shell, pin: Option<&str>) -> Result<&'static Nvcc> {
         static NVCC: OnceLock<Nvcc> = OnceLock::new();
         if let Some(n) = NVCC.get() {
             return Ok(n);
         }
-        let n = Nvcc::probe(shell, &find_nvcc()?)?;
+        let n = Nvcc::probe(shell, &find_compiler(pin)?)?;
         Ok(NVCC.get_or_init(|| n))
+    }
+
+    /// The command that runs this compiler: nvcc itself, or this program as the NVRTC driver of
+    /// the toolchain.
+    pub fn invoke(&self, purpose: impl Into<String>) -> Cmd {
+        invoke(&self.path, purpose)
+    }
+
+    /// Whether this is an installed CUDA 12 toolchain's NVRTC.
+    pub fn is_nvrtc(&self) -> bool {
+        nvrtc_toolchain(&self.path).is_some()
     }
 
     /// Asks nvcc its version and targets, remembering the answer while the binary is unchanged.
@@ -153,12 +202,12 @@ impl Nvcc {
     }
 
     pub fn probe_uncached(shell: &Shell, path: &Path) -> Result<Nvcc> {
-        let out = Cmd::new(path, "query the nvcc version").arg("--version").read(Some(shell))?;
+        let out = invoke(path, "query the nvcc version").arg("--version").read(Some(shell))?;
         let version = parse_nvcc_version(&out).with_context(|| {
             format!("failed to read the version from `{} --version`, which printed:\n{}", path.display(), out.trim())
         })?;
         let gpu_codes =
-            match Cmd::new(path, "list the GPU targets nvcc supports").arg("--list-gpu-code").read(Some(shell)) {
+            match invoke(path, "list the GPU targets nvcc supports").arg("--list-gpu-code").read(Some(shell)) {
                 Ok(list) => list.split_whitespace().map(str::to_string).collect(),
                 Err(_) => Vec::new(),
             };
@@ -210,15 +259,21 @@ impl Nvcc {
         out
     }
 
-    /// The oldest driver CUDA version that loads this nvcc's cubins for `targets`: the toolkit's
-    /// major release (minor-version compatibility) and each target's own first release.
+    /// The oldest driver CUDA version that loads this compiler's cubins for `targets` (the rule
+    /// is [`arch::min_driver_cuda`]'s).
     pub fn min_driver_cuda(&self, targets: &[SmArch]) -> (u64, u64) {
-        let mut v = (self.version.major, 0);
-        for t in targets {
-            let m = t.min_nvcc();
-            v = v.max((m.major, m.minor));
+        arch::min_driver_cuda(&self.version, targets)
+    }
+}
+
+/// The command that runs the compiler at `path` (see [`Nvcc::invoke`]).
+fn invoke(path: &Path, purpose: impl Into<String>) -> Cmd {
+    match nvrtc_toolchain(path) {
+        Some(dir) => {
+            let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cargo-gpu"));
+            Cmd::new(me, purpose).arg(nvrtc::DRIVER_ARG).arg("--toolchain").arg(dir)
         }
-        v
+        None => Cmd::new(path, purpose),
     }
 }
 
@@ -314,10 +369,7 @@ mod tests {
     fn the_checkout_venv_is_the_last_place_named() {
         let order = search_order(Path::new("/src/cargo-gpu/.venv-cuda"));
         assert!(
-            order.ends_with(
-                "PATH and /src/cargo-gpu/.venv-cuda/lib/python3*/site-packages/nvidia/cu13/bin (where scripts/setup.sh \
-                 installs it)"
-            ),
+            order.ends_with("PATH and /src/cargo-gpu/.venv-cuda/lib/python3*/site-packages/nvidia/cu13/bin"),
             "{order}"
         );
         assert!(Path::new(CHECKOUT).join("Cargo.toml").is_file(), "CHECKOUT is this crate's folder");
