@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# One command from a fresh clone to a built package: finds or installs the CUDA compiler (and,
-# in the project-local venv, the compute-sanitizer that remote-run ships), installs cargo-gpu, builds kernels-example for sm_90a and sm_100a, and runs it when this
-# machine has a GPU that can, or says which remote it needs.
+# One command from a fresh clone to a built package: installs cargo-gpu, then, when this machine
+# has no CUDA compiler, CUDA 13.0 from PyPI with `cargo gpu toolchain install 13.0` (no root; with
+# the compute-sanitizer that remote-run ships), builds kernels-example for sm_90a and sm_100a, and
+# runs it when this machine has a GPU that can, or says which remote it needs. Nothing needs
+# exporting afterwards: cargo gpu finds the toolchains it installed.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-. "$repo/scripts/cuda-env.sh"
-ensure_cuda "$repo"
-ensure_sanitizer "$repo"
 
 # Print the command that runs, word for word: it is the line to repeat after a change.
 install=(cargo install --quiet --locked --force --path "$repo")
@@ -14,6 +13,22 @@ printf 'install:'; printf ' %q' "${install[@]}"; printf '\n'
 "${install[@]}"
 bin_dir="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin"
 export PATH="$bin_dir:$PATH"
+
+if [ -n "${CARGO_GPU_NVCC:-}" ] || [ -x "${CUDA_HOME:-/nonexistent}/bin/nvcc" ] || [ -x /usr/local/cuda/bin/nvcc ] \
+    || command -v nvcc >/dev/null; then
+    echo "cuda: using this machine's CUDA compiler"
+else
+    # The toolchain installer makes a venv: Debian and Ubuntu ship python3's venv module apart.
+    if ! command -v uv >/dev/null && ! python3 -c 'import ensurepip' 2>/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+        else
+            echo "error: installing CUDA from PyPI needs python3's venv module: apt install python3-venv (or install uv)" >&2
+            exit 1
+        fi
+    fi
+    cargo gpu toolchain install 13.0
+fi
 
 cd "$repo/kernels-example"
 cargo gpu doctor
@@ -34,14 +49,5 @@ case "$cc" in
         echo "Add one to ~/.config/cargo-gpu/config.toml (see README.md) and run: cargo gpu remote-run --target sm_90a"
         ;;
 esac
-if [ -n "${CUDA_HOME:-}" ]; then
-    echo
-    case "$CUDA_HOME" in
-        "$repo"/.venv-cuda/*)
-            # cargo-gpu looks here last by itself (it remembers the checkout it was built from).
-            echo "The CUDA compiler used here is this checkout's: $CUDA_HOME"
-            echo "cargo gpu finds it without CUDA_HOME; other tools need: export CUDA_HOME=$CUDA_HOME" ;;
-        *)
-            echo "The CUDA compiler used here: export CUDA_HOME=$CUDA_HOME" ;;
-    esac
-fi
+echo
+echo "The CUDA compilers cargo gpu knows, and the one it uses here: cargo gpu toolchain list"

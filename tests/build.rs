@@ -191,12 +191,12 @@ fn missing_nvcc_says_where_it_looked_and_what_to_install() {
     }
     run.stderr_has(&format!(
         "no CUDA compiler (nvcc) found: looked in $CARGO_GPU_NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, \
-         /usr/local/cuda/bin, PATH and {}/lib/python3*/site-packages/nvidia/cu13/bin (where scripts/setup.sh \
-         installs it)",
+         /usr/local/cuda/bin, the toolchains in {}, PATH and {}/lib/python3*/site-packages/nvidia/cu13/bin",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-cargo-gpu-home/toolchains").display(),
         no_venv.display()
     ));
+    run.stderr_has("Run `cargo gpu toolchain install 13.0` (no root needed)");
     run.stderr_has("set CUDA_HOME");
-    run.stderr_has("or run scripts/setup.sh");
 }
 
 /// nvcc in this checkout's `.venv-cuda`, where scripts/setup.sh (and so scripts/test.sh) installs

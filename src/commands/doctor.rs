@@ -40,16 +40,23 @@ pub fn target_verdict(target: SmArch, gpus: &[Gpu], nvcc: Option<&Nvcc>) -> Stri
 
 pub fn exec(shell: &Shell, global: &GlobalOpts, args: &DoctorArgs) -> Result<i32> {
     if let Some(name) = &args.remote {
-        let targets = locate_manifest(global.manifest_path.as_deref())
-            .and_then(|m| Project::load(shell, Some(&m), &[]))
-            .map(|p| p.targets)
-            .unwrap_or_default();
+        let project =
+            locate_manifest(global.manifest_path.as_deref()).and_then(|m| Project::load(shell, Some(&m), &[]));
+        let (targets, pin) = match project {
+            Ok(p) => (p.targets, p.cuda),
+            Err(_) => (DEFAULT_TARGETS.iter().map(|t| t.parse().unwrap()).collect(), None),
+        };
+        let compiler = toolchain::find_compiler(pin.as_deref()).ok().and_then(|p| Nvcc::probe(shell, &p).ok());
         let remote = crate::config::UserConfig::load()?.remote(name)?;
-        print!("{}", crate::remote::doctor::report(shell, &remote, &targets)?);
+        print!("{}", crate::remote::doctor::report(shell, &remote, &targets, compiler.as_ref().map(|n| &n.version))?);
         return Ok(crate::exit::SUCCESS);
     }
     let (gpus, gpu_note) = toolchain::local_gpus(shell);
-    let nvcc_path = toolchain::find_nvcc();
+    let pin = locate_manifest(global.manifest_path.as_deref())
+        .and_then(|m| Project::load(shell, Some(&m), &[]))
+        .ok()
+        .and_then(|p| p.cuda);
+    let nvcc_path = toolchain::find_compiler(pin.as_deref());
     let nvcc = match &nvcc_path {
         Ok(p) => Some(Nvcc::probe(shell, p)),
         Err(_) => None,

@@ -15,9 +15,15 @@ use crate::shell::{human_bytes, Shell};
 
 /// The report of `cargo gpu doctor --remote NAME`: reachable? GPU, compute capability, driver
 /// CUDA, glibc, disk, compute-sanitizer, ncu and cuda-gdb, and for each target whether it runs
-/// there. Does not run the remote's
-/// `start` command: a doctor does not rent machines.
-pub fn report(shell: &Shell, remote: &Remote, targets: &[SmArch]) -> Result<String> {
+/// there; with `compiler` (the local compiler's version), whether its packages load on the
+/// remote's driver, and if not which toolchain to pin. Does not run the remote's `start`
+/// command: a doctor does not rent machines.
+pub fn report(
+    shell: &Shell,
+    remote: &Remote,
+    targets: &[SmArch],
+    compiler: Option<&semver::Version>,
+) -> Result<String> {
     let name = &remote.name;
     let transport = transport_for(remote);
     let t = std::time::Instant::now();
@@ -50,6 +56,15 @@ pub fn report(shell: &Shell, remote: &Remote, targets: &[SmArch]) -> Result<Stri
         }
     }
     let _ = writeln!(out, "  CUDA:     {} (driver)", f.driver_cuda.as_deref().unwrap_or("unknown"));
+    if let (Some(v), Some(have)) = (compiler, f.driver_cuda.as_deref()) {
+        let (maj, min) = crate::arch::min_driver_cuda(v, targets);
+        let need = format!("{maj}.{min}");
+        let verdict = match preflight::driver_refusal(name, Some(have), &need, &v.to_string(), targets) {
+            Some(refusal) => format!("driver CUDA {have}: packages from CUDA {v} here will be refused ({refusal})"),
+            None => format!("driver CUDA {have} loads packages from CUDA {v} here (they need {need})"),
+        };
+        let _ = writeln!(out, "  builds:   {verdict}");
+    }
     let _ = writeln!(out, "  glibc:    {}", f.glibc.as_deref().unwrap_or("unknown"));
     let _ = writeln!(out, "  machine:  {}", f.machine.as_deref().unwrap_or("unknown"));
     let disk = f.disk_free_bytes.map(human_bytes).unwrap_or_else(|| "unknown".into());

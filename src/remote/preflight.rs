@@ -14,6 +14,7 @@ use crate::package::manifest::Manifest;
 use crate::remote::scripts::DISK_MARGIN_BYTES;
 use crate::remote::tools::{self, RunTools};
 use crate::shell::human_bytes;
+use crate::toolchain::installed;
 
 /// What preflight learned about the remote.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -138,13 +139,10 @@ pub fn check(remote: &str, facts: &RemoteFacts, manifest: &Manifest, need_bytes:
             cc.suggested_arch()
         );
     };
-    if let (Some(have), Some(need)) = (facts.driver_cuda.as_deref(), parse_version(&p.min_driver_cuda)) {
-        if parse_version(have).is_some_and(|h| h < need) {
-            bail!(
-                "{remote}'s driver supports CUDA {have}, older than the package's min-driver-cuda {}: update the driver there or build with an older CUDA toolkit",
-                p.min_driver_cuda
-            );
-        }
+    if let Some(refusal) =
+        driver_refusal(remote, facts.driver_cuda.as_deref(), &p.min_driver_cuda, &p.nvcc_version, &p.targets)
+    {
+        bail!(refusal);
     }
     if let Some(need) = p.runner_glibc.as_deref() {
         match facts.glibc.as_deref() {
@@ -173,6 +171,34 @@ pub fn check(remote: &str, facts: &RemoteFacts, manifest: &Manifest, need_bytes:
         }
     }
     Ok(target)
+}
+
+/// Why a driver of CUDA `have` cannot load a package that needs `need`, with the toolchain to
+/// pin instead (the newest installable one that it loads and that builds `targets`), or `None`
+/// when it can.
+pub fn driver_refusal(
+    remote: &str,
+    have: Option<&str>,
+    need: &str,
+    built_with: &str,
+    targets: &[SmArch],
+) -> Option<String> {
+    let have_v = parse_version(have?)?;
+    let need_v = parse_version(need)?;
+    if have_v >= need_v {
+        return None;
+    }
+    let have = have?;
+    let fix = match installed::newest_for_driver((have_v.0.into(), have_v.1.into()), targets) {
+        Some(r) => format!(
+            "build with CUDA {v}: add `cuda = \"{v}\"` to [package.metadata.gpu] (and run `cargo gpu toolchain install {v}`), or update the driver there",
+            v = r.version
+        ),
+        None => "update the driver there (no CUDA toolchain cargo-gpu installs builds for it)".to_string(),
+    };
+    Some(format!(
+        "{remote}'s driver supports CUDA {have}, older than the {need} that packages from CUDA {built_with} need: {fix}"
+    ))
 }
 
 /// What to install for each of the remote's tools.
@@ -349,7 +375,19 @@ mod tests {
         let mut old = h100();
         old.driver_cuda = Some("12.4".into());
         let err = check("h100", &old, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
-        assert!(err.contains("driver supports CUDA 12.4, older than the package's min-driver-cuda 13.0"), "{err}");
+        assert_eq!(
+            err,
+            "h100's driver supports CUDA 12.4, older than the 13.0 that packages from CUDA 13.0.88 need: build with CUDA \
+             12.9: add `cuda = \"12.9\"` to [package.metadata.gpu] (and run `cargo gpu toolchain install 12.9`), or \
+             update the driver there"
+        );
+        let sm100a = ["sm_100a".parse().unwrap()];
+        let err = driver_refusal("b200", Some("12.4"), "13.0", "13.0.88", &sm100a).unwrap();
+        assert!(err.contains("update the driver there (no CUDA toolchain"), "sm_100a needs a 12.8 driver: {err}");
+        assert_eq!(driver_refusal("b200", Some("12.8"), "12.8", "12.9.86", &sm100a), None);
+        assert_eq!(driver_refusal("b200", None, "13.0", "13.0.88", &sm100a), None, "unknown: the run decides");
+        old.driver_cuda = Some("13.0".into());
+        assert!(check("h100", &old, &manifest(&["sm_90a"]), 0).is_ok());
         let mut m = manifest(&["sm_90a"]);
         m.package.runner_glibc = Some("2.40".into());
         let err = check("h100", &h100(), &m, 0).unwrap_err().to_string();

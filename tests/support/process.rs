@@ -15,9 +15,11 @@ pub fn cargo_gpu(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.arg("gpu").args(args);
     c.env("CARGO_TERM_COLOR", "never");
-    for var in ["CARGO_TARGET_DIR", "CARGO_GPU_NVCC", "CUDA_PATH", "CARGO_GPU_REMOTE"] {
+    for var in ["CARGO_TARGET_DIR", "CARGO_GPU_NVCC", "CUDA_PATH", "CARGO_GPU_REMOTE", "CARGO_GPU_CUDA"] {
         c.env_remove(var);
     }
+    // No CUDA toolchains installed unless a test installs some: this machine's stay out.
+    c.env("CARGO_GPU_HOME", Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-cargo-gpu-home"));
     c
 }
 
@@ -75,6 +77,12 @@ impl Run {
     #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Run {
         assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n--- stderr\n{}", self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Run {
+        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}\n--- stdout\n{}", self.stdout);
         self
     }
 
