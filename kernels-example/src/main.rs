@@ -20,6 +20,9 @@ mod tcgen05_gemm;
 #[path = "../../templates/basic/src/vector_add.rs"]
 mod vector_add;
 
+#[cfg(test)]
+mod gpu_tests;
+
 use std::process::ExitCode;
 
 const HELP: &str = "\

@@ -115,7 +115,11 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &DoctorArgs) -> Result<i32
             let _ = writeln!(out, "nvcc:      unusable: {e:#}");
         }
         (Ok(_), Some(Ok(n))) => {
-            let _ = writeln!(out, "nvcc:      {} ({})", n.version, n.path.display());
+            match n.path.parent().filter(|_| n.is_nvrtc()) {
+                Some(dir) => writeln!(out, "nvcc:      NVRTC {} (the CUDA 12 toolchain in {})", n.version, dir.display()),
+                None => writeln!(out, "nvcc:      {} ({})", n.version, n.path.display()),
+            }
+            .ok();
             let builds = n.buildable();
             if !builds.is_empty() {
                 let _ = writeln!(out, "           builds {}", builds.join(" "));

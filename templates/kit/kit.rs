@@ -327,7 +327,9 @@ pub fn choose_cubin(file_names: &[String], stem: &str, cc: (u32, u32)) -> Option
 }
 
 /// The folder holding the cubins: `$CARGO_GPU_KERNELS`, else `../kernels` beside the executable
-/// (the package layout `bin/<runner>`, `kernels/`).
+/// (the package layout `bin/<runner>`, `kernels/`), else, for a test binary cargo built
+/// (`<target>/<profile>/deps/<name>-<hash>`), the package `cargo gpu build` made beside it
+/// (`<target>/gpu/<profile>/<crate>/kernels`).
 pub fn kernels_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("CARGO_GPU_KERNELS").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d));
@@ -335,7 +337,32 @@ pub fn kernels_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().map_err(|e| Fail::Setup(format!("failed to find this executable: {e}")))?;
     let exe = exe.canonicalize().unwrap_or(exe);
     let bin = exe.parent().unwrap_or(Path::new("."));
-    Ok(bin.parent().unwrap_or(bin).join("kernels"))
+    let beside = bin.parent().unwrap_or(bin).join("kernels");
+    if beside.is_dir() || bin.file_name().is_none_or(|n| n != "deps") {
+        return Ok(beside);
+    }
+    let profile_dir = bin.parent().unwrap_or(bin);
+    let (Some(profile), Some(target)) = (profile_dir.file_name(), profile_dir.parent()) else { return Ok(beside) };
+    Ok(target.join("gpu").join(profile).join(env!("CARGO_PKG_NAME")).join("kernels"))
+}
+
+/// For a `#[test]` that launches kernels: the compute capability of the GPU it runs on, or
+/// `None` (the test then passes, having said why) when this machine has no NVIDIA driver and the
+/// test was not sent to a GPU by `cargo gpu test`, `cargo gpu exec` or a cargo target runner
+/// (they set `CARGO_GPU_RUN_ID`). Sent to a GPU, a missing driver or GPU fails the test.
+pub fn test_device() -> Option<(u32, u32)> {
+    let sent = std::env::var_os("CARGO_GPU_RUN_ID").is_some();
+    if !sent && !unsafe { sys::is_culib_present() } {
+        eprintln!(
+            "skipping: this machine has no NVIDIA driver; run the GPU tests on a GPU with \
+             `cargo gpu test --remote NAME`"
+        );
+        return None;
+    }
+    match Gpu::open() {
+        Ok(gpu) => Some(gpu.cc),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// The CUDA version the package's cubins need from the driver, from the package manifest beside
