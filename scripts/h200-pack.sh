@@ -6,6 +6,9 @@
 #   fault/, fault-release/, race/   debug and release packages of tests/fixtures/fault-oob and the
 #              debug package of tests/fixtures/race-shared, with their kernel sources beside them
 #   sanitizer/ compute-sanitizer from PyPI (nvidia-cuda-sanitizer-api 13.5.25, its wheel unpacked)
+#   toolchain-12.9/, toolchain-13.0/   release packages of kernels-example (sm_90a) built with the
+#              CUDA 12.9 (NVRTC) and 13.0 (nvcc) toolchains of `cargo gpu toolchain install`, each
+#              with a runner whose glibc floor is 2.28 (h200-toolchains.sh runs them)
 #   cargo-gpu  the cargo-gpu binary; h200-check.sh, h200-remote.sh and h200-tools.sh the checks
 #
 # usage: scripts/h200-pack.sh [OUT_DIR]   (default target/h200-check; also writes OUT_DIR.tar.gz)
@@ -42,13 +45,25 @@ cp "$gpu" "$out/cargo-gpu"
 cp -R "$work/target/gpu/debug/fault-oob" "$out/fault"
 cp -R "$work/target/gpu/release/fault-oob" "$out/fault-release"
 cp -R "$work/target/gpu/debug/race-shared" "$out/race"
+# kernels-example with each CUDA toolchain and a runner for glibc 2.28 (a copy: its kernels and
+# runner come from templates/ by relative path).
+export CARGO_GPU_HOME="$repo/target/test-toolchains"
+"$gpu" toolchain install 12.9 13.0
+cp -R "$repo/kernels-example" "$repo/templates" "$work/"
+sed -i 's/^\[package.metadata.gpu\]$/[package.metadata.gpu]\nrunner-glibc = "2.28"/' "$work/kernels-example/Cargo.toml"
+for cuda in 12.9 13.0; do
+    (cd "$work/kernels-example" && CARGO_GPU_CUDA=$cuda "$gpu" build --release --target sm_90a)
+    cp -R "$work/target/gpu/release/kernels-example" "$out/toolchain-$cuda"
+done
 cp "$repo/tests/fixtures/fault-oob/kernels/scale_rows.cu" "$repo/tests/fixtures/race-shared/kernels/block_sum.cu" "$out/"
 # The sanitizer wheel, unpacked as pip lays it out (h200-tools.sh ships it with CARGO_GPU_SANITIZER).
 python3 -m pip download --quiet --no-deps --dest "$work/wheel" "$CUDA_SANITIZER_PACKAGE"
 python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$work"/wheel/*.whl "$out/sanitizer"
 chmod 755 "$out"/sanitizer/nvidia/cu13/bin/* "$out"/sanitizer/nvidia/cu13/compute-sanitizer/*
-cp "$repo/scripts/h200-check.sh" "$repo/scripts/h200-common.sh" "$repo/scripts/h200-remote.sh" "$repo/scripts/h200-tools.sh" "$out/"
+cp "$repo/scripts/h200-check.sh" "$repo/scripts/h200-common.sh" "$repo/scripts/h200-remote.sh" "$repo/scripts/h200-tools.sh" \
+    "$repo/scripts/h200-toolchains.sh" "$out/"
 tar -C "$(dirname "$out")" -czf "$out.tar.gz" "$(basename "$out")"
 echo "packed $out ($(du -sh "$out" | cut -f1)) and $out.tar.gz"
 echo "on the H200: tar xzf $(basename "$out").tar.gz && sh $(basename "$out")/h200-check.sh $(basename "$out")"
 echo "             sh $(basename "$out")/h200-tools.sh $(basename "$out")   (sanitizer, profiler, debugger)"
+echo "             sh $(basename "$out")/h200-toolchains.sh $(basename "$out")   (CUDA 12.9 and 13.0, glibc 2.28 runners)"

@@ -252,6 +252,13 @@ pub struct InitArgs {
     /// Which template's kernels and runner to add
     #[arg(long, value_name = "TEMPLATE", default_value = "basic", value_parser = TEMPLATE_NAMES)]
     pub template: String,
+    /// Also make cargo-gpu cargo's target runner in .cargo/config.toml, so plain `cargo test`, `cargo run` and
+    /// `cargo nextest run` run on the remote GPU (a crate that has [package.metadata.gpu] gets only this)
+    #[arg(long)]
+    pub runner: bool,
+    /// The remote the target runner uses [default: as `remote-run` chooses]
+    #[arg(long, value_name = "NAME", requires = "runner")]
+    pub remote: Option<String>,
 }
 
 /// Lets `cargo-gpu build` work as well as `cargo gpu build` (which cargo runs as `cargo-gpu gpu build`).

@@ -215,6 +215,36 @@ fn make_room_after(root: &mut Table, after: Option<isize>) -> isize {
     }
 }
 
+/// Whether a Cargo.toml already has `[package.metadata.gpu]`.
+pub fn has_gpu_metadata(manifest: &str) -> bool {
+    manifest
+        .parse::<DocumentMut>()
+        .is_ok_and(|d| d.get("package").and_then(|p| p.get("metadata")).and_then(|m| m.get("gpu")).is_some())
+}
+
+/// `.cargo/config.toml` with `[target.TRIPLE] runner = RUNNER` set, the rest of the file (its
+/// comments and order included) kept: what `cargo gpu init --runner` writes so that plain
+/// `cargo test`, `cargo run` and `cargo nextest run` run their executables through `cargo-gpu exec`.
+pub fn set_target_runner(config: &str, path: &Path, triple: &str, runner: &[String]) -> Result<String> {
+    let mut doc: DocumentMut =
+        config.parse().with_context(|| format!("{} is not valid TOML: fix it first", path.display()))?;
+    let target = doc.entry("target").or_insert_with(|| {
+        let mut t = Table::new();
+        t.set_implicit(true);
+        Item::Table(t)
+    });
+    let Some(target) = target.as_table_like_mut() else {
+        bail!("`target` in {} is not a table", path.display());
+    };
+    let entry = target.entry(triple).or_insert(Item::Table(Table::new()));
+    let Some(table) = entry.as_table_like_mut() else {
+        bail!("`target.{triple}` in {} is not a table", path.display());
+    };
+    let array: toml_edit::Array = runner.iter().map(String::as_str).collect();
+    table.insert("runner", Item::Value(Value::Array(array)));
+    Ok(doc.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,5 +468,24 @@ mod tests {
         assert_eq!(v["package"]["metadata"]["docs"]["all"].as_bool(), Some(true));
         let gpu = "gpu = { kernels = \"kernels\", targets = [\"sm_90a\"], runner = \"gpu-runner\" }";
         assert!(out.contains(&format!("\nmetadata = {{ docs = {{ all = true }}, {gpu} }}\n")), "{out}");
+    }
+
+    #[test]
+    fn the_target_runner_is_set_and_the_rest_of_the_config_kept() {
+        let runner: Vec<String> = ["cargo-gpu", "exec", "--remote", "h100", "--"].map(String::from).to_vec();
+        let path = Path::new(".cargo/config.toml");
+        let fresh = set_target_runner("", path, "x86_64-unknown-linux-gnu", &runner).unwrap();
+        assert_eq!(
+            fresh,
+            "[target.x86_64-unknown-linux-gnu]\nrunner = [\"cargo-gpu\", \"exec\", \"--remote\", \"h100\", \"--\"]\n"
+        );
+        let existing = "# build settings\n[build]\njobs = 4 # cores\n\n[target.x86_64-unknown-linux-gnu]\nlinker = \"cc\"\nrunner = \"old\"\n";
+        let edited = set_target_runner(existing, path, "x86_64-unknown-linux-gnu", &runner).unwrap();
+        assert!(edited.starts_with("# build settings\n[build]\njobs = 4 # cores\n"), "{edited}");
+        assert!(edited.contains("linker = \"cc\"\nrunner = [\"cargo-gpu\""), "{edited}");
+        assert!(!edited.contains("\"old\""), "{edited}");
+        let err = set_target_runner("target = 3\n", path, "x", &runner).unwrap_err().to_string();
+        assert!(err.contains("`target` in .cargo/config.toml is not a table"), "{err}");
+        assert!(set_target_runner("[oops", path, "x", &runner).is_err());
     }
 }

@@ -116,7 +116,9 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &DoctorArgs) -> Result<i32
         }
         (Ok(_), Some(Ok(n))) => {
             match n.path.parent().filter(|_| n.is_nvrtc()) {
-                Some(dir) => writeln!(out, "nvcc:      NVRTC {} (the CUDA 12 toolchain in {})", n.version, dir.display()),
+                Some(dir) => {
+                    writeln!(out, "nvcc:      NVRTC {} (the CUDA 12 toolchain in {})", n.version, dir.display())
+                }
                 None => writeln!(out, "nvcc:      {} ({})", n.version, n.path.display()),
             }
             .ok();

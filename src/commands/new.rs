@@ -118,6 +118,35 @@ pub fn exec_new(shell: &Shell, _global: &GlobalOpts, args: &NewArgs) -> Result<i
     Ok(crate::exit::SUCCESS)
 }
 
+/// `.cargo/config.toml` of the crate at `root` with cargo-gpu as the host's target runner.
+fn write_target_runner(shell: &Shell, root: &Path, remote: Option<&str>) -> Result<()> {
+    let path = root.join(".cargo/config.toml");
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+    };
+    let mut runner: Vec<String> = vec!["cargo-gpu".into(), "exec".into()];
+    if let Some(r) = remote {
+        runner.extend(["--remote".to_string(), r.to_string()]);
+    }
+    runner.push("--".into());
+    let triple = crate::compile::runner::HOST_TRIPLE;
+    let edited = manifest_edit::set_target_runner(&existing, &path, triple, &runner)?;
+    std::fs::create_dir_all(root.join(".cargo"))
+        .with_context(|| format!("failed to create {}/.cargo", root.display()))?;
+    std::fs::write(&path, edited).with_context(|| format!("failed to write {}", path.display()))?;
+    shell.status(
+        "Runner",
+        format!(
+            "{}: cargo test, cargo run and cargo nextest run now run through `{}`",
+            path.display(),
+            runner.join(" ")
+        ),
+    );
+    Ok(())
+}
+
 pub fn exec_init(shell: &Shell, global: &GlobalOpts, args: &InitArgs) -> Result<i32> {
     let template = templates::find(&args.template)?;
     let manifest_path = match (&args.path, &global.manifest_path) {
@@ -131,6 +160,12 @@ pub fn exec_init(shell: &Shell, global: &GlobalOpts, args: &InitArgs) -> Result<
     let root = manifest_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let manifest = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("failed to read {}", manifest_path.display()))?;
+    if args.runner {
+        write_target_runner(shell, &root, args.remote.as_deref())?;
+        if manifest_edit::has_gpu_metadata(&manifest) {
+            return Ok(crate::exit::SUCCESS);
+        }
+    }
     let (targets, why) = targets_for(shell, template)?;
     let edited = manifest_edit::init_manifest(&manifest, &manifest_path, &targets, template.expect)?;
     let files = templates::init_files(template);

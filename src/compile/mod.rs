@@ -2,6 +2,7 @@
 //! parallel scheduler), the host runner (cargo), the runner's glibc need (ELF), and the build as
 //! one library call (`pipeline`).
 
+pub mod cargo_exe;
 pub mod diagnostics;
 pub mod elf;
 pub mod fingerprint;
