@@ -21,14 +21,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::proxy::{start_delay_proxy, Counters};
 use support::{make_package, write_manifest, Sshd, SshdOptions, World, ALIAS};
 
 const ONE_WAY: Duration = Duration::from_millis(25);
@@ -45,64 +44,9 @@ fn cubin(seed: u8) -> Vec<u8> {
     (0..256 << 10).map(|i: usize| (i.wrapping_mul(31) as u8) ^ seed).collect()
 }
 
-/// What went through the proxy.
-#[derive(Default)]
-struct Counters {
-    connections: AtomicU64,
-    bytes_up: AtomicU64,
-}
-
-/// Copies `from` to `to`, each chunk delivered `ONE_WAY` after it was read.
-fn delayed_copy(mut from: TcpStream, mut to: TcpStream, counted: Option<Arc<Counters>>) {
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-    let writer = std::thread::spawn(move || {
-        for (due, chunk) in rx {
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            if to.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown(Shutdown::Write);
-    });
-    let mut buf = vec![0u8; 65536];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if let Some(c) = &counted {
-                    c.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                if tx.send((Instant::now() + ONE_WAY, buf[..n].to_vec())).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    drop(tx);
-    let _ = writer.join();
-}
-
 /// A TCP proxy to `127.0.0.1:target` that delays each direction by `ONE_WAY`.
 fn start_proxy(target: u16, counters: Arc<Counters>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { continue };
-            counters.connections.fetch_add(1, Ordering::Relaxed);
-            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
-            let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
-            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let up = Arc::clone(&counters);
-            std::thread::spawn(move || delayed_copy(client, server, Some(up)));
-            std::thread::spawn(move || delayed_copy(s2, c2, None));
-        }
-    });
-    port
+    start_delay_proxy(target, ONE_WAY, counters)
 }
 
 /// One measurement: wall time and what crossed the proxy.

@@ -1,8 +1,8 @@
 //! The suite's one test-support tree, included by the test files (`mod support;`) and the
 //! benchmarks (`#[path]`): running commands ([`process`]), files ([`files`]), what a
 //! test needs from the machine ([`ci`]), the project a build works on ([`project`]), fake tools
-//! ([`fakes`]), hand-made packages and archives ([`package`]), a real sshd ([`sshd`]), and the
-//! world and remote the remote tests run in ([`remote`]).
+//! ([`fakes`]), hand-made packages and archives ([`package`]), a real sshd ([`sshd`]), a delay proxy in front of
+//! it ([`proxy`]), and the world and remote the remote tests run in ([`remote`]).
 // Each test binary uses a part of it, and leaves the rest of it and of these re-exports unused.
 #![allow(dead_code, unused_imports)]
 
@@ -12,6 +12,7 @@ mod files;
 mod package;
 mod process;
 mod project;
+pub mod proxy;
 mod remote;
 mod sshd;
 
