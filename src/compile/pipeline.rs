@@ -137,7 +137,9 @@ fn check_expectations(project: &Project, built: &[Built]) -> Result<()> {
 /// cargo-zigbuild, ready to build for `triple`: installed, with Rust's standard library for it.
 fn zig_for(shell: &Shell, project: &Project, triple: &str) -> Result<Zigbuild> {
     let zig = zigbuild::get(shell)?;
-    zigbuild::ensure_target_std(shell, &project.root, triple)?;
+    if triple != runner::HOST_TRIPLE {
+        zigbuild::ensure_target_std(shell, &project.root, triple)?;
+    }
     Ok(zig)
 }
 

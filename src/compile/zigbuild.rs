@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::Cmd;
-use crate::compile::runner::HOST_TRIPLE;
 use crate::shell::Shell;
 
 /// The pinned wheels, checked together with rustc 1.95: x86_64 and aarch64 runners of the
@@ -77,20 +76,40 @@ pub fn get(shell: &Shell) -> Result<Zigbuild> {
     found(&dir).with_context(|| format!("the new install in {} is incomplete", dir.display()))
 }
 
-/// Makes sure Rust's standard library for `triple` is installed, which a cross build links: with
-/// `rustup target add` when rustup is there, else the error names what to do. The host's own is
-/// always there.
-pub fn ensure_target_std(shell: &Shell, project_root: &Path, triple: &str) -> Result<()> {
-    if triple == HOST_TRIPLE {
-        return Ok(());
+/// The files whose change can change which toolchain rustup picks in `project_root`.
+fn toolchain_inputs(project_root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in project_root.ancestors() {
+        files.push(dir.join("rust-toolchain.toml"));
+        files.push(dir.join("rust-toolchain"));
     }
+    let rustup_home = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rustup")));
+    files.extend(rustup_home.map(|h| h.join("settings.toml")));
+    files
+}
+
+/// `rustc --print sysroot` in the project, so that its rust-toolchain.toml picks the toolchain as
+/// cargo's will; remembered while the files that choose the toolchain stay the same, so that a
+/// no-op cross build spawns no rustc.
+fn sysroot(shell: &Shell, project_root: &Path) -> Result<PathBuf> {
     let rustc = std::env::var_os("RUSTC").filter(|r| !r.is_empty()).unwrap_or_else(|| "rustc".into());
-    // In the project, so that its rust-toolchain.toml picks the toolchain, as cargo's will.
-    let sysroot = Cmd::new(&rustc, "find the Rust sysroot")
-        .args(["--print", "sysroot"])
-        .current_dir(project_root)
-        .read(Some(shell))?;
-    let std_dir = Path::new(sysroot.trim()).join("lib/rustlib").join(triple);
+    let key = format!("{rustc:?}\n{:?}\n{}", std::env::var_os("RUSTUP_TOOLCHAIN"), project_root.display());
+    let text: String = crate::cache::memo("sysroot", &key, &toolchain_inputs(project_root), || {
+        Cmd::new(&rustc, "find the Rust sysroot")
+            .args(["--print", "sysroot"])
+            .current_dir(project_root)
+            .read(Some(shell))
+    })?;
+    Ok(PathBuf::from(text.trim()))
+}
+
+/// Makes sure Rust's standard library for `triple` (another machine's: this one's is always
+/// there) is installed, which a cross build links: with `rustup target add` when rustup is there,
+/// else the error names what to do.
+pub fn ensure_target_std(shell: &Shell, project_root: &Path, triple: &str) -> Result<()> {
+    let std_dir = sysroot(shell, project_root)?.join("lib/rustlib").join(triple);
     if std_dir.is_dir() {
         return Ok(());
     }
