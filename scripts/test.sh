@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The full test suite, installing what it needs first: the CUDA compiler (see cuda-env.sh), the
-# OpenSSH server that the remote-run tests start on loopback, and the login shells (zsh, fish,
-# tcsh) those tests give the remote user.
+# OpenSSH server that the remote-run tests start on loopback, the login shells (zsh, fish,
+# tcsh) those tests give the remote user, and for the cross-built runners qemu-user with an
+# aarch64 glibc to start the aarch64 one and Rust's aarch64 standard library (cargo-zigbuild and
+# zig come from PyPI, installed by cargo-gpu itself on first use).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/scripts/cuda-env.sh"
@@ -11,6 +13,8 @@ missing=""
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v ssh >/dev/null || missing="$missing openssh-client"
 for sh in zsh fish tcsh; do command -v "$sh" >/dev/null || missing="$missing $sh"; done
+command -v qemu-aarch64 >/dev/null || missing="$missing qemu-user"
+[ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing="$missing libc6-arm64-cross"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "tests: installing$missing"
@@ -18,7 +22,18 @@ if [ -n "$missing" ]; then
         # shellcheck disable=SC2086
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     else
-        echo "error: the remote-run tests need$missing: install them (apt-get install$missing)" >&2
+        echo "error: the remote-run and cross-built runner tests need$missing: install them (apt-get install$missing)" >&2
+        exit 1
+    fi
+fi
+
+aarch64=aarch64-unknown-linux-gnu
+if [ ! -d "$(rustc --print sysroot)/lib/rustlib/$aarch64" ]; then
+    if command -v rustup >/dev/null; then
+        echo "tests: installing Rust's standard library for $aarch64"
+        rustup target add "$aarch64" >/dev/null
+    else
+        echo "error: the cross-built runner tests need Rust's standard library for $aarch64: rustup target add $aarch64" >&2
         exit 1
     fi
 fi

@@ -140,6 +140,9 @@ pub struct BuildArgs {
     /// Number of parallel kernel compilations [default: number of cores]
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Rust target triple to build the host runner for (aarch64-unknown-linux-gnu); repeat for a package that runs on several machines [default: the project's `runner-target`, else this machine's]
+    #[arg(long = "runner-target", value_name = "TRIPLE")]
+    pub runner_targets: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

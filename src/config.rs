@@ -67,6 +67,9 @@ pub struct RemoteConfig {
     pub max_fetch: Option<String>,
     /// Whether to send this machine's compute-sanitizer there: `auto`, `always` or `never`.
     pub ship_sanitizer: Option<String>,
+    /// The remote's machine as `uname -m` names it (`x86_64`, `aarch64`): the runner is built
+    /// for it. Without it, the machine the last preflight saw there is used.
+    pub machine: Option<String>,
 }
 
 /// Whether a run sends this machine's compute-sanitizer (from PyPI) to the remote as blobs.
@@ -115,6 +118,8 @@ pub struct Remote {
     /// Bytes.
     pub max_fetch: u64,
     pub ship_sanitizer: ShipSanitizer,
+    /// `machine` as configured.
+    pub machine: Option<String>,
 }
 
 impl Remote {
@@ -138,7 +143,62 @@ impl Remote {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             max_fetch: DEFAULT_MAX_FETCH,
             ship_sanitizer: ShipSanitizer::Auto,
+            machine: None,
         }
+    }
+
+    /// What a build for this remote should know of its machine: the configured `machine`, else
+    /// the one its last preflight saw, and the glibc seen there when it was that machine.
+    pub fn known_machine(&self) -> SeenMachine {
+        let seen = crate::cache::cache_dir().map(|d| seen_machine(&d, &self.name)).unwrap_or_default();
+        seen.under(self.machine.as_deref())
+    }
+}
+
+/// The machines a remote may be (`uname -m`): those NVIDIA datacenter GPUs sit in.
+pub const MACHINES: [&str; 2] = ["x86_64", "aarch64"];
+
+/// What the last preflight of a remote saw of its machine (`uname -m`) and glibc, kept in the
+/// cache folder per remote name: the next build for that remote builds a runner that starts
+/// there (an aarch64 GH200 host, an image with an old glibc) without being told.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
+pub struct SeenMachine {
+    pub machine: Option<String>,
+    pub glibc: Option<String>,
+}
+
+impl SeenMachine {
+    /// What is known with `machine` configured: that machine, and the glibc seen only when it
+    /// was seen on that machine.
+    fn under(self, configured: Option<&str>) -> SeenMachine {
+        match configured {
+            Some(m) if self.machine.as_deref() != Some(m) => SeenMachine { machine: Some(m.into()), glibc: None },
+            _ => self,
+        }
+    }
+}
+
+fn seen_path(cache: &Path, remote: &str) -> PathBuf {
+    let hash = crate::digest::sha256_hex(remote.as_bytes());
+    cache.join(format!("remote-machine-{}.json", &hash[..16]))
+}
+
+/// The machine last seen on `remote`, kept in the cache folder `cache`; nothing when it was never
+/// preflighted (or the cache is gone).
+pub fn seen_machine(cache: &Path, remote: &str) -> SeenMachine {
+    let text = crate::safe_fs::read_no_follow(&seen_path(cache, remote)).unwrap_or_default();
+    serde_json::from_slice(&text).unwrap_or_default()
+}
+
+/// Remembers what a preflight of `remote` saw, in the cache folder `cache`. Best effort: without
+/// it, the next build for the remote only does not know its machine.
+pub fn remember_machine(cache: &Path, remote: &str, seen: &SeenMachine) {
+    if seen.machine.is_none() && seen.glibc.is_none() {
+        return;
+    }
+    if let Ok(text) = serde_json::to_vec(seen) {
+        let _ = std::fs::create_dir_all(cache);
+        let _ = crate::safe_fs::write_if_changed(&seen_path(cache, remote), &text);
     }
 }
 
@@ -257,6 +317,14 @@ impl UserConfig {
                     format!("invalid cargo-gpu config {} at key `remotes.{name}.ship-sanitizer`", self.where_())
                 })?
                 .unwrap_or_default(),
+            machine: match r.machine.as_deref() {
+                Some(m) if !MACHINES.contains(&m) => bail!(
+                    "invalid cargo-gpu config {} at key `remotes.{name}.machine`: `{m}` is not one of {} (what `uname -m` prints there)",
+                    self.where_(),
+                    MACHINES.join(", ")
+                ),
+                m => m.map(str::to_string),
+            },
         })
     }
 
@@ -452,5 +520,25 @@ remote = "h100"
         assert_eq!(choose_remote(None, Some(""), None, Some("user")).unwrap(), "user");
         let err = choose_remote(None, None, None, None).unwrap_err().to_string();
         assert!(err.contains("pass --remote NAME"), "{err}");
+    }
+
+    #[test]
+    fn a_remotes_machine_is_configured_or_remembered() {
+        let c = parse("[remotes.gh200]\nhost = \"g\"\nmachine = \"aarch64\"\n[remotes.b]\nhost = \"b\"\n").unwrap();
+        assert_eq!(c.remote("gh200").unwrap().machine.as_deref(), Some("aarch64"));
+        let err = parse("[remotes.a]\nhost = \"a\"\nmachine = \"arm64\"\n").unwrap_err().to_string();
+        assert!(err.contains("at key `remotes.a.machine`: `arm64` is not one of x86_64, aarch64"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        assert_eq!(seen_machine(&cache, "b"), SeenMachine::default(), "never preflighted");
+        let seen = SeenMachine { machine: Some("aarch64".into()), glibc: Some("2.35".into()) };
+        remember_machine(&cache, "b", &seen);
+        assert_eq!(seen_machine(&cache, "b"), seen, "the last preflight's machine and glibc");
+        assert_eq!(seen_machine(&cache, "gh200"), SeenMachine::default(), "kept per remote");
+        assert_eq!(seen.clone().under(None), seen);
+        assert_eq!(seen.clone().under(Some("aarch64")), seen);
+        let x86 = SeenMachine { machine: Some("x86_64".into()), glibc: None };
+        assert_eq!(seen.under(Some("x86_64")), x86, "the configured machine wins; another machine's glibc is not its");
     }
 }

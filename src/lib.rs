@@ -7,7 +7,8 @@
 //! ```text
 //! `commands`      one file per command: read what the user asked, call down
 //! `cli`           the clap types of the command line
-//! `compile`       kernels (nvcc jobs, fingerprints, diagnostics, scheduler), the runner, the build
+//! `compile`       kernels (nvcc jobs, fingerprints, diagnostics, scheduler), the runner (cargo, or
+//!                 cargo-zigbuild for an older glibc or another machine), the build
 //! `remote`        transports, scripts, frames, preflight, the run session, instances, unpacking,
 //!                 the CUDA tools there and the compute-sanitizer shipped to it
 //! `manifest_edit` `cargo gpu init`'s edit of a crate's Cargo.toml, comments kept

@@ -29,8 +29,12 @@ pub struct GpuMetadata {
     pub include_dirs: Vec<PathBuf>,
     /// The binary target that is the host runner (default: the package's only binary).
     pub runner: Option<String>,
-    /// Rust target triple to build the runner for (default: this machine's).
-    pub runner_target: Option<String>,
+    /// Rust target triples to build the runner for: one, or a list for a package that runs on
+    /// several machines (default: this machine's, and the remote's for `remote-run`).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub runner_target: Vec<String>,
+    /// The oldest glibc the runner must start on (`"2.28"`; default [`DEFAULT_RUNNER_GLIBC`]).
+    pub runner_glibc: Option<String>,
     /// The remote `cargo gpu remote-run` uses when neither `--remote` nor `CARGO_GPU_REMOTE` names one.
     pub remote: Option<String>,
     /// The CUDA toolchain this project builds with (`12.9`), installed by `cargo gpu toolchain
@@ -58,12 +62,67 @@ pub struct Project {
     pub nvcc_flags: Vec<String>,
     pub include_dirs: Vec<PathBuf>,
     pub runner: String,
-    pub runner_target: Option<String>,
+    /// The triples to build the runner for; none: this machine's.
+    pub runner_targets: Vec<String>,
+    /// The oldest glibc the runner must start on.
+    pub runner_glibc: (u32, u32),
     /// `[package.metadata.gpu] remote`: this project's default remote.
     pub remote: Option<String>,
     /// `[package.metadata.gpu] cuda`: the pinned CUDA toolchain.
     pub cuda: Option<String>,
     pub expect: Expectations,
+}
+
+/// The oldest glibc a runner starts on unless `runner-glibc` says otherwise. A plain `cargo
+/// build` of a Rust program that loads libcuda with dlopen (cudarc's dynamic loading) needs
+/// GLIBC_2.34 anyway: glibc 2.34 moved dlopen (with libdl and libpthread) into libc, and a build
+/// against a newer glibc binds those symbols at 2.34. And 2.34 is what the common GPU images have
+/// or pass: Ubuntu 22.04 (2.35) and 24.04 (2.39), Debian 12 (2.36), RHEL 9 (2.34), Amazon Linux
+/// 2023 (2.34). So a plain build on such a machine already fits, and cargo-zigbuild is needed only
+/// for an older floor (Ubuntu 20.04 has 2.31), another machine type, or a local glibc whose newer
+/// symbols the build picked up.
+pub const DEFAULT_RUNNER_GLIBC: (u32, u32) = (2, 34);
+
+/// The oldest glibc zig links against.
+const OLDEST_GLIBC: (u32, u32) = (2, 17);
+
+/// `runner-target` as one triple or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a target triple or a list of target triples")]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Refuses a runner triple that cannot reach the GPU: the runner loads libcuda with dlopen, so it
+/// links glibc dynamically; a static musl runner cannot.
+pub fn check_runner_target(triple: &str, source: &str) -> Result<()> {
+    if triple.ends_with("-linux-gnu") && triple.split('-').count() >= 3 {
+        return Ok(());
+    }
+    let machine = crate::package::manifest::triple_machine(triple);
+    bail!(
+        "{source}: `{triple}` is not a glibc Linux target: the runner loads libcuda with dlopen, so it must link \
+         glibc dynamically (a static musl runner cannot reach the GPU); use `{}`",
+        crate::package::manifest::gnu_triple(machine)
+    )
+}
+
+/// `runner-glibc`, checked: a version zig can link against.
+fn parse_runner_glibc(text: &str, manifest_path: &Path) -> Result<(u32, u32)> {
+    match crate::package::manifest::parse_glibc(text) {
+        Some(v) if v >= OLDEST_GLIBC && v.0 == 2 => Ok(v),
+        _ => bail!(
+            "invalid `[package.metadata.gpu]` in {} at key `runner-glibc`: `{text}` is not a glibc version from 2.17 on (write it as \"2.28\")",
+            manifest_path.display()
+        ),
+    }
 }
 
 /// `HGMMA`, `UTMALDG.MULTICAST`, `BAR.SYNC`: an opcode in capitals, its modifiers after dots.
@@ -235,6 +294,14 @@ impl Project {
                 }
             }
         }
+        let source = format!("invalid `[package.metadata.gpu]` in {} at key `runner-target`", manifest_path.display());
+        for t in &gpu.runner_target {
+            check_runner_target(t, &source)?;
+        }
+        let runner_glibc = match &gpu.runner_glibc {
+            Some(v) => parse_runner_glibc(v, manifest_path)?,
+            None => DEFAULT_RUNNER_GLIBC,
+        };
         let kernels_dir = root.join(gpu.kernels.clone().unwrap_or_else(|| PathBuf::from("kernels")));
         Ok(Project {
             name: package.name.to_string(),
@@ -246,7 +313,8 @@ impl Project {
             nvcc_flags: gpu.nvcc_flags.clone(),
             include_dirs: gpu.include_dirs.iter().map(|d| root.join(d)).collect(),
             runner,
-            runner_target: gpu.runner_target.clone(),
+            runner_targets: gpu.runner_target.clone(),
+            runner_glibc,
             remote: gpu.remote.clone(),
             cuda: gpu.cuda.clone(),
             expect: gpu.expect.clone(),
@@ -306,6 +374,32 @@ mod tests {
         assert_eq!(g.targets.len(), 2);
         assert_eq!(g.nvcc_flags, vec!["-std=c++20"]);
         assert_eq!(g.runner.as_deref(), Some("bench"));
+        assert_eq!(g.runner_target, ["x86_64-unknown-linux-gnu"]);
+    }
+
+    #[test]
+    fn runner_targets_and_glibc_floor_parse() {
+        let g = parse(
+            json!({"runner-target": ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"], "runner-glibc": "2.28"}),
+        )
+        .unwrap();
+        assert_eq!(g.runner_target.len(), 2);
+        assert_eq!(
+            parse_runner_glibc(g.runner_glibc.as_deref().unwrap(), Path::new("/p/Cargo.toml")).unwrap(),
+            (2, 28)
+        );
+        let err = parse(json!({"runner-target": 3})).unwrap_err().to_string();
+        assert!(err.contains("at key `runner-target`") && err.contains("a target triple or a list"), "{err}");
+        for bad in ["2.16", "3.1", "new"] {
+            let err = parse_runner_glibc(bad, Path::new("/p/Cargo.toml")).unwrap_err().to_string();
+            assert!(err.contains("at key `runner-glibc`: `") && err.contains("from 2.17 on"), "{err}");
+        }
+        let err = check_runner_target("x86_64-unknown-linux-musl", "--runner-target").unwrap_err().to_string();
+        assert!(
+            err.contains("must link glibc dynamically") && err.ends_with("use `x86_64-unknown-linux-gnu`"),
+            "{err}"
+        );
+        assert!(check_runner_target("aarch64-unknown-linux-gnu", "x").is_ok());
     }
 
     #[test]

@@ -147,8 +147,8 @@ fn example_builds_for_hopper_and_blackwell_with_and_without_debug_info() {
         }
         let manifest = std::fs::read_to_string(pkg.join("manifest.toml")).unwrap();
         assert!(manifest.contains(&format!("profile = \"{profile}\"")), "{manifest}");
-        assert!(manifest.contains("runner = \"bin/vector-add\""), "{manifest}");
-        assert!(manifest.contains("runner-glibc = \"2."), "{manifest}");
+        assert!(manifest.contains("[[runner]]\npath = \"bin/vector-add\"\ntriple = \""), "{manifest}");
+        assert!(manifest.contains("glibc-floor = \"2.34\"\nglibc = \"2."), "{manifest}");
         assert!(manifest.contains("nvcc-version = \"13."), "{manifest}");
         assert!(manifest.contains("min-driver-cuda = \"13.0\""), "{manifest}");
         // Without a GPU the runner explains itself instead of crashing.

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use cargo_gpu::arch::{ComputeCap, SmArch};
 use cargo_gpu::compile::sources::{Job, KernelSource};
-use cargo_gpu::package::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
+use cargo_gpu::package::manifest::{FileEntry, Manifest, PackageInfo, RunnerEntry, MANIFEST_FILE};
 use cargo_gpu::toolchain::Nvcc;
 use semver::Version;
 use support::{cargo_gpu, repo_root, templates_target_dir, Run};
@@ -104,10 +104,13 @@ fn manifest(nvcc: &str, targets: &[&str], stems: &[&str], git: bool) -> Manifest
             targets,
             nvcc_version: version.to_string(),
             min_driver_cuda: format!("{major}.{minor}"),
-            runner: "bin/runner".into(),
-            runner_triple: "x86_64-unknown-linux-gnu".into(),
-            runner_glibc: git.then(|| "2.34".into()),
         },
+        runners: vec![RunnerEntry {
+            path: "bin/runner".into(),
+            triple: "x86_64-unknown-linux-gnu".into(),
+            glibc_floor: "2.34".into(),
+            glibc: git.then(|| "2.34".into()),
+        }],
         files,
     }
 }

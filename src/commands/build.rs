@@ -12,6 +12,8 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &BuildArgs) -> Result<i32>
         targets: args.targets.clone(),
         release: args.release,
         jobs: args.jobs,
+        runner_targets: args.runner_targets.clone(),
+        remote: None,
     };
     pipeline::build(shell, &opts)?;
     Ok(crate::exit::SUCCESS)

@@ -2,23 +2,26 @@
 //! targets, compile the kernels, build the runner, assemble the package. `remote-run` calls the
 //! same function when the package is stale.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::arch::SmArch;
+use crate::compile::elf;
 use crate::compile::nvcc::CompileSettings;
+use crate::compile::runner::{self, Plan, Runner, Way};
 use crate::compile::schedule;
 use crate::compile::sources::{self, Built, Job, Profile};
-use crate::compile::{elf, runner};
+use crate::compile::zigbuild::{self, Zigbuild};
+use crate::config::SeenMachine;
 use crate::inspect::expect;
 use crate::inspect::report::Tools;
-use crate::package::assemble::{self, Cubin, PackageInputs};
-use crate::package::manifest::{Manifest, PackageInfo};
+use crate::package::assemble::{self, Cubin, PackageInputs, RunnerFile};
+use crate::package::manifest::{glibc_text, Manifest, PackageInfo, RunnerEntry};
 use crate::project::Project;
 use crate::shell::Shell;
 use crate::toolchain::Nvcc;
@@ -29,6 +32,17 @@ pub struct BuildOptions {
     pub targets: Vec<String>,
     pub release: bool,
     pub jobs: Option<usize>,
+    /// `--runner-target`: the triples to build the runner for, instead of the project's.
+    pub runner_targets: Vec<String>,
+    /// The remote the package is built for, as far as its machine is known (`remote-run`).
+    pub remote: Option<SeenMachine>,
+}
+
+/// A runner built for one plan, with the glibc it needs.
+struct BuiltRunner {
+    runner: Runner,
+    plan: Plan,
+    need: Option<(u32, u32)>,
 }
 
 #[derive(Debug)]
@@ -120,16 +134,102 @@ fn check_expectations(project: &Project, built: &[Built]) -> Result<()> {
     expect::check(&project.expect, &kernels, &reports, &project.manifest_path)
 }
 
+/// cargo-zigbuild, ready to build for `triple`: installed, with Rust's standard library for it.
+fn zig_for(shell: &Shell, project: &Project, triple: &str) -> Result<Zigbuild> {
+    let zig = zigbuild::get(shell)?;
+    if triple != runner::HOST_TRIPLE {
+        zigbuild::ensure_target_std(shell, &project.root, triple)?;
+    }
+    Ok(zig)
+}
+
+/// The glibc version the runner at `exe` needs. A debug runner is tens of megabytes: its ELF
+/// headers are read only when it changed.
+fn glibc_need(exe: &Path) -> Result<Option<(u32, u32)>> {
+    crate::cache::memo("glibc", &exe.display().to_string(), &[exe.to_path_buf()], || elf::required_glibc_of(exe))
+}
+
+/// Completes the build of one runner started `way`: a plain build that needs a newer glibc than
+/// its floor is built again with cargo-zigbuild, and that decision is kept in the build state so
+/// the next build starts there. A zigbuild that still needs a newer glibc is an error.
+fn complete_runner(
+    shell: &Shell,
+    project: &Project,
+    profile: Profile,
+    plan: &Plan,
+    way: Way,
+    built: Runner,
+) -> Result<BuiltRunner> {
+    let need = glibc_need(&built.executable)?;
+    if way == Way::Plain && runner::needs_zig(need, plan.floor) {
+        let marker = runner::zig_marker(&project.build_state_dir(profile.name()), plan);
+        if let Some(dir) = marker.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        }
+        std::fs::write(&marker, "").with_context(|| format!("failed to write {}", marker.display()))?;
+        shell.status(
+            "Relinking",
+            format!(
+                "the runner `{}` with cargo-zigbuild: the plain build needs glibc {}, newer than the floor {} (`runner-glibc`); later builds go to cargo-zigbuild directly",
+                project.runner,
+                need.map(glibc_text).unwrap_or_default(),
+                glibc_text(plan.floor)
+            ),
+        );
+        return build_runner(shell, project, profile, plan, Way::Zig);
+    }
+    if let Some(n) = need.filter(|n| *n > plan.floor) {
+        bail!(
+            "the runner `{}` for {} was linked for glibc {} but still needs glibc {} (a dependency links a newer symbol): raise `runner-glibc` in [package.metadata.gpu] to {}",
+            project.runner,
+            plan.triple,
+            glibc_text(plan.floor),
+            glibc_text(n),
+            glibc_text(n)
+        );
+    }
+    Ok(BuiltRunner { runner: built, plan: plan.clone(), need })
+}
+
+/// Builds one runner `way` from start to end (the runners after the first, which builds while
+/// the kernels compile).
+fn build_runner(shell: &Shell, project: &Project, profile: Profile, plan: &Plan, way: Way) -> Result<BuiltRunner> {
+    let zig = match way {
+        Way::Zig => Some(zig_for(shell, project, &plan.triple)?),
+        Way::Plain => None,
+    };
+    let built = runner::start(shell, project, profile, plan, zig.as_ref(), None)?.finish()?;
+    complete_runner(shell, project, profile, plan, way, built)
+}
+
+/// The way to start building `plan`: one stat of the build state's marker.
+fn way_of(project: &Project, profile: Profile, plan: &Plan) -> Way {
+    runner::first_way(plan, runner::zig_marker(&project.build_state_dir(profile.name()), plan).exists())
+}
+
 pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let start = Instant::now();
-    let project = Project::load(shell, opts.manifest_path.as_deref(), &opts.targets)?;
+    let mut project = Project::load(shell, opts.manifest_path.as_deref(), &opts.targets)?;
+    if !opts.runner_targets.is_empty() {
+        for t in &opts.runner_targets {
+            crate::project::check_runner_target(t, "invalid --runner-target")?;
+        }
+        project.runner_targets = opts.runner_targets.clone();
+    }
     let profile = if opts.release { Profile::Release } else { Profile::Debug };
     let dir = project.package_dir(profile.name());
-    // The runner's cargo build and `git status` start first and run while nvcc is checked and the
-    // kernels compile: a no-op build then costs little more than cargo's own no-op build. A
-    // kernel step that fails cancels the runner build instead of waiting for it.
+    let plans = runner::plans(&project, opts.remote.as_ref());
+    // The first runner's cargo build and `git status` start first and run while nvcc is checked
+    // and the kernels compile: a no-op build then costs little more than cargo's own no-op
+    // build. A kernel step that fails cancels the runner build instead of waiting for it.
+    let first = &plans[0];
+    let first_way = way_of(&project, profile, first);
+    let zig = match first_way {
+        Way::Zig => Some(zig_for(shell, &project, &first.triple)?),
+        Way::Plain => None,
+    };
     let cancel = Arc::new(AtomicBool::new(false));
-    let building = runner::start(shell, &project, profile, Some(Arc::clone(&cancel)))?;
+    let building = runner::start(shell, &project, profile, first, zig.as_ref(), Some(Arc::clone(&cancel)))?;
     let (kernels, git) = std::thread::scope(|s| {
         let git = s.spawn(|| assemble::git_state(shell, &project.root));
         let kernels = (|| -> Result<(Vec<Built>, &'static Nvcc)> {
@@ -146,11 +246,11 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let (cubins, nvcc) = kernels?;
     let runner = runner?;
     crate::exit::check_interrupt()?;
-    // A debug runner is tens of megabytes: read its ELF headers only when it changed.
-    let exe = runner.executable.clone();
-    let glibc = crate::cache::memo("glibc", &exe.display().to_string(), std::slice::from_ref(&exe), || {
-        elf::required_glibc_of(&exe)
-    })?;
+    let mut runners = vec![complete_runner(shell, &project, profile, first, first_way, runner)?];
+    for plan in &plans[1..] {
+        crate::exit::check_interrupt()?;
+        runners.push(build_runner(shell, &project, profile, plan, way_of(&project, profile, plan))?);
+    }
     let (git_revision, git_dirty) = match git {
         Some((rev, dirty)) => (Some(rev), dirty),
         None => (None, false),
@@ -165,10 +265,20 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         targets: project.targets.clone(),
         nvcc_version: nvcc.version.to_string(),
         min_driver_cuda: format!("{dmaj}.{dmin}"),
-        runner: format!("bin/{}", project.runner),
-        runner_triple: runner.triple.clone(),
-        runner_glibc: glibc.map(|(a, b)| format!("{a}.{b}")),
     };
+    let several = runners.len() > 1;
+    let runner_files: Vec<RunnerFile> = runners
+        .iter()
+        .map(|r| RunnerFile {
+            exe: &r.runner.executable,
+            entry: RunnerEntry {
+                path: assemble::runner_path(&project.runner, &r.plan.triple, several),
+                triple: r.plan.triple.clone(),
+                glibc_floor: glibc_text(r.plan.floor),
+                glibc: r.need.map(glibc_text),
+            },
+        })
+        .collect();
     let package_cubins: Vec<Cubin> = cubins
         .iter()
         .map(|b| Cubin {
@@ -180,13 +290,8 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
             sha256: b.sha256.clone(),
         })
         .collect();
-    let assembled = assemble::assemble(PackageInputs {
-        dir: &dir,
-        info,
-        runner_exe: &runner.executable,
-        runner_name: &project.runner,
-        cubins: &package_cubins,
-    })?;
+    let assembled =
+        assemble::assemble(PackageInputs { dir: &dir, info, runners: runner_files, cubins: &package_cubins })?;
 
     if shell.json() {
         for b in &cubins {
@@ -196,10 +301,12 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
                 "path": dir.join("kernels").join(b.job.cubin_name()), "size": b.size, "sha256": b.sha256, "fresh": b.fresh,
             }));
         }
-        shell.emit_json(&json!({
-            "reason": "gpu-artifact", "kind": "runner", "name": project.runner, "path": assembled.runner_path,
-            "triple": runner.triple, "glibc": assembled.manifest.package.runner_glibc, "fresh": runner.fresh,
-        }));
+        for ((r, entry), path) in runners.iter().zip(&assembled.manifest.runners).zip(&assembled.runner_paths) {
+            shell.emit_json(&json!({
+                "reason": "gpu-artifact", "kind": "runner", "name": project.runner, "path": path,
+                "triple": entry.triple, "glibc": entry.glibc, "glibc-floor": entry.glibc_floor, "fresh": r.runner.fresh,
+            }));
+        }
         shell.emit_json(&json!({
             "reason": "gpu-package", "path": dir, "manifest": assembled.manifest_path,
             "targets": project.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),

@@ -1,5 +1,6 @@
-//! The package folder `target/gpu/<profile>/<name>/`: `bin/<runner>`, `kernels/*.cubin` and
-//! `manifest.toml`. Assembling it twice from the same inputs rewrites nothing.
+//! The package folder `target/gpu/<profile>/<name>/`: `bin/<runner>` (`bin/<triple>/<runner>`
+//! for each of several runners), `kernels/*.cubin` and `manifest.toml`. Assembling it twice from
+//! the same inputs rewrites nothing.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::cmd::Cmd;
 use crate::digest::sha256_file;
-use crate::package::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
+use crate::package::manifest::{FileEntry, Manifest, PackageInfo, RunnerEntry, MANIFEST_FILE};
 use crate::safe_fs::write_if_changed;
 use crate::shell::Shell;
 
@@ -94,6 +95,29 @@ fn prune(dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
     Ok(())
 }
 
+/// Deletes what `bin/` holds besides the runners at `keep` (paths relative to `bin/`, one folder
+/// deep at most): a runner of a triple no longer built does not travel.
+fn prune_runners(bin_dir: &Path, keep: &BTreeSet<String>) -> Result<()> {
+    prune(bin_dir, keep)?;
+    let Ok(entries) = std::fs::read_dir(bin_dir) else { return Ok(()) };
+    for e in entries {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        let prefix = format!("{}/", e.file_name().to_string_lossy());
+        let inside: BTreeSet<String> =
+            keep.iter().filter_map(|k| k.strip_prefix(&prefix)).map(str::to_string).collect();
+        if inside.is_empty() {
+            std::fs::remove_dir_all(e.path())
+                .with_context(|| format!("failed to remove stale {}", e.path().display()))?;
+        } else {
+            prune(&e.path(), &inside)?;
+        }
+    }
+    Ok(())
+}
+
 /// A compiled cubin to put in the package.
 #[derive(Debug, Clone)]
 pub struct Cubin {
@@ -107,19 +131,36 @@ pub struct Cubin {
     pub sha256: String,
 }
 
+/// A built runner to put in the package: its executable and its manifest entry, whose path says
+/// where it goes (see [`runner_path`]).
+pub struct RunnerFile<'a> {
+    pub exe: &'a Path,
+    pub entry: RunnerEntry,
+}
+
+/// Where a runner goes in the package: `bin/<name>` when it is the only one, else
+/// `bin/<triple>/<name>`.
+pub fn runner_path(name: &str, triple: &str, several: bool) -> String {
+    if several {
+        format!("bin/{triple}/{name}")
+    } else {
+        format!("bin/{name}")
+    }
+}
+
 /// Inputs for assembling a package.
 pub struct PackageInputs<'a> {
     pub dir: &'a Path,
     pub info: PackageInfo,
-    pub runner_exe: &'a Path,
-    pub runner_name: &'a str,
+    pub runners: Vec<RunnerFile<'a>>,
     pub cubins: &'a [Cubin],
 }
 
 pub struct Assembled {
     pub manifest: Manifest,
     pub manifest_path: PathBuf,
-    pub runner_path: PathBuf,
+    /// Where each runner is, in the order given.
+    pub runner_paths: Vec<PathBuf>,
     pub wrote_manifest: bool,
 }
 
@@ -127,11 +168,28 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
     let bin_dir = inputs.dir.join("bin");
     std::fs::create_dir_all(&bin_dir).with_context(|| format!("failed to create {}", bin_dir.display()))?;
 
-    let runner_sha = cached_hash(inputs.runner_exe)?;
-    let runner_size = std::fs::metadata(inputs.runner_exe)?.len();
-    let runner_path = bin_dir.join(inputs.runner_name);
-    install_file(inputs.runner_exe, &runner_path, &runner_sha, true, true)?;
-    prune(&bin_dir, &BTreeSet::from([inputs.runner_name.to_string()]))?;
+    let mut files = Vec::new();
+    let mut runner_paths = Vec::new();
+    let mut keep = BTreeSet::new();
+    for r in &inputs.runners {
+        let sha256 = cached_hash(r.exe)?;
+        let size = std::fs::metadata(r.exe)?.len();
+        let path = inputs.dir.join(&r.entry.path);
+        let parent = path.parent().expect("a runner path has a folder");
+        std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+        install_file(r.exe, &path, &sha256, true, true)?;
+        keep.insert(r.entry.path.strip_prefix("bin/").unwrap_or(&r.entry.path).to_string());
+        files.push(FileEntry {
+            path: r.entry.path.clone(),
+            size,
+            sha256,
+            kernel: None,
+            target: None,
+            executable: true,
+        });
+        runner_paths.push(path);
+    }
+    prune_runners(&bin_dir, &keep)?;
     let kernels_dir = inputs.dir.join("kernels");
     std::fs::create_dir_all(&kernels_dir).with_context(|| format!("failed to create {}", kernels_dir.display()))?;
     for b in inputs.cubins {
@@ -139,14 +197,6 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
     }
     prune(&kernels_dir, &inputs.cubins.iter().map(|b| b.name.clone()).collect())?;
 
-    let mut files = vec![FileEntry {
-        path: format!("bin/{}", inputs.runner_name),
-        size: runner_size,
-        sha256: runner_sha,
-        kernel: None,
-        target: None,
-        executable: true,
-    }];
     for b in inputs.cubins {
         files.push(FileEntry {
             path: format!("kernels/{}", b.name),
@@ -158,10 +208,11 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
         });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    let manifest = Manifest { package: inputs.info, files };
+    let runners = inputs.runners.into_iter().map(|r| r.entry).collect();
+    let manifest = Manifest { package: inputs.info, runners, files };
     let manifest_path = inputs.dir.join(MANIFEST_FILE);
     let wrote_manifest = write_if_changed(&manifest_path, manifest.to_toml().as_bytes())?;
-    Ok(Assembled { manifest, manifest_path, runner_path, wrote_manifest })
+    Ok(Assembled { manifest, manifest_path, runner_paths, wrote_manifest })
 }
 
 #[cfg(test)]
@@ -196,5 +247,25 @@ mod tests {
         assert!(write_if_changed(&p, b"a").unwrap());
         assert!(!write_if_changed(&p, b"a").unwrap());
         assert!(write_if_changed(&p, b"b").unwrap());
+    }
+
+    #[test]
+    fn runners_of_triples_no_longer_built_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        for f in ["r", "x86_64-unknown-linux-gnu/r", "aarch64-unknown-linux-gnu/r", "aarch64-unknown-linux-gnu/old"] {
+            std::fs::create_dir_all(bin.join(f).parent().unwrap()).unwrap();
+            std::fs::write(bin.join(f), "x").unwrap();
+        }
+        let keep = BTreeSet::from(["aarch64-unknown-linux-gnu/r".to_string()]);
+        prune_runners(&bin, &keep).unwrap();
+        let left: Vec<_> = walkdir::WalkDir::new(&bin)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|e| e.unwrap().path().strip_prefix(&bin).unwrap().display().to_string())
+            .collect();
+        assert_eq!(left, ["", "aarch64-unknown-linux-gnu", "aarch64-unknown-linux-gnu/r"]);
+        assert_eq!(runner_path("r", "aarch64-unknown-linux-gnu", true), "bin/aarch64-unknown-linux-gnu/r");
+        assert_eq!(runner_path("r", "aarch64-unknown-linux-gnu", false), "bin/r");
     }
 }

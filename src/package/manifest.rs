@@ -15,6 +15,9 @@ pub const MANIFEST_FILE: &str = "manifest.toml";
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Manifest {
     pub package: PackageInfo,
+    /// The host runners, one per target triple: a run picks the one for the remote's machine.
+    #[serde(rename = "runner")]
+    pub runners: Vec<RunnerEntry>,
     /// Every file of the package except the manifest, sorted by path.
     #[serde(default, rename = "file")]
     pub files: Vec<FileEntry>,
@@ -37,13 +40,57 @@ pub struct PackageInfo {
     pub nvcc_version: String,
     /// The oldest CUDA version the remote's driver must support to load every cubin (`12.8`).
     pub min_driver_cuda: String,
-    /// The runner's path inside the package (`bin/vector-add`).
-    pub runner: String,
-    /// The Rust target triple the runner was built for.
-    pub runner_triple: String,
-    /// The newest glibc symbol version the runner needs (`2.34`), if it links glibc.
+}
+
+/// One `[[runner]]`: a build of the host runner for one target triple.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunnerEntry {
+    /// Its path inside the package: `bin/<name>`, or `bin/<triple>/<name>` when the package
+    /// has several runners.
+    pub path: String,
+    /// The Rust target triple it was built for (`aarch64-unknown-linux-gnu`).
+    pub triple: String,
+    /// The oldest glibc it was built to start on (`2.34`).
+    pub glibc_floor: String,
+    /// The newest glibc symbol version it needs (`2.28`), if it links glibc.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runner_glibc: Option<String>,
+    pub glibc: Option<String>,
+}
+
+impl RunnerEntry {
+    /// The machine it runs on, as `uname -m` names it.
+    pub fn machine(&self) -> &str {
+        triple_machine(&self.triple)
+    }
+
+    /// Its file name (`vector-add`), for messages.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// The machine a Rust target triple runs on, as `uname -m` names it: the triple's first part.
+pub fn triple_machine(triple: &str) -> &str {
+    triple.split('-').next().unwrap_or(triple)
+}
+
+/// The glibc target triple of a machine as `uname -m` names it (`aarch64`).
+pub fn gnu_triple(machine: &str) -> String {
+    format!("{machine}-unknown-linux-gnu")
+}
+
+/// `2.34` as a comparable pair; `2.2.5` is `(2, 2)`.
+pub fn parse_glibc(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().map(|m| m.parse().ok()).unwrap_or(Some(0))?;
+    Some((major, minor))
+}
+
+/// `(2, 34)` as `2.34`.
+pub fn glibc_text((major, minor): (u32, u32)) -> String {
+    format!("{major}.{minor}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,10 +139,34 @@ impl Manifest {
             }
             files.push((f.sha256.clone(), path));
         }
-        if !manifest.files.iter().any(|f| f.path == manifest.package.runner) {
-            bail!("the manifest of {} does not list its runner `{}`", dir.display(), manifest.package.runner);
+        if manifest.runners.is_empty() {
+            bail!("the manifest of {} names no runner: rebuild the package", dir.display());
+        }
+        for r in &manifest.runners {
+            if !manifest.files.iter().any(|f| f.path == r.path) {
+                bail!("the manifest of {} does not list its runner `{}`", dir.display(), r.path);
+            }
         }
         Ok(files)
+    }
+
+    /// The runner for a machine (`uname -m`); for an unknown machine, the only runner.
+    pub fn runner_for(&self, machine: Option<&str>) -> Option<&RunnerEntry> {
+        match machine {
+            Some(m) => self.runners.iter().find(|r| r.machine() == m),
+            None if self.runners.len() == 1 => self.runners.first(),
+            None => None,
+        }
+    }
+
+    /// The files a run with `runner` needs: every file but the other runners.
+    pub fn files_for<'a>(&'a self, runner: &'a RunnerEntry) -> impl Iterator<Item = &'a FileEntry> + 'a {
+        self.files.iter().filter(move |f| f.path == runner.path || !self.runners.iter().any(|r| r.path == f.path))
+    }
+
+    /// `x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu`: the triples of its runners.
+    pub fn runner_triples(&self) -> String {
+        self.runners.iter().map(|r| r.triple.as_str()).collect::<Vec<_>>().join(", ")
     }
 
     pub fn to_toml(&self) -> String {
@@ -138,10 +209,13 @@ impl Manifest {
                 targets: targets.iter().map(|t| t.parse().unwrap()).collect(),
                 nvcc_version: "13.0.88".into(),
                 min_driver_cuda: "13.0".into(),
-                runner: "bin/demo".into(),
-                runner_triple: "x86_64-unknown-linux-gnu".into(),
-                runner_glibc: Some("2.34".into()),
             },
+            runners: vec![RunnerEntry {
+                path: "bin/demo".into(),
+                triple: "x86_64-unknown-linux-gnu".into(),
+                glibc_floor: "2.34".into(),
+                glibc: Some("2.34".into()),
+            }],
             files: vec![
                 FileEntry {
                     path: "bin/demo".into(),
@@ -161,6 +235,27 @@ impl Manifest {
                 },
             ],
         }
+    }
+}
+
+/// The sample package with a second runner, for aarch64: both move to `bin/<triple>/demo`.
+#[cfg(test)]
+impl Manifest {
+    pub(crate) fn sample_two_runners(targets: &[&str]) -> Manifest {
+        let mut m = Manifest::sample(targets);
+        let x86 = "bin/x86_64-unknown-linux-gnu/demo";
+        m.runners[0].path = x86.into();
+        m.files[0].path = x86.into();
+        let arm = "bin/aarch64-unknown-linux-gnu/demo";
+        m.runners.push(RunnerEntry {
+            path: arm.into(),
+            triple: "aarch64-unknown-linux-gnu".into(),
+            glibc_floor: "2.28".into(),
+            glibc: Some("2.28".into()),
+        });
+        m.files.push(FileEntry { path: arm.into(), sha256: "c".repeat(64), ..m.files[0].clone() });
+        m.files.sort_by(|a, b| a.path.cmp(&b.path));
+        m
     }
 }
 
@@ -187,5 +282,23 @@ mod tests {
         let text = sample().to_toml().replace("profile =", "colour = \"red\"\nprofile =");
         let err = format!("{:#}", Manifest::from_toml(&text).unwrap_err());
         assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn a_run_takes_the_runner_of_its_machine_and_leaves_the_others() {
+        let m = Manifest::sample_two_runners(&["sm_90a"]);
+        let text = m.to_toml();
+        assert!(text.contains("[[runner]]\npath = \"bin/aarch64-unknown-linux-gnu/demo\"\ntriple = \"aarch64-unknown-linux-gnu\"\nglibc-floor = \"2.28\"\nglibc = \"2.28\""), "{text}");
+        assert_eq!(Manifest::from_toml(&text).unwrap(), m);
+        let arm = m.runner_for(Some("aarch64")).unwrap();
+        assert_eq!(arm.name(), "demo");
+        let files: Vec<&str> = m.files_for(arm).map(|f| f.path.as_str()).collect();
+        assert_eq!(files, ["bin/aarch64-unknown-linux-gnu/demo", "kernels/k.sm_90a.cubin"]);
+        assert_eq!(m.runner_for(Some("x86_64")).unwrap().triple, "x86_64-unknown-linux-gnu");
+        assert!(m.runner_for(Some("riscv64")).is_none() && m.runner_for(None).is_none(), "no guess among several");
+        assert_eq!(sample().runner_for(None).unwrap().path, "bin/demo");
+        assert_eq!(m.runner_triples(), "x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu");
+        assert_eq!((parse_glibc("2.28"), parse_glibc("2.2.5"), parse_glibc("x")), (Some((2, 28)), Some((2, 2)), None));
+        assert_eq!(gnu_triple(triple_machine("aarch64-unknown-linux-gnu")), "aarch64-unknown-linux-gnu");
     }
 }

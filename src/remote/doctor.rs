@@ -37,6 +37,7 @@ pub fn report(
         Default::default(),
     )?;
     let f = preflight::parse_preflight(&String::from_utf8_lossy(&ended.stdout))?;
+    preflight::remember(name, &f);
     let mut out = String::new();
     let _ = writeln!(out, "remote {name}: reachable as {} ({:.2}s)", transport.describe(), connect.as_secs_f64());
     match (&f.gpu_name, f.compute_cap, &f.gpu_error) {

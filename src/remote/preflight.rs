@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::arch::{ComputeCap, SmArch};
 use crate::escape;
-use crate::package::manifest::Manifest;
+use crate::package::manifest::{gnu_triple, Manifest, RunnerEntry};
 use crate::remote::scripts::DISK_MARGIN_BYTES;
 use crate::remote::tools::{self, RunTools};
 use crate::shell::human_bytes;
@@ -105,6 +105,15 @@ pub fn parse_preflight(text: &str) -> Result<RemoteFacts> {
     Ok(f)
 }
 
+/// Remembers the machine and glibc a preflight of `remote` saw, for the next build for it (see
+/// `config::Remote::known_machine`).
+pub fn remember(remote: &str, facts: &RemoteFacts) {
+    if let Some(cache) = crate::cache::cache_dir() {
+        let seen = crate::config::SeenMachine { machine: facts.machine.clone(), glibc: facts.glibc.clone() };
+        crate::config::remember_machine(&cache, remote, &seen);
+    }
+}
+
 /// `2.39` or `13.0` as a comparable pair.
 pub fn parse_version(v: &str) -> Option<(u32, u32)> {
     let mut parts = v.trim().split('.');
@@ -113,9 +122,28 @@ pub fn parse_version(v: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// The first architecture name of a Rust target triple, as `uname -m` prints it.
-fn triple_machine(triple: &str) -> &str {
-    triple.split('-').next().unwrap_or(triple)
+/// The package's runner for the remote's machine (`uname -m`), or the refusal that says how to
+/// get one. The machine is remembered before this (see [`remember`]), so the next
+/// build for the remote builds the runner it lacks.
+pub fn runner_for<'m>(remote: &str, facts: &RemoteFacts, manifest: &'m Manifest) -> Result<&'m RunnerEntry> {
+    let machine = facts.machine.as_deref();
+    if let Some(r) = manifest.runner_for(machine) {
+        return Ok(r);
+    }
+    let Some(machine) = machine else {
+        bail!(
+            "{remote} did not say what machine it is (`uname -m`), and the package has runners for several: {}",
+            manifest.runner_triples()
+        );
+    };
+    let triple = gnu_triple(machine);
+    bail!(
+        "{remote} is an {machine} machine and the package has no runner for it (it has {}): cargo-gpu has noted \
+         {remote}'s machine, so running the same command again builds the runner for {triple}; or set \
+         `machine = \"{machine}\"` in [remotes.{remote}] of the cargo-gpu config; a `--package` run needs a package \
+         built with `cargo gpu build --runner-target {triple}`",
+        manifest.runner_triples()
+    )
 }
 
 /// The target that runs on the remote GPU, or the refusal that names what to build instead.
@@ -144,20 +172,17 @@ pub fn check(remote: &str, facts: &RemoteFacts, manifest: &Manifest, need_bytes:
     {
         bail!(refusal);
     }
-    if let Some(need) = p.runner_glibc.as_deref() {
+    let runner = runner_for(remote, facts, manifest)?;
+    if let Some(need) = runner.glibc.as_deref() {
         match facts.glibc.as_deref() {
             Some(have) if parse_version(have) < parse_version(need) => bail!(
-                "{remote} has glibc {have}, older than the {need} the runner needs: build the runner against an older glibc (cargo zigbuild --target {}.{have})",
-                p.runner_triple
+                "{remote} has glibc {have}, older than the {need} the runner for {} needs: cargo-gpu has noted {remote}'s \
+                 glibc, so running the same command again builds the runner for glibc {have}; or set \
+                 `runner-glibc = \"{have}\"` in [package.metadata.gpu]",
+                runner.triple
             ),
             None => bail!("{remote} has no glibc that cargo-gpu could find, and the runner needs glibc {need}"),
             _ => {}
-        }
-    }
-    if let Some(machine) = facts.machine.as_deref() {
-        let want = triple_machine(&p.runner_triple);
-        if machine != want {
-            bail!("{remote} is a {machine} machine; the runner was built for {} ({want})", p.runner_triple);
         }
     }
     if let Some(free) = facts.disk_free_bytes {
@@ -389,14 +414,26 @@ mod tests {
         old.driver_cuda = Some("13.0".into());
         assert!(check("h100", &old, &manifest(&["sm_90a"]), 0).is_ok());
         let mut m = manifest(&["sm_90a"]);
-        m.package.runner_glibc = Some("2.40".into());
+        m.runners[0].glibc = Some("2.40".into());
         let err = check("h100", &h100(), &m, 0).unwrap_err().to_string();
-        assert!(err.contains("h100 has glibc 2.39, older than the 2.40 the runner needs"), "{err}");
+        assert!(
+            err.contains("h100 has glibc 2.39, older than the 2.40 the runner for x86_64-unknown-linux-gnu needs")
+                && err.contains("running the same command again builds the runner for glibc 2.39"),
+            "{err}"
+        );
         let err = check("h100", &h100(), &manifest(&["sm_90a"]), 200 << 30).unwrap_err().to_string();
         assert!(err.contains("has 100.0 GiB free") && err.contains("needs 200.0 GiB"), "{err}");
         let mut arm = h100();
         arm.machine = Some("aarch64".into());
-        assert!(check("gh200", &arm, &manifest(&["sm_90a"]), 0).unwrap_err().to_string().contains("aarch64"));
+        let err = check("gh200", &arm, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "gh200 is an aarch64 machine and the package has no runner for it (it has x86_64-unknown-linux-gnu): \
+                 cargo-gpu has noted gh200's machine, so running the same command again builds the runner for \
+                 aarch64-unknown-linux-gnu; or set `machine = \"aarch64\"` in [remotes.gh200]"
+            ),
+            "{err}"
+        );
         let none = parse_preflight("protocol: 1\ngpu-error: sh: 5: nvidia-smi: not found\n").unwrap();
         let err = check("box", &none, &manifest(&["sm_90a"]), 0).unwrap_err().to_string();
         assert!(err.starts_with("box has no NVIDIA driver: nvidia-smi is not installed there"), "{err}");
@@ -406,5 +443,28 @@ mod tests {
             err,
             "box has no usable GPU: nvidia-smi said `NVIDIA-SMI has failed because it couldn't communicate`"
         );
+    }
+
+    #[test]
+    fn the_runner_of_the_remotes_machine_is_taken_and_checked() {
+        let m = Manifest::sample_two_runners(&["sm_90a"]);
+        let mut gh200 = h100();
+        gh200.machine = Some("aarch64".into());
+        gh200.glibc = Some("2.35".into());
+        assert_eq!(runner_for("gh200", &gh200, &m).unwrap().path, "bin/aarch64-unknown-linux-gnu/demo");
+        assert_eq!(check("gh200", &gh200, &m, 0).unwrap().to_string(), "sm_90a");
+        assert_eq!(runner_for("h100", &h100(), &m).unwrap().triple, "x86_64-unknown-linux-gnu");
+        // Each runner's own glibc need counts: the aarch64 one needs 2.28 only.
+        gh200.glibc = Some("2.31".into());
+        assert!(check("gh200", &gh200, &m, 0).is_ok());
+        let mut old = h100();
+        old.glibc = Some("2.31".into());
+        assert!(check("h100", &old, &m, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("older than the 2.34 the runner for x86_64"));
+        gh200.machine = None;
+        let err = runner_for("gh200", &gh200, &m).unwrap_err().to_string();
+        assert!(err.contains("did not say what machine it is"), "{err}");
     }
 }

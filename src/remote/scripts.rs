@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::digest::is_sha256;
-use crate::package::manifest::{is_safe_relative, Manifest};
+use crate::package::manifest::{is_safe_relative, Manifest, RunnerEntry};
 use crate::quote::{quote, quote_path};
 use crate::redact;
 use crate::remote::ship::{self, Shipment};
@@ -113,6 +113,8 @@ pub struct Launch<'a> {
     pub workdir: &'a str,
     pub id: &'a str,
     pub manifest: &'a Manifest,
+    /// The package's runner for the remote's machine: the other runners stay here.
+    pub runner: &'a RunnerEntry,
     pub args: &'a [String],
     /// Start the idle watchdog first: (idle time, shutdown command).
     pub watchdog: Option<(Duration, &'a str)>,
@@ -169,8 +171,9 @@ fn env_listing(file: &str) -> String {
 /// [`BAD_BLOB`] having launched nothing.
 pub fn launch(l: &Launch<'_>) -> Result<String> {
     let m = l.manifest;
-    if !is_safe_relative(&m.package.runner) {
-        bail!("the package's runner path `{}` is not a plain relative path", m.package.runner);
+    let runner = &l.runner.path;
+    if !is_safe_relative(runner) {
+        bail!("the package's runner path `{runner}` is not a plain relative path");
     }
     let mut s = String::new();
     if let Some((idle, command)) = l.watchdog {
@@ -185,14 +188,14 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
         "bad() {{ rm -f \"$W/blobs/$1\"; cd /; rm -rf \"$R\"; printf 'b %s\\n' \"$1\"; exit {BAD_BLOB}; }}\n"
     ));
     s.push_str("check() { v=$(sha256sum < \"$2\") && [ \"${v%% *}\" = \"$1\" ] || bad \"$1\"; }\n");
-    let mut dirs: Vec<&str> = m.files.iter().filter_map(|f| f.path.rsplit_once('/').map(|(d, _)| d)).collect();
+    let mut dirs: Vec<&str> = m.files_for(l.runner).filter_map(|f| f.path.rsplit_once('/').map(|(d, _)| d)).collect();
     dirs.sort();
     dirs.dedup();
     if !dirs.is_empty() {
         s.push_str(&format!("mkdir -p {} || exit 1\n", dirs.iter().map(|d| quote(d)).collect::<Vec<_>>().join(" ")));
     }
     let (mut sums, mut one_by_one, mut executables) = (String::new(), String::new(), Vec::new());
-    for f in &m.files {
+    for f in m.files_for(l.runner) {
         if !is_safe_relative(&f.path) || !is_sha256(&f.sha256) {
             bail!("the package manifest lists `{}`, which is not a plain relative path with a sha256", f.path);
         }
@@ -200,7 +203,7 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
         s.push_str(&format!("cp \"$W/blobs/{h}\" {path} || bad {h}\n", h = f.sha256));
         sums.push_str(&format!("{}  {}\n", f.sha256, f.path));
         one_by_one.push_str(&format!("  check {} {path}\n", f.sha256));
-        if f.executable || f.path == m.package.runner {
+        if f.executable || &f.path == runner {
             executables.push(path);
         }
     }
@@ -214,7 +217,7 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     }
     s.push_str(&format!(
         "setsid nohup sh -c {} cargo-gpu-run \"$R\" < /dev/null > /dev/null 2>&1 &\n",
-        quote(&wrapper(&m.package.runner, l.args, l.id, l.tools))
+        quote(&wrapper(runner, l.args, l.id, l.tools))
     ));
     Ok(s)
 }
@@ -450,6 +453,7 @@ mod tests {
             workdir: w,
             id: "run 1",
             manifest: &m,
+            runner: &m.runners[0],
             args: &args,
             watchdog: Some((Duration::from_secs(900), "sudo shutdown -h now")),
             tools: &RunTools::default(),
@@ -473,6 +477,7 @@ mod tests {
                     workdir: w,
                     id: "x",
                     manifest: &m,
+                    runner: &m.runners[0],
                     args: &args,
                     watchdog: None,
                     tools: &RunTools::default(),
@@ -482,6 +487,24 @@ mod tests {
             )
             .unwrap(),
         );
+        // Of a package with two runners, only the remote's is copied into the run and run.
+        let two = Manifest::sample_two_runners(&["sm_90a"]);
+        let arm = two.runner_for(Some("aarch64")).unwrap();
+        let l = launch(&Launch {
+            workdir: w,
+            id: "x",
+            manifest: &two,
+            runner: arm,
+            args: &[],
+            watchdog: None,
+            tools: &RunTools::default(),
+            ship: None,
+        })
+        .unwrap();
+        sh_syntax_ok(&l);
+        assert!(l.contains("mkdir -p bin/aarch64-unknown-linux-gnu kernels"), "{l}");
+        assert!(l.contains("chmod 755 bin/aarch64-unknown-linux-gnu/demo\n"), "{l}");
+        assert!(!l.contains("x86_64"), "the other runner stays out: {l}");
         sh_syntax_ok(&stop_run(w, "x"));
         sh_syntax_ok(&fetch(w, "x"));
         sh_syntax_ok(&watchdog(w, Duration::from_secs(60), "touch /tmp/it's off"));
@@ -522,6 +545,7 @@ mod tests {
             workdir: "/w",
             id: "x",
             manifest: &m,
+            runner: &m.runners[0],
             args: &[],
             watchdog: None,
             tools: &RunTools::default(),
@@ -550,7 +574,9 @@ mod tests {
         std::fs::write(&cubin_blob, b"planted").unwrap();
         let tools = RunTools::default();
         let run = |id: &str| {
-            let l = Launch { workdir: &w, id, manifest: &m, args: &[], watchdog: None, tools: &tools, ship: None };
+            let runner = &m.runners[0];
+            let l =
+                Launch { workdir: &w, id, manifest: &m, runner, args: &[], watchdog: None, tools: &tools, ship: None };
             Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap()
         };
         let out = run("r1");

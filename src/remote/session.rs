@@ -162,6 +162,7 @@ impl Session<'_> {
                 Ok(String::from_utf8_lossy(&ended.stdout).into_owned())
             })?;
             let facts = preflight::parse_preflight(&answer)?;
+            preflight::remember(&remote.name, &facts);
             match self.attempt(instance, record, &facts, &answer, connection.as_deref(), false)? {
                 Attempt::Ran(outcome) => return Ok(outcome),
                 Attempt::Stale => bail!("run {} was refused by its own guard after a fresh preflight", record.id),
@@ -205,9 +206,14 @@ impl Session<'_> {
         let (shell, remote, transport) = (self.shell, self.remote, self.transport);
         let workdir = remote.workdir.as_str();
         let id = record.id.clone();
+        // The runner for the remote's machine goes; the package's other runners stay here.
+        let runner = preflight::runner_for(&remote.name, facts, self.manifest)?;
+        let other_runner = |path: &str| self.manifest.runners.iter().any(|r| r.path == path && r.path != runner.path);
         let mut sizes: BTreeMap<&str, (u64, &Path)> = BTreeMap::new();
         for ((sha, path), f) in self.files.iter().zip(&self.manifest.files) {
-            sizes.insert(sha, (f.size, path));
+            if !other_runner(&f.path) {
+                sizes.insert(sha, (f.size, path));
+            }
         }
         // Whether this machine's compute-sanitizer goes along: its blobs are uploaded with the
         // package's and assembled once into the remote's tools folder.
@@ -218,7 +224,7 @@ impl Session<'_> {
             let own = facts.tools.contains_key("compute-sanitizer");
             ship::ships(remote.ship_sanitizer, own, t.sanitize.is_some(), rerun, all_present)
         });
-        let mut total: u64 = self.manifest.files.iter().map(|f| f.size).sum();
+        let mut total: u64 = self.manifest.files_for(runner).map(|f| f.size).sum();
         if let Some(s) = shipping {
             for f in &s.files {
                 sizes.entry(&f.sha256).or_insert((f.size, &f.local));
@@ -309,6 +315,7 @@ impl Session<'_> {
             workdir,
             id: &id,
             manifest: self.manifest,
+            runner,
             args: &record.args,
             watchdog,
             tools: &tools,
@@ -317,7 +324,7 @@ impl Session<'_> {
         let upload = (!missing.is_empty()).then_some((id.as_str(), missing.as_slice()));
         let guard = guarded.then_some(scripts::Guard { hashes: &hashes, need_bytes: missing_bytes + total });
         let script = scripts::run(upload, guard, &launch, self.detach)?;
-        shell.status("Running", format!("{} on {} (run {id})", self.manifest.package.runner, remote.name));
+        shell.status("Running", format!("{} on {} (run {id})", runner.path, remote.name));
         // Saved as running first: if this process dies, `logs` can still find the run.
         record.state = State::Running;
         record.save(self.runs_dir)?;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use cargo_gpu::digest::sha256_file;
-use cargo_gpu::package::manifest::{FileEntry, Manifest, PackageInfo, MANIFEST_FILE};
+use cargo_gpu::package::manifest::{FileEntry, Manifest, PackageInfo, RunnerEntry, MANIFEST_FILE};
 
 use super::files::write_exe;
 
@@ -88,10 +88,13 @@ pub fn write_manifest(dir: &Path, targets: &[&str]) -> Manifest {
             targets: targets.iter().map(|t| t.parse().unwrap()).collect(),
             nvcc_version: "13.0.88".into(),
             min_driver_cuda: "13.0".into(),
-            runner: "bin/runner".into(),
-            runner_triple: format!("{}-unknown-linux-gnu", std::env::consts::ARCH),
-            runner_glibc: None,
         },
+        runners: vec![RunnerEntry {
+            path: "bin/runner".into(),
+            triple: format!("{}-unknown-linux-gnu", std::env::consts::ARCH),
+            glibc_floor: "2.34".into(),
+            glibc: None,
+        }],
         files,
     };
     std::fs::write(dir.join(MANIFEST_FILE), m.to_toml()).unwrap();

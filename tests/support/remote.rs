@@ -1,5 +1,5 @@
-//! Where the remote tests run `cargo-gpu`: a scratch [`World`] (its config file, target and ssh
-//! control folders, and the fake `nvidia-smi`, `tar` and `df` the remote finds first on its PATH),
+//! Where the remote tests run `cargo-gpu`: a scratch [`World`] (its config file, target, cache and
+//! ssh control folders, and the fake `nvidia-smi`, `tar` and `df` the remote finds first on its PATH),
 //! and [`Remote`], the remote `it` on a real sshd that most of them start from, with the
 //! `remote-run` command lines they share.
 
@@ -61,6 +61,7 @@ impl World {
             .env("CARGO_GPU_CONFIG", &self.config)
             .env("CARGO_GPU_SSH_CONTROL_DIR", &self.control)
             .env("CARGO_TARGET_DIR", &self.target)
+            .env("CARGO_GPU_CACHE_DIR", self.cache_dir())
             .current_dir(&self.cwd);
         c
     }
@@ -97,6 +98,11 @@ impl World {
     /// Makes `bytes` the answer the fake remote `tar` gives instead of a run's files.
     pub fn hostile_tar(&self, bytes: &[u8]) {
         std::fs::write(self.fakebin.join("hostile.tar"), bytes).unwrap();
+    }
+
+    /// cargo-gpu's cache folder in this world: what it remembers of a remote stays in it.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.tmp.path().join("cache")
     }
 
     pub fn runs_dir(&self) -> PathBuf {
