@@ -58,7 +58,7 @@ pub fn command(project: &Project, kind: Kind, release: bool, cargo_args: &[Strin
     if release && kind != Kind::Bench {
         cmd = cmd.arg("--release");
     }
-    if let Some(t) = &project.runner_target {
+    if let Some(t) = project.runner_targets.first() {
         cmd = cmd.args(["--target", t]);
     }
     cmd = match verbosity {
