@@ -82,6 +82,83 @@ pub enum GpuCommand {
     Remote(RemoteArgs),
     /// List, install or remove CUDA compilers from PyPI (no root needed)
     Toolchain(ToolchainArgs),
+    /// Run one executable built here on the remote GPU, with the project's kernels (cargo's target runner)
+    Exec(ExecArgs),
+    /// Build the tests here, run every test binary on the remote GPU in one session
+    Test(CargoTestArgs),
+    /// Build the benchmarks here, run every benchmark binary on the remote GPU in one session
+    Bench(CargoTestArgs),
+    /// Build a binary of the crate here and run it on the remote GPU
+    Run(RunBinArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ExecArgs {
+    /// The remote to run on [default: CARGO_GPU_REMOTE, the project's `remote`, the config's `[default] remote`]
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// GPU target to build the kernels for; repeat for several [default: the project's targets]
+    #[arg(long = "target", value_name = "TARGET", conflicts_with = "package")]
+    pub targets: Vec<String>,
+    /// Release kernels (-O3 -lineinfo) [default: release when the executable is in a `release` folder]
+    #[arg(short, long, conflicts_with = "package")]
+    pub release: bool,
+    /// Take the kernels from this prebuilt package folder instead of building them
+    #[arg(long, value_name = "DIR")]
+    pub package: Option<PathBuf>,
+    /// The executable and its arguments
+    #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CargoTestArgs {
+    /// The remote to run on [default: as `remote-run` chooses]
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// GPU target to build the kernels for; repeat for several [default: the project's targets]
+    #[arg(long = "target", value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Run every binary even after one fails
+    #[arg(long)]
+    pub no_fail_fast: bool,
+    /// Arguments for cargo (--lib, --test NAME, --release, --features ...), then after `--` for every binary
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// Stands for the first `--` after `test` or `bench` (see [`normalize_args`]): clap would drop a
+/// `--` that comes before any cargo argument, and then the binaries' arguments would read as
+/// cargo's.
+pub const BINARY_ARGS_FOLLOW: &str = "--cargo-gpu-binary-args-follow";
+
+impl CargoTestArgs {
+    /// (cargo's arguments, the binaries' arguments).
+    pub fn split(&self) -> (&[String], &[String]) {
+        match self.args.iter().position(|a| a == BINARY_ARGS_FOLLOW) {
+            Some(i) => (&self.args[..i], &self.args[i + 1..]),
+            None => (&self.args[..], &[]),
+        }
+    }
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunBinArgs {
+    /// The remote to run on [default: as `remote-run` chooses]
+    #[arg(long, value_name = "NAME")]
+    pub remote: Option<String>,
+    /// GPU target to build the kernels for; repeat for several [default: the project's targets]
+    #[arg(long = "target", value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Build with optimizations, kernels included
+    #[arg(short, long)]
+    pub release: bool,
+    /// The binary to run [default: the crate's only binary]
+    #[arg(long, value_name = "NAME")]
+    pub bin: Option<String>,
+    /// Arguments for the binary
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -270,7 +347,25 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     if args.get(1).map(|a| a != "gpu").unwrap_or(true) {
         args.insert(1.min(args.len()), OsString::from("gpu"));
     }
+    if let Some(sub) = subcommand_index(&args).filter(|&i| args[i] == "test" || args[i] == "bench") {
+        if let Some(dash) = args.iter().skip(sub + 1).position(|a| a == "--").map(|i| i + sub + 1) {
+            args[dash] = OsString::from(BINARY_ARGS_FOLLOW);
+        }
+    }
     args
+}
+
+/// Where the subcommand is in `cargo-gpu gpu [GLOBAL OPTIONS] SUBCOMMAND ...`.
+fn subcommand_index(args: &[OsString]) -> Option<usize> {
+    let mut i = 2;
+    while let Some(a) = args.get(i) {
+        match a.to_str() {
+            Some("--manifest-path" | "--message-format") => i += 2,
+            Some(s) if s.starts_with('-') => i += 1,
+            _ => return Some(i),
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -287,6 +382,41 @@ mod tests {
         let args = normalize_args(args.iter().map(OsString::from));
         let Cargo::Gpu(a) = Cargo::try_parse_from(args).unwrap();
         a
+    }
+
+    #[test]
+    fn cargo_and_binary_arguments_are_told_apart() {
+        let GpuCommand::Test(t) =
+            parse(&["cargo-gpu", "test", "--remote", "h100", "--lib", "-p", "x", "--", "--nocapture", "fails"]).command
+        else {
+            panic!()
+        };
+        assert_eq!(t.remote.as_deref(), Some("h100"));
+        assert_eq!(
+            t.split(),
+            (&["--lib", "-p", "x"].map(String::from)[..], &["--nocapture", "fails"].map(String::from)[..])
+        );
+        let GpuCommand::Test(t) = parse(&["cargo-gpu", "test", "--", "--exact", "a", "--", "b"]).command else {
+            panic!()
+        };
+        assert_eq!(t.split(), (&[][..], &["--exact", "a", "--", "b"].map(String::from)[..]));
+        let GpuCommand::RemoteRun(r) = parse(&["cargo-gpu", "remote-run", "--", "test", "--", "x"]).command else {
+            panic!()
+        };
+        assert_eq!(r.args, ["test", "--", "x"], "a runner's own words are never touched");
+        let GpuCommand::Bench(t) =
+            parse(&["cargo-gpu", "-v", "--manifest-path", "test", "bench", "--no-fail-fast", "--release"]).command
+        else {
+            panic!()
+        };
+        assert!(t.no_fail_fast);
+        assert_eq!(t.split(), (&["--release"].map(String::from)[..], &[][..]));
+        let GpuCommand::Exec(e) =
+            parse(&["cargo-gpu", "exec", "--remote", "h100", "--", "/t/bin", "--exact", "--", "x"]).command
+        else {
+            panic!()
+        };
+        assert_eq!(e.command, ["/t/bin", "--exact", "--", "x"]);
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub fn run(cli: Cargo) -> i32 {
         GpuCommand::Remote(a) => commands::remote::exec(&shell, &args.global, a),
         GpuCommand::Inspect(a) => commands::inspect::exec(&shell, &args.global, a),
         GpuCommand::Toolchain(a) => commands::toolchain::exec(&shell, &args.global, a),
+        GpuCommand::Exec(a) => commands::exec::exec(&shell, &args.global, a),
+        GpuCommand::Test(a) => commands::exec::test(&shell, &args.global, a, compile::cargo_exe::Kind::Test),
+        GpuCommand::Bench(a) => commands::exec::test(&shell, &args.global, a, compile::cargo_exe::Kind::Bench),
+        GpuCommand::Run(a) => commands::exec::run_bin(&shell, &args.global, a),
     };
     match result {
         Ok(code) => code,

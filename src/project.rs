@@ -40,6 +40,10 @@ pub struct GpuMetadata {
     /// The CUDA toolchain this project builds with (`12.9`), installed by `cargo gpu toolchain
     /// install`; `CARGO_GPU_CUDA` overrides it.
     pub cuda: Option<String>,
+    /// Files the tests read at run time, shipped with `cargo gpu test` and `exec` (globs relative
+    /// to Cargo.toml, such as `tests/data/**`); `CARGO_MANIFEST_DIR` points at them there.
+    #[serde(default)]
+    pub test_files: Vec<String>,
     /// Instructions each kernel's SASS must have, per target: `hgemm = { sm_90a = ["HGMMA"] }`.
     #[serde(default)]
     pub expect: Expectations,
@@ -70,6 +74,8 @@ pub struct Project {
     pub remote: Option<String>,
     /// `[package.metadata.gpu] cuda`: the pinned CUDA toolchain.
     pub cuda: Option<String>,
+    /// `[package.metadata.gpu] test-files`: globs of the files the tests read at run time.
+    pub test_files: Vec<String>,
     pub expect: Expectations,
 }
 
@@ -317,6 +323,7 @@ impl Project {
             runner_glibc,
             remote: gpu.remote.clone(),
             cuda: gpu.cuda.clone(),
+            test_files: gpu.test_files.clone(),
             expect: gpu.expect.clone(),
             root,
         })
@@ -330,6 +337,16 @@ impl Project {
     /// Where fingerprints and other build state live: `target/gpu/<profile>/.build/<name>/`.
     pub fn build_state_dir(&self, profile: &str) -> PathBuf {
         self.target_dir.join("gpu").join(profile).join(".build").join(&self.name)
+    }
+}
+
+impl Project {
+    /// Where this project's run records go (see [`runs_dir`]).
+    pub fn runs_dir(&self) -> PathBuf {
+        match std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
+            Some(t) => PathBuf::from(t).join("gpu").join(crate::runs::RUNS_FOLDER),
+            None => self.target_dir.join("gpu").join(crate::runs::RUNS_FOLDER),
+        }
     }
 }
 

@@ -262,7 +262,7 @@ fn a_gpu_that_cannot_run_the_package_is_refused_before_upload() {
         it.remote_run(&sm120, &[]).fails_with(1)
     };
     refusal("min-driver-cuda = \"13.0\"", "min-driver-cuda = \"13.1\"")
-        .stderr_has("it's driver supports CUDA 13.0, older than the package's min-driver-cuda 13.1");
+        .stderr_has("it's driver supports CUDA 13.0, older than the 13.1 that packages from CUDA 13.0.88 need: build with CUDA 13.0");
     refusal("glibc-floor = \"2.34\"", "glibc-floor = \"2.34\"\nglibc = \"9.99\"")
         .stderr_has("older than the 9.99 the runner for");
     assert!(tree(&it.work.join("blobs")).is_empty(), "nothing was uploaded");

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod doctor;
+pub mod exec;
 pub mod inspect;
 pub mod logs;
 pub mod new;

@@ -2,21 +2,18 @@
 //! manifest, then run it on the chosen remote (see `remote::session`), record the run, run the
 //! `stop` command on every exit path, and report.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cli::{GlobalOpts, RemoteRunArgs};
 use crate::compile::pipeline::{self, BuildOptions};
-use crate::config::{choose_remote, Remote, ShipSanitizer, UserConfig, SHIP_SANITIZER_ENV};
+use crate::config::{Remote, ShipSanitizer};
 use crate::package::manifest::Manifest;
 use crate::project::Project;
-use crate::remote::instance::{Instance, Stopped};
-use crate::remote::session::{transport_for, Outcome, Session};
+use crate::remote::run::{self, RunPackage};
 use crate::remote::ship::{self, Shipment};
 use crate::remote::tools::RunTools;
-use crate::runs::{self, timed, Record, State};
 use crate::shell::Shell;
 
 /// What the resolved run will use, decided before any work starts.
@@ -48,22 +45,11 @@ fn run_tools(args: &RemoteRunArgs) -> Result<RunTools> {
 }
 
 fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan> {
-    let user = UserConfig::load()?;
     let project_remote = match &args.package {
         Some(_) => None,
         None => Project::load(shell, global.manifest_path.as_deref(), &args.targets)?.remote,
     };
-    let env_remote = std::env::var("CARGO_GPU_REMOTE").ok();
-    let name = choose_remote(
-        args.remote.as_deref(),
-        env_remote.as_deref(),
-        project_remote.as_deref(),
-        user.default.remote.as_deref(),
-    )?;
-    let mut remote = user.remote(&name)?;
-    if let Some(v) = std::env::var(SHIP_SANITIZER_ENV).ok().filter(|v| !v.is_empty()) {
-        remote.ship_sanitizer = v.parse().with_context(|| format!("invalid {SHIP_SANITIZER_ENV}"))?;
-    }
+    let remote = run::resolve_remote(args.remote.as_deref(), project_remote.as_deref())?;
     let build = BuildOptions {
         manifest_path: global.manifest_path.clone(),
         targets: args.targets.clone(),
@@ -132,94 +118,25 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
     };
     let files = manifest.verify(&package_dir)?;
     let runs_dir = crate::project::runs_dir(shell, global.manifest_path.as_deref(), Some(&package_dir));
-    let started = runs::now_millis();
-    let (id, run_dir) = runs::create_run_dir(&runs_dir, &plan.remote.name, started)?;
-    let remote = &plan.remote;
-    let transport = transport_for(remote);
     let package = std::path::absolute(&package_dir).unwrap_or(package_dir.clone()).display().to_string();
-    let origin = runs::Origin {
-        remote: &remote.name,
-        host: remote.host.as_deref(),
-        workdir: &remote.workdir,
-        price_per_hour: remote.price_per_hour,
-        package: &package,
-        package_name: &manifest.package.name,
-        package_digest: manifest.digest(),
-    };
-    let mut record = Record::new(&id, origin, &args.args, started / 1000);
-    record.tools = tool_options(args);
-    let clock = Instant::now();
-    let mut instance = Instance::new(shell, remote, &*transport, args.keep_up);
-    let session = Session {
+    let ran = run::run_package(
         shell,
-        remote,
-        transport: &*transport,
-        manifest: &manifest,
-        files: &files,
-        run_dir: &run_dir,
-        runs_dir: &runs_dir,
-        detach: args.detach,
-        tools: &plan.tools,
-        shipment: plan.shipment.as_ref(),
-    };
-    let outcome = session.run(&mut instance, &mut record);
-    let stop_result = timed(&mut record.phases.stop, || instance.stop());
-    let stopped = instance.stopped();
-    drop(instance);
-    record.left_up = matches!(stopped, Stopped::LeftUp | Stopped::Failed) && remote.stop.is_some();
-    record.wall_seconds = clock.elapsed().as_secs_f64();
-    record.cost = remote.price_per_hour.map(|p| p * record.wall_seconds / 3600.0);
-    let result: Result<i32> = match outcome {
-        Ok(Outcome::Exited(Some(c))) => {
-            record.state = State::Finished;
-            record.exit_status = Some(c);
-            Ok(c)
-        }
-        Ok(Outcome::Exited(None)) => {
-            record.state = State::Finished;
-            record.error = Some("the run ended without an exit status".into());
-            Err(anyhow::anyhow!("run {id} on {} ended without an exit status (see {})", remote.name, run_dir.display()))
-        }
-        Ok(Outcome::Interrupted(status)) => {
-            record.state = State::Interrupted;
-            record.exit_status = status;
-            Ok(crate::exit::INTERRUPTED)
-        }
-        Ok(Outcome::Detached) => Ok(crate::exit::SUCCESS),
-        Err(e) => {
-            if crate::exit::code_for(&e) == crate::exit::INTERRUPTED {
-                record.state = State::Interrupted;
-            } else if record.state == State::Running && stopped == Stopped::Yes && remote.stop.is_some() {
-                // The run was cut off from us and its instance is gone with it.
-                record.state = State::Failed;
-                shell.note(format!(
-                    "the `stop` command of {} ended run {id} too; pass --keep-up to let a run outlive a lost connection",
-                    remote.name
-                ));
-            } else if record.state != State::Running {
-                record.state = State::Failed;
-            }
-            record.error = Some(format!("{e:#}"));
-            Err(e)
-        }
-    };
-    record.reports = crate::tool_reports::summary::present(&run_dir);
-    record.save(&runs_dir)?;
-    if let Err(e) = stop_result {
-        let e = if crate::exit::code_for(&e) == crate::exit::INTERRUPTED {
-            anyhow::anyhow!(
-                "abandoned the `stop` command of {}: the instance keeps running; `cargo gpu remote down {}` stops it",
-                remote.name,
-                remote.name
-            )
-        } else {
-            e.context(format!("the instance of {} may still be running", remote.name))
-        };
-        shell.error(&e);
-    }
-    crate::tool_reports::summary::print(shell, &run_dir, &shown(&run_dir), plan.tools.ncu_clock_control());
-    report(shell, &record, &run_dir, remote, stopped);
-    result
+        RunPackage {
+            remote: &plan.remote,
+            package,
+            manifest: &manifest,
+            files: &files,
+            runs_dir: &runs_dir,
+            args: &args.args,
+            env: &[],
+            tools: &plan.tools,
+            tool_options: tool_options(args),
+            shipment: plan.shipment.as_ref(),
+            detach: args.detach,
+            keep_up: args.keep_up,
+        },
+    )?;
+    Ok(ran.code)
 }
 
 /// The tool options of this run, as given, for its record.
@@ -241,47 +158,4 @@ fn tool_options(args: &RemoteRunArgs) -> Vec<String> {
         v.push("--no-autosanitize".into());
     }
     v
-}
-
-/// A run folder as the user reads it: relative to the current folder when it is below it.
-fn shown(run_dir: &Path) -> PathBuf {
-    run_dir.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(run_dir).to_path_buf()
-}
-
-fn report(shell: &Shell, record: &Record, run_dir: &Path, remote: &Remote, stopped: Stopped) {
-    let shown = shown(run_dir);
-    match record.state {
-        State::Running => shell.status(
-            "Detached",
-            format!("run {} goes on on {}: `cargo gpu logs {}` follows it", record.id, remote.name, record.id),
-        ),
-        State::Finished | State::Interrupted if record.exit_status.is_some() => shell.status(
-            "Finished",
-            format!(
-                "run {} on {}: exit status {} in {} (logs in {})",
-                record.id,
-                remote.name,
-                record.exit_text(),
-                runs::human_duration(record.phases.run),
-                shown.display()
-            ),
-        ),
-        _ => {}
-    }
-    if let (Some(cost), Some(price)) = (record.cost, record.price_per_hour) {
-        shell.status(
-            "Cost",
-            format!(
-                "{} ({} on {} at {}/h)",
-                runs::money(cost),
-                runs::human_duration(record.wall_seconds),
-                remote.name,
-                runs::money(price)
-            ),
-        );
-    }
-    if stopped == Stopped::LeftUp && remote.stop.is_some() {
-        shell.note(format!("{} is still up: `cargo gpu remote down {}` stops it", remote.name, remote.name));
-    }
-    shell.emit_json(&serde_json::json!({"reason": "gpu-run", "record": record}));
 }

@@ -69,7 +69,20 @@ pub fn command(project: &Project, kind: Kind, release: bool, cargo_args: &[Strin
     cmd.args(cargo_args)
 }
 
-/// Builds and returns the executables, in the order cargo finished them.
+/// The order cargo runs test binaries in: the library's, the binaries', then integration tests,
+/// benchmarks and examples, each by name.
+fn run_order(e: &Executable) -> (u8, String) {
+    let rank = match e.kind.as_str() {
+        "lib" | "rlib" | "dylib" | "cdylib" | "staticlib" | "proc-macro" => 0,
+        "bin" => 1,
+        "test" => 2,
+        "bench" => 3,
+        _ => 4,
+    };
+    (rank, e.name.clone())
+}
+
+/// Builds and returns the executables, in the order cargo would run them.
 pub fn build(shell: &Shell, cmd: Cmd, kind: Kind) -> Result<Vec<Executable>> {
     let found: Arc<Mutex<Vec<Executable>>> = Arc::default();
     let taker = {
@@ -95,7 +108,8 @@ pub fn build(shell: &Shell, cmd: Cmd, kind: Kind) -> Result<Vec<Executable>> {
         Some(s) if !s.success() => bail!("cargo could not build them: `{cmd}` {}", crate::cmd::describe_status(s)),
         Some(_) => {}
     }
-    let found = std::mem::take(&mut *found.lock().expect("the reader does not panic"));
+    let mut found = std::mem::take(&mut *found.lock().expect("the reader does not panic"));
+    found.sort_by_key(run_order);
     Ok(found)
 }
 
@@ -148,5 +162,13 @@ mod tests {
         assert_eq!(executable_of(&unit, Kind::Bench).unwrap().kind, "bin");
         assert_eq!(executable_of(&lib, Kind::Test), None);
         assert_eq!(executable_of(b"{\"reason\":\"build-finished\",\"success\":true}", Kind::Test), None);
+        let mut exes = vec![
+            executable_of(&message("test", "integration", true, Some("/t/i-1")), Kind::Test).unwrap(),
+            executable_of(&message("bin", "unit-tests", true, Some("/t/u-1")), Kind::Test).unwrap(),
+            executable_of(&message("lib", "core", true, Some("/t/c-1")), Kind::Test).unwrap(),
+        ];
+        exes.sort_by_key(run_order);
+        let names: Vec<&str> = exes.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["core", "unit-tests", "integration"], "the library's, the binaries', then tests");
     }
 }

@@ -5,6 +5,7 @@
 pub mod cargo_exe;
 pub mod diagnostics;
 pub mod elf;
+pub mod exec;
 pub mod fingerprint;
 pub mod nvcc;
 pub mod pipeline;

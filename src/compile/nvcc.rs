@@ -98,8 +98,11 @@ impl<'a> CompileSettings<'a> {
 
     pub fn compile(&self, shell: &Shell, job: &Job) -> std::result::Result<Built, CompileFailure> {
         let out = self.cubin_path(job);
-        let tmp_out = self.state_dir.join(format!("{}.tmp", job.cubin_name()));
-        let depfile = self.state_dir.join(format!("{}.d", job.cubin_name()));
+        // Named by process: builds of one project at once (nextest starts a `cargo gpu exec` per
+        // test) each write their own, and the last to finish moves its cubin into place.
+        let pid = std::process::id();
+        let tmp_out = self.state_dir.join(format!("{}.{pid}.tmp", job.cubin_name()));
+        let depfile = self.state_dir.join(format!("{}.{pid}.d", job.cubin_name()));
         let cmd = self.command(job, &tmp_out, &depfile);
         let output = cmd.output_unchecked(Some(shell)).map_err(|e| CompileFailure::other(job, e))?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();

@@ -238,6 +238,7 @@ mod tests {
             runner_glibc: floor,
             remote: None,
             cuda: None,
+            test_files: vec![],
             expect: Default::default(),
         }
     }

@@ -100,8 +100,11 @@ impl KernelReport {
     pub fn save(&self, path: &Path, previous: &Path) -> Result<()> {
         if let Some(old) = KernelReport::load(path) {
             if old.sha256 != self.sha256 {
-                std::fs::rename(path, previous)
-                    .with_context(|| format!("failed to keep the previous report as {}", previous.display()))?;
+                match std::fs::rename(path, previous) {
+                    // Another build of the same project (one per test under nextest) moved it first.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    r => r.with_context(|| format!("failed to keep the previous report as {}", previous.display()))?,
+                }
             }
         }
         crate::safe_fs::write_atomic(path, &serde_json::to_vec_pretty(self)?)

@@ -15,7 +15,7 @@ use crate::shell::Shell;
 
 /// A file's hash, remembered while its size and modification time stay the same, so an unchanged
 /// runner (tens of megabytes in a debug build) is not read again on every build.
-fn cached_hash(path: &Path) -> Result<String> {
+pub fn cached_hash(path: &Path) -> Result<String> {
     crate::cache::memo("sha256", &path.display().to_string(), &[path.to_path_buf()], || sha256_file(path))
 }
 

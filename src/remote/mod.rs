@@ -10,6 +10,7 @@ pub mod frames;
 pub mod instance;
 pub mod lease;
 pub mod preflight;
+pub mod run;
 pub mod scripts;
 pub mod session;
 pub mod ship;

@@ -122,10 +122,51 @@ pub struct Launch<'a> {
     pub tools: &'a RunTools,
     /// A compute-sanitizer to assemble from its blobs in `<workdir>/tools/` (once) first.
     pub ship: Option<&'a Shipment>,
+    /// Variables the runner gets from here.
+    pub env: &'a [(String, EnvValue)],
+}
+
+/// A variable the runner gets from this machine (`cargo gpu exec` forwards what cargo gives a
+/// test): a value, or a path inside the run folder (`CARGO_MANIFEST_DIR`, where the test files go).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    Text(String),
+    InRun(String),
+}
+
+/// Whether `name` may be exported by a POSIX shell.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// `NAME='value'; export NAME` lines; a name a shell cannot export, or a run path that leaves
+/// the run folder, is refused.
+fn exports(env: &[(String, EnvValue)]) -> Result<String> {
+    let mut s = String::new();
+    for (name, value) in env {
+        if !is_env_name(name) {
+            bail!("`{name}` is not a name a shell can export");
+        }
+        let value = match value {
+            EnvValue::Text(v) => quote(v),
+            EnvValue::InRun(rel) if rel.is_empty() => "\"$R\"".to_string(),
+            EnvValue::InRun(rel) if is_safe_relative(rel) => format!("\"$R\"/{}", quote(rel)),
+            EnvValue::InRun(rel) => bail!("`{rel}` is not a path inside the run folder"),
+        };
+        s.push_str(&format!("{name}={value}; export {name}\n"));
+    }
+    Ok(s)
 }
 
 /// The script the detached runner lives in. `$1` is the run folder.
 pub fn wrapper(runner: &str, args: &[String], id: &str, tools: &RunTools) -> String {
+    wrapper_with_env(runner, args, id, tools, "")
+}
+
+/// [`wrapper`], with `exports` (see [`exports`]) run before the runner starts.
+fn wrapper_with_env(runner: &str, args: &[String], id: &str, tools: &RunTools, exports: &str) -> String {
     let mut command = format!("\"$R\"/{}", quote(runner));
     for a in args {
         command.push(' ');
@@ -137,13 +178,14 @@ cd "$R" || exit 1
 echo $$ > pid
 CARGO_GPU_KERNELS="$R/kernels" CARGO_GPU_OUT="$R/out" CARGO_GPU_RUN_ID={id}
 export CARGO_GPU_KERNELS CARGO_GPU_OUT CARGO_GPU_RUN_ID
-{{ {env}; }} &
+{exports}{{ {env}; }} &
 {run}nvidia-smi -q > nvidia-smi.txt 2>&1
 wait
 echo "$s" > exit-status.tmp && mv exit-status.tmp exit-status
 "#,
         id = quote(id),
         env = env_listing("env.txt"),
+        exports = exports,
         run = tools::run_lines(tools, &command),
     )
 }
@@ -217,7 +259,7 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     }
     s.push_str(&format!(
         "setsid nohup sh -c {} cargo-gpu-run \"$R\" < /dev/null > /dev/null 2>&1 &\n",
-        quote(&wrapper(runner, l.args, l.id, l.tools))
+        quote(&wrapper_with_env(runner, l.args, l.id, l.tools, &exports(l.env)?))
     ));
     Ok(s)
 }
@@ -458,6 +500,7 @@ mod tests {
             watchdog: Some((Duration::from_secs(900), "sudo shutdown -h now")),
             tools: &RunTools::default(),
             ship: None,
+            env: &[],
         })
         .unwrap();
         sh_syntax_ok(&l);
@@ -482,6 +525,7 @@ mod tests {
                     watchdog: None,
                     tools: &RunTools::default(),
                     ship: None,
+                    env: &[],
                 },
                 false,
             )
@@ -499,6 +543,7 @@ mod tests {
             watchdog: None,
             tools: &RunTools::default(),
             ship: None,
+            env: &[],
         })
         .unwrap();
         sh_syntax_ok(&l);
@@ -550,6 +595,7 @@ mod tests {
             watchdog: None,
             tools: &RunTools::default(),
             ship: None,
+            env: &[],
         };
         assert!(launch(&l).is_err());
         for bad in ["", "/etc/x", "a/../b", "./a", "a//b"] {
@@ -575,8 +621,17 @@ mod tests {
         let tools = RunTools::default();
         let run = |id: &str| {
             let runner = &m.runners[0];
-            let l =
-                Launch { workdir: &w, id, manifest: &m, runner, args: &[], watchdog: None, tools: &tools, ship: None };
+            let l = Launch {
+                workdir: &w,
+                id,
+                manifest: &m,
+                runner,
+                args: &[],
+                watchdog: None,
+                tools: &tools,
+                ship: None,
+                env: &[],
+            };
             Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap()
         };
         let out = run("r1");

@@ -19,7 +19,7 @@ use crate::remote::follow::{exit_status, fetch, follow, report_unpacked, stop_re
 use crate::remote::frames::Demux;
 use crate::remote::instance::Instance;
 use crate::remote::preflight::{self, RemoteFacts};
-use crate::remote::scripts::{self, Launch};
+use crate::remote::scripts::{self, EnvValue, Launch};
 use crate::remote::ship::{self, Shipment};
 use crate::remote::ssh::Ssh;
 use crate::remote::tools::{RunTools, ShippedSanitizer};
@@ -66,6 +66,8 @@ pub struct Session<'a> {
     pub tools: &'a RunTools,
     /// This machine's compute-sanitizer, when the run may send it along (see `remote::ship`).
     pub shipment: Option<&'a Shipment>,
+    /// Variables the runner gets from here (`cargo gpu exec`).
+    pub env: &'a [(String, EnvValue)],
 }
 
 /// The preflight answer last given over one connection, kept beside it (in the private ssh
@@ -320,6 +322,7 @@ impl Session<'_> {
             watchdog,
             tools: &tools,
             ship: shipping,
+            env: self.env,
         };
         let upload = (!missing.is_empty()).then_some((id.as_str(), missing.as_slice()));
         let guard = guarded.then_some(scripts::Guard { hashes: &hashes, need_bytes: missing_bytes + total });
