@@ -162,7 +162,7 @@ mod tests {
         assert_eq!(executable_of(&unit, Kind::Bench).unwrap().kind, "bin");
         assert_eq!(executable_of(&lib, Kind::Test), None);
         assert_eq!(executable_of(b"{\"reason\":\"build-finished\",\"success\":true}", Kind::Test), None);
-        let mut exes = vec![
+        let mut exes = [
             executable_of(&message("test", "integration", true, Some("/t/i-1")), Kind::Test).unwrap(),
             executable_of(&message("bin", "unit-tests", true, Some("/t/u-1")), Kind::Test).unwrap(),
             executable_of(&message("lib", "core", true, Some("/t/c-1")), Kind::Test).unwrap(),
