@@ -9,6 +9,8 @@
 #   toolchain-12.9/, toolchain-13.0/   release packages of kernels-example (sm_90a) built with the
 #              CUDA 12.9 (NVRTC) and 13.0 (nvcc) toolchains of `cargo gpu toolchain install`, each
 #              with a runner whose glibc floor is 2.28 (h200-toolchains.sh runs them)
+#   tests/     kernels-example's GPU test binary (`cargo test --release --no-run`), and
+#   example-broken/ its package with a vector_add kernel that subtracts (h200-exec.sh runs both)
 #   cargo-gpu  the cargo-gpu binary; h200-check.sh, h200-remote.sh and h200-tools.sh the checks
 #
 # usage: scripts/h200-pack.sh [OUT_DIR]   (default target/h200-check; also writes OUT_DIR.tar.gz)
@@ -55,15 +57,29 @@ for cuda in 12.9 13.0; do
     (cd "$work/kernels-example" && CARGO_GPU_CUDA=$cuda "$gpu" build --release --target sm_90a)
     cp -R "$work/target/gpu/release/kernels-example" "$out/toolchain-$cuda"
 done
+# kernels-example's GPU tests, and its package with a broken vector_add kernel.
+(cd "$work/kernels-example" && cargo test --release --no-run --message-format=json 2>/dev/null) \
+    | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])' >"$work/testbins"
+mkdir -p "$out/tests"
+xargs -I{} cp {} "$out/tests/" <"$work/testbins"
+sed -i 's/a\[i\] + b\[i\]/a[i] - b[i]/' "$work/templates/basic/kernels/vector_add.cu"
+grep -q 'a\[i\] - b\[i\]' "$work/templates/basic/kernels/vector_add.cu"
+(cd "$work/kernels-example" && "$gpu" build --release --target sm_90a)
+cp -R "$work/target/gpu/release/kernels-example" "$out/example-broken"
 cp "$repo/tests/fixtures/fault-oob/kernels/scale_rows.cu" "$repo/tests/fixtures/race-shared/kernels/block_sum.cu" "$out/"
 # The sanitizer wheel, unpacked as pip lays it out (h200-tools.sh ships it with CARGO_GPU_SANITIZER).
 python3 -m pip download --quiet --no-deps --dest "$work/wheel" "$CUDA_SANITIZER_PACKAGE"
 python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$work"/wheel/*.whl "$out/sanitizer"
 chmod 755 "$out"/sanitizer/nvidia/cu13/bin/* "$out"/sanitizer/nvidia/cu13/compute-sanitizer/*
 cp "$repo/scripts/h200-check.sh" "$repo/scripts/h200-common.sh" "$repo/scripts/h200-remote.sh" "$repo/scripts/h200-tools.sh" \
-    "$repo/scripts/h200-toolchains.sh" "$out/"
+    "$repo/scripts/h200-toolchains.sh" "$repo/scripts/h200-exec.sh" "$out/"
 tar -C "$(dirname "$out")" -czf "$out.tar.gz" "$(basename "$out")"
 echo "packed $out ($(du -sh "$out" | cut -f1)) and $out.tar.gz"
 echo "on the H200: tar xzf $(basename "$out").tar.gz && sh $(basename "$out")/h200-check.sh $(basename "$out")"
 echo "             sh $(basename "$out")/h200-tools.sh $(basename "$out")   (sanitizer, profiler, debugger)"
 echo "             sh $(basename "$out")/h200-toolchains.sh $(basename "$out")   (CUDA 12.9 and 13.0, glibc 2.28 runners)"
+echo "             sh $(basename "$out")/h200-exec.sh $(basename "$out")   (GPU tests through cargo-gpu exec)"

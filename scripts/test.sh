@@ -3,7 +3,8 @@
 # OpenSSH server that the remote-run tests start on loopback, the login shells (zsh, fish,
 # tcsh) those tests give the remote user, and for the cross-built runners qemu-user with an
 # aarch64 glibc to start the aarch64 one and Rust's aarch64 standard library (cargo-zigbuild and
-# zig come from PyPI, installed by cargo-gpu itself on first use).
+# zig come from PyPI, installed by cargo-gpu itself on first use), and cargo-nextest for the
+# target-runner tests.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/scripts/cuda-env.sh"
@@ -36,6 +37,11 @@ if [ ! -d "$(rustc --print sysroot)/lib/rustlib/$aarch64" ]; then
         echo "error: the cross-built runner tests need Rust's standard library for $aarch64: rustup target add $aarch64" >&2
         exit 1
     fi
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "tests: installing cargo-nextest (cargo install --locked cargo-nextest)"
+    cargo install --locked --quiet cargo-nextest
 fi
 
 cd "$repo"
