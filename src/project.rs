@@ -66,6 +66,9 @@ pub struct Project {
     pub nvcc_flags: Vec<String>,
     pub include_dirs: Vec<PathBuf>,
     pub runner: String,
+    /// Why the package has no runner (no binary, or several and none named): an error for
+    /// `build`, nothing for `exec` and `test`.
+    pub runner_problem: Option<String>,
     /// The triples to build the runner for; none: this machine's.
     pub runner_targets: Vec<String>,
     /// The oldest glibc the runner must start on.
@@ -265,8 +268,10 @@ impl Project {
         }
 
         let bins: Vec<&str> = package.targets.iter().filter(|t| t.is_bin()).map(|t| t.name.as_str()).collect();
-        let runner = match &gpu.runner {
-            Some(r) if bins.contains(&r.as_str()) => r.clone(),
+        // A crate with no binary (or several, none named) builds no package, but its tests and
+        // binaries still run through `cargo gpu exec` and `test`: the problem waits for `build`.
+        let (runner, runner_problem) = match &gpu.runner {
+            Some(r) if bins.contains(&r.as_str()) => (r.clone(), None),
             Some(r) => bail!(
                 "invalid `[package.metadata.gpu]` in {} at key `runner`: `{r}` is not a binary of package `{}` (binaries: {})",
                 manifest_path.display(),
@@ -274,16 +279,22 @@ impl Project {
                 if bins.is_empty() { "none".to_string() } else { bins.join(", ") }
             ),
             None => match bins.as_slice() {
-                [one] => one.to_string(),
-                [] => bail!(
-                    "package `{}` has no binary to use as the host runner: add src/main.rs (see `cargo gpu new`) or a [[bin]] target",
-                    package.name
+                [one] => (one.to_string(), None),
+                [] => (
+                    String::new(),
+                    Some(format!(
+                        "package `{}` has no binary to use as the host runner: add src/main.rs (see `cargo gpu new`) or a [[bin]] target",
+                        package.name
+                    )),
                 ),
-                many => bail!(
-                    "package `{}` has several binaries ({}): name the host runner with `runner = \"NAME\"` in `[package.metadata.gpu]` of {}",
-                    package.name,
-                    many.join(", "),
-                    manifest_path.display()
+                many => (
+                    String::new(),
+                    Some(format!(
+                        "package `{}` has several binaries ({}): name the host runner with `runner = \"NAME\"` in `[package.metadata.gpu]` of {}",
+                        package.name,
+                        many.join(", "),
+                        manifest_path.display()
+                    )),
                 ),
             },
         };
@@ -319,6 +330,7 @@ impl Project {
             nvcc_flags: gpu.nvcc_flags.clone(),
             include_dirs: gpu.include_dirs.iter().map(|d| root.join(d)).collect(),
             runner,
+            runner_problem,
             runner_targets: gpu.runner_target.clone(),
             runner_glibc,
             remote: gpu.remote.clone(),

@@ -210,6 +210,9 @@ fn way_of(project: &Project, profile: Profile, plan: &Plan) -> Way {
 pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let start = Instant::now();
     let mut project = Project::load(shell, opts.manifest_path.as_deref(), &opts.targets)?;
+    if let Some(problem) = &project.runner_problem {
+        bail!("{problem}");
+    }
     if !opts.runner_targets.is_empty() {
         for t in &opts.runner_targets {
             crate::project::check_runner_target(t, "invalid --runner-target")?;

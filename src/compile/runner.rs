@@ -234,6 +234,7 @@ mod tests {
             nvcc_flags: vec![],
             include_dirs: vec![],
             runner: "r".into(),
+            runner_problem: None,
             runner_targets: targets.iter().map(|t| t.to_string()).collect(),
             runner_glibc: floor,
             remote: None,
