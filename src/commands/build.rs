@@ -12,6 +12,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &BuildArgs) -> Result<i32>
         targets: args.targets.clone(),
         release: args.release,
         jobs: args.jobs,
+        early: true,
     };
     pipeline::build(shell, &opts)?;
     Ok(crate::exit::SUCCESS)

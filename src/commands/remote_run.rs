@@ -69,6 +69,7 @@ fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan
         targets: args.targets.clone(),
         release: args.release,
         jobs: None,
+        early: false,
     };
     let tools = run_tools(args)?;
     let shipment = local_sanitizer(shell, &remote, &tools)?;

@@ -29,6 +29,10 @@ pub struct BuildOptions {
     pub targets: Vec<String>,
     pub release: bool,
     pub jobs: Option<usize>,
+    /// The runner's cargo build may have been started before the command line was read (see
+    /// [`crate::cmd::early`]): only `cargo gpu build` itself, which prints nothing before cargo
+    /// starts, and starts nothing else first.
+    pub early: bool,
 }
 
 #[derive(Debug)]
@@ -129,7 +133,7 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     // kernels compile: a no-op build then costs little more than cargo's own no-op build. A
     // kernel step that fails cancels the runner build instead of waiting for it.
     let cancel = Arc::new(AtomicBool::new(false));
-    let building = runner::start(shell, &project, profile, Some(Arc::clone(&cancel)))?;
+    let building = runner::start(shell, &project, profile, opts.early, Some(Arc::clone(&cancel)))?;
     let (kernels, git) = std::thread::scope(|s| {
         let git = s.spawn(|| assemble::git_state(shell, &project.root));
         let kernels = (|| -> Result<(Vec<Built>, &'static Nvcc)> {

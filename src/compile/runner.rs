@@ -50,10 +50,19 @@ pub struct Building {
     shown: String,
 }
 
-/// Starts building the runner; setting `cancel` stops cargo (the build is then an error nobody
-/// reads). [`Building::finish`] waits for it.
-pub fn start(shell: &Shell, project: &Project, profile: Profile, cancel: Option<Arc<AtomicBool>>) -> Result<Building> {
+/// Starts building the runner, or takes over the cargo started for it before the command line was
+/// read, when `early` allows it (see [`crate::cmd::early`]); setting `cancel` stops cargo (the
+/// build is then an error nobody reads). [`Building::finish`] waits for it.
+pub fn start(
+    shell: &Shell,
+    project: &Project,
+    profile: Profile,
+    early: bool,
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<Building> {
     let cmd = command(project, profile, shell.verbosity());
+    // With `-v` the command line is printed before cargo starts: cargo is then never started early.
+    let early = (early && shell.verbosity() != Verbosity::Verbose).then(|| project.inputs());
     let found: Arc<Mutex<Option<(PathBuf, bool)>>> = Arc::default();
     let taker = {
         let found = Arc::clone(&found);
@@ -73,7 +82,7 @@ pub fn start(shell: &Shell, project: &Project, profile: Profile, cancel: Option<
         })
     };
     // cargo's own diagnostics and progress go straight to the terminal, as with `cargo build`.
-    let opts = ExecOptions { stdout_to: Some(taker), stderr: Sink::Inherit, cancel, ..Default::default() };
+    let opts = ExecOptions { stdout_to: Some(taker), stderr: Sink::Inherit, cancel, early, ..Default::default() };
     Ok(Building {
         running: cmd.start(shell, opts)?,
         found,
