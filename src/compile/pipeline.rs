@@ -12,9 +12,9 @@ use serde_json::json;
 
 use crate::arch::SmArch;
 use crate::compile::nvcc::CompileSettings;
+use crate::compile::runner;
 use crate::compile::schedule;
 use crate::compile::sources::{self, Built, Job, Profile};
-use crate::compile::{elf, runner};
 use crate::inspect::expect;
 use crate::inspect::report::Tools;
 use crate::package::assemble::{self, Cubin, PackageInputs};
@@ -150,11 +150,7 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let (cubins, nvcc) = kernels?;
     let runner = runner?;
     crate::exit::check_interrupt()?;
-    // A debug runner is tens of megabytes: read its ELF headers only when it changed.
-    let exe = runner.executable.clone();
-    let glibc = crate::cache::memo("glibc", &exe.display().to_string(), std::slice::from_ref(&exe), || {
-        elf::required_glibc_of(&exe)
-    })?;
+    let facts = runner.facts?;
     let (git_revision, git_dirty) = match git {
         Some((rev, dirty)) => (Some(rev), dirty),
         None => (None, false),
@@ -171,7 +167,7 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         min_driver_cuda: format!("{dmaj}.{dmin}"),
         runner: format!("bin/{}", project.runner),
         runner_triple: runner.triple.clone(),
-        runner_glibc: glibc.map(|(a, b)| format!("{a}.{b}")),
+        runner_glibc: facts.glibc.map(|(a, b)| format!("{a}.{b}")),
     };
     let package_cubins: Vec<Cubin> = cubins
         .iter()
@@ -188,6 +184,8 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         dir: &dir,
         info,
         runner_exe: &runner.executable,
+        runner_sha256: &facts.sha256,
+        runner_size: facts.size,
         runner_name: &project.runner,
         cubins: &package_cubins,
     })?;

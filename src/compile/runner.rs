@@ -2,13 +2,14 @@
 //! cargo's `--message-format=json` names the executable, so no path is guessed.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 
 use crate::cmd::{Cmd, ExecOptions, Sink};
+use crate::compile::elf;
 use crate::compile::sources::Profile;
 use crate::project::{cargo_program, Project};
 use crate::shell::{Shell, Verbosity};
@@ -16,12 +17,36 @@ use crate::shell::{Shell, Verbosity};
 /// The triple cargo-gpu itself was built for, the default for runners.
 pub const HOST_TRIPLE: &str = env!("CARGO_GPU_HOST_TRIPLE");
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Runner {
     pub executable: PathBuf,
     pub triple: String,
     pub fresh: bool,
+    /// Read as soon as cargo named the executable; an error here is the caller's to report.
+    pub facts: Result<ExecutableFacts>,
 }
+
+/// What the package records of the runner's executable. Read while cargo is still ending (its
+/// last message and exit take longer than this), so that a no-op build does not wait for it after.
+#[derive(Debug, Clone)]
+pub struct ExecutableFacts {
+    pub glibc: Option<(u32, u32)>,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A debug runner is tens of megabytes: its ELF headers and its bytes are read only when it
+/// changed (both answers are remembered against its size and modification time).
+fn facts_of(exe: &Path) -> Result<ExecutableFacts> {
+    let glibc =
+        crate::cache::memo("glibc", &exe.display().to_string(), &[exe.to_path_buf()], || elf::required_glibc_of(exe))?;
+    let sha256 = crate::package::assemble::cached_hash(exe)?;
+    let size = std::fs::metadata(exe)?.len();
+    Ok(ExecutableFacts { glibc, sha256, size })
+}
+
+/// What cargo said of the runner: its executable, whether it was fresh, and its facts.
+type Found = Arc<Mutex<Option<(PathBuf, bool, Result<ExecutableFacts>)>>>;
 
 pub fn command(project: &Project, profile: Profile, verbosity: Verbosity) -> Cmd {
     let mut cmd = Cmd::new(cargo_program(), format!("build the host runner `{}`", project.runner))
@@ -44,7 +69,7 @@ pub fn command(project: &Project, profile: Profile, verbosity: Verbosity) -> Cmd
 /// The runner's cargo build, started: cargo runs while the caller does other work.
 pub struct Building {
     running: crate::cmd::Running,
-    found: Arc<Mutex<Option<(PathBuf, bool)>>>,
+    found: Found,
     runner: String,
     triple: String,
     shown: String,
@@ -63,7 +88,7 @@ pub fn start(
     let cmd = command(project, profile, shell.verbosity());
     // With `-v` the command line is printed before cargo starts: cargo is then never started early.
     let early = (early && shell.verbosity() != Verbosity::Verbose).then(|| project.inputs());
-    let found: Arc<Mutex<Option<(PathBuf, bool)>>> = Arc::default();
+    let found: Found = Arc::default();
     let taker = {
         let found = Arc::clone(&found);
         let runner = project.runner.clone();
@@ -74,8 +99,9 @@ pub fn start(
                     line.push(b);
                     continue;
                 }
-                if let Some(exe) = executable_of(&std::mem::take(&mut line), &runner) {
-                    *found.lock().expect("the reader does not panic") = Some(exe);
+                if let Some((exe, fresh)) = executable_of(&std::mem::take(&mut line), &runner) {
+                    let facts = facts_of(&exe);
+                    *found.lock().expect("the reader does not panic") = Some((exe, fresh, facts));
                 }
             }
             ControlFlow::Continue(())
@@ -106,10 +132,10 @@ impl Building {
             bail!("could not build the host runner `{}`: cargo {}", self.runner, crate::cmd::describe_status(status));
         }
         let found = self.found.lock().expect("the reader does not panic").take();
-        let Some((executable, fresh)) = found else {
+        let Some((executable, fresh, facts)) = found else {
             bail!("cargo built no executable for the runner `{}`: `{}` reported none", self.runner, self.shown);
         };
-        Ok(Runner { executable, triple: self.triple, fresh })
+        Ok(Runner { executable, triple: self.triple, fresh, facts })
     }
 }
 

@@ -14,7 +14,7 @@ use crate::shell::Shell;
 
 /// A file's hash, remembered while its size and modification time stay the same, so an unchanged
 /// runner (tens of megabytes in a debug build) is not read again on every build.
-fn cached_hash(path: &Path) -> Result<String> {
+pub fn cached_hash(path: &Path) -> Result<String> {
     crate::cache::memo("sha256", &path.display().to_string(), &[path.to_path_buf()], || sha256_file(path))
 }
 
@@ -112,6 +112,9 @@ pub struct PackageInputs<'a> {
     pub dir: &'a Path,
     pub info: PackageInfo,
     pub runner_exe: &'a Path,
+    /// The runner's hash ([`cached_hash`]) and size, read by the caller.
+    pub runner_sha256: &'a str,
+    pub runner_size: u64,
     pub runner_name: &'a str,
     pub cubins: &'a [Cubin],
 }
@@ -127,10 +130,8 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
     let bin_dir = inputs.dir.join("bin");
     std::fs::create_dir_all(&bin_dir).with_context(|| format!("failed to create {}", bin_dir.display()))?;
 
-    let runner_sha = cached_hash(inputs.runner_exe)?;
-    let runner_size = std::fs::metadata(inputs.runner_exe)?.len();
     let runner_path = bin_dir.join(inputs.runner_name);
-    install_file(inputs.runner_exe, &runner_path, &runner_sha, true, true)?;
+    install_file(inputs.runner_exe, &runner_path, inputs.runner_sha256, true, true)?;
     prune(&bin_dir, &BTreeSet::from([inputs.runner_name.to_string()]))?;
     let kernels_dir = inputs.dir.join("kernels");
     std::fs::create_dir_all(&kernels_dir).with_context(|| format!("failed to create {}", kernels_dir.display()))?;
@@ -141,8 +142,8 @@ pub fn assemble(inputs: PackageInputs<'_>) -> Result<Assembled> {
 
     let mut files = vec![FileEntry {
         path: format!("bin/{}", inputs.runner_name),
-        size: runner_size,
-        sha256: runner_sha,
+        size: inputs.runner_size,
+        sha256: inputs.runner_sha256.to_string(),
         kernel: None,
         target: None,
         executable: true,
