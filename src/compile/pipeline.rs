@@ -135,7 +135,8 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
     let cancel = Arc::new(AtomicBool::new(false));
     let building = runner::start(shell, &project, profile, opts.early, Some(Arc::clone(&cancel)))?;
     let (kernels, git) = std::thread::scope(|s| {
-        let git = s.spawn(|| assemble::git_state(shell, &project.root));
+        // Outside a work tree there is nothing to ask, and no thread to start for it.
+        let git = assemble::may_be_in_git(&project.root).then(|| s.spawn(|| assemble::git_state(shell, &project.root)));
         let kernels = (|| -> Result<(Vec<Built>, &'static Nvcc)> {
             let (built, nvcc) = compile_kernels(shell, &project, profile, opts.jobs, None, true)?;
             check_expectations(&project, &built)?;
@@ -144,7 +145,7 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         if kernels.is_err() {
             cancel.store(true, Ordering::SeqCst);
         }
-        (kernels, git.join().unwrap_or(None))
+        (kernels, git.and_then(|g| g.join().unwrap_or(None)))
     });
     let runner = building.finish();
     let (cubins, nvcc) = kernels?;
