@@ -133,6 +133,19 @@ fn main() {
         "through cargo-gpu exec:        {:>8.3} s ({conns} new connections, {cmds} remote commands)",
         t.as_secs_f64()
     );
+    // Where one test's remote run spent its time, from the last record.
+    let runs = target.join("gpu/runs");
+    let mut ids: Vec<String> =
+        std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    ids.sort();
+    if let Some(last) = ids.last() {
+        let r = cargo_gpu::runs::Record::load(&runs, last).unwrap();
+        let p = r.phases;
+        println!(
+            "one test's run (record.toml): connect {:.3} s, preflight {:.3} s, upload+launch {:.3} s, run {:.3} s, fetch {:.3} s; wall {:.3} s",
+            p.connect, p.preflight, p.upload, p.run, p.fetch, r.wall_seconds
+        );
+    }
     println!(
         "overhead per test:             {:>8.3} s (goal: under 0.3 s) {}",
         per_test,

@@ -57,15 +57,39 @@ where
     if let Some(path) = &path {
         let entry = Entry { key: key.to_string(), stamps, value };
         if let Ok(bytes) = serde_json::to_vec(&entry) {
-            let _ = std::fs::create_dir_all(path.parent().expect("cache files live in a folder"));
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, path);
-            }
+            write_entry(path, &bytes);
         }
         return Ok(entry.value);
     }
     Ok(value)
+}
+
+/// The value remembered for `key` by [`remember`], if none of the files it was stamped with has
+/// changed since: a look-up that computes nothing on a miss.
+pub fn recall<T: DeserializeOwned>(kind: &str, key: &str) -> Option<T> {
+    let bytes = std::fs::read(entry_path(kind, key)?).ok()?;
+    let e: Entry<T> = serde_json::from_slice(&bytes).ok()?;
+    let unchanged = e.key == key && e.stamps.iter().all(|(p, stamp)| file_stamp(p) == *stamp);
+    unchanged.then_some(e.value)
+}
+
+/// Remembers `value` for `key` while the files in `deps` stay as they are now (see [`recall`]).
+pub fn remember<T: Serialize>(kind: &str, key: &str, deps: &[PathBuf], value: T) {
+    let Some(path) = entry_path(kind, key) else { return };
+    let stamps = deps.iter().map(|p| (p.clone(), file_stamp(p))).collect();
+    if let Ok(bytes) = serde_json::to_vec(&Entry { key: key.to_string(), stamps, value }) {
+        write_entry(&path, &bytes);
+    }
+}
+
+/// Writes an entry whole (a reader never sees half of one); a cache that cannot be written is
+/// not used.
+fn write_entry(path: &Path, bytes: &[u8]) {
+    let _ = std::fs::create_dir_all(path.parent().expect("cache files live in a folder"));
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
 }
 
 #[cfg(test)]
@@ -73,7 +97,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recomputes_only_when_a_dependency_changes() {
+    fn answers_only_while_the_files_are_unchanged() {
         let dir = tempfile::tempdir().unwrap();
         std::env::set_var("CARGO_GPU_CACHE_DIR", dir.path().join("cache"));
         let dep = dir.path().join("dep");
@@ -92,5 +116,13 @@ mod tests {
         std::fs::write(&dep, "bb").unwrap();
         assert_eq!(get(), 2, "changed dependency: recomputed");
         assert_eq!(memo("t", "other key", &deps, || Ok(9)).unwrap(), 9);
+
+        // In the same test: the cache folder is process-wide.
+        assert_eq!(recall::<u32>("r", "k"), None, "nothing remembered yet");
+        remember("r", "k", &[dep.clone(), dir.path().join("missing")], 7u32);
+        assert_eq!(recall::<u32>("r", "k"), Some(7));
+        assert_eq!(recall::<u32>("r", "other key"), None);
+        std::fs::write(dir.path().join("missing"), "now here").unwrap();
+        assert_eq!(recall::<u32>("r", "k"), None, "a file that appeared is a change");
     }
 }

@@ -59,11 +59,12 @@ pub mod vcs;
 use cli::{Cargo, GpuCommand};
 use shell::Shell;
 
-/// Runs a parsed command line and returns the process exit code (see [`exit`]).
+/// Runs a parsed command line and returns the process exit code (see [`exit`]). The caller has
+/// installed the Ctrl-C handler ([`exit::install_interrupt_handler`]) and may have started a
+/// child early ([`cmd::early`]): one that no command took over is stopped before this returns.
 pub fn run(cli: Cargo) -> i32 {
     let Cargo::Gpu(args) = cli;
     let shell = Shell::new(args.global.verbosity(), args.global.message_format);
-    exit::install_interrupt_handler();
     let result = match &args.command {
         GpuCommand::Build(a) => commands::build::exec(&shell, &args.global, a),
         GpuCommand::Doctor(a) => commands::doctor::exec(&shell, &args.global, a),
@@ -80,6 +81,7 @@ pub fn run(cli: Cargo) -> i32 {
         GpuCommand::Bench(a) => commands::exec::test(&shell, &args.global, a, compile::cargo_exe::Kind::Bench),
         GpuCommand::Run(a) => commands::exec::run_bin(&shell, &args.global, a),
     };
+    cmd::early::discard();
     match result {
         Ok(code) => code,
         Err(err) => {

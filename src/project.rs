@@ -341,6 +341,12 @@ impl Project {
         })
     }
 
+    /// The files the project was read from: while they are unchanged, the same command line in
+    /// the same folder and environment reads the same project.
+    pub fn inputs(&self) -> Vec<PathBuf> {
+        metadata_inputs(&self.manifest_path)
+    }
+
     /// `target/gpu/<profile>/<name>/`.
     pub fn package_dir(&self, profile: &str) -> PathBuf {
         self.target_dir.join("gpu").join(profile).join(&self.name)

@@ -37,6 +37,57 @@ fn noop_rebuild_compiles_nothing_and_rewrites_nothing() {
     assert_eq!(mtimes(&pkg), before, "an unchanged build must rewrite nothing");
 }
 
+/// The remembered cargo command of `p`'s last build: the one early-start entry of its cache.
+fn early_entry(p: &TestProject) -> PathBuf {
+    let entries: Vec<PathBuf> = std::fs::read_dir(p.tmp.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|e| e.file_name().unwrap().to_string_lossy().starts_with("early-"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    entries[0].clone()
+}
+
+#[test]
+fn a_cargo_started_early_that_runs_another_command_is_killed_and_the_real_one_run() {
+    let Some(cuda) = require_cuda() else { return };
+    let p = TestProject::new("tiny", Some(cuda));
+    let args = ["build", "--target", "sm_90a"];
+    p.run(&args).ok();
+    let entry = early_entry(&p);
+    let remembered = std::fs::read_to_string(&entry).unwrap();
+    assert!(remembered.contains("--message-format=json-render-diagnostics"), "{remembered}");
+
+    // The same command line again, but the entry now names another command: it starts first,
+    // is killed with its process group, and the runner's real build runs instead. The marker, a
+    // fraction of a second added to `sleep`'s 30, names this test in the command line.
+    let marker = format!("0.000{}", std::process::id());
+    let program = replace_between(&remembered, "\"program\":\"", "\"", "sh");
+    let tampered = with_args(&program, &format!("[\"-c\",\"sleep 30 {marker}; true\"]"));
+    std::fs::write(&entry, tampered).unwrap();
+    let second = p.run(&args).ok();
+    second.stderr_has("(0 kernels compiled, 2 fresh)");
+    assert_eq!(support::processes_with(&format!("sleep 30 {marker}")), Vec::<String>::new(), "outlived the build");
+    assert_eq!(std::fs::read_to_string(&entry).unwrap(), remembered, "the real command is remembered again");
+
+    // Remembered and unchanged: the third build takes over the cargo started early.
+    p.run(&args).ok().stderr_has("(0 kernels compiled, 2 fresh)");
+}
+
+/// `text` with the value between `start` and the next `end` replaced by `with`.
+fn replace_between(text: &str, start: &str, end: &str, with: &str) -> String {
+    let from = text.find(start).unwrap() + start.len();
+    let to = from + text[from..].find(end).unwrap();
+    format!("{}{with}{}", &text[..from], &text[to..])
+}
+
+/// `text` (an early-start entry) with its `args` array replaced by `args`.
+fn with_args(text: &str, args: &str) -> String {
+    let from = text.find("\"args\":").unwrap() + "\"args\":".len();
+    let to = from + text[from..].find(']').unwrap() + 1;
+    format!("{}{args}{}", &text[..from], &text[to..])
+}
+
 #[test]
 fn switching_targets_back_and_forth_compiles_each_only_once() {
     let Some(cuda) = require_cuda() else { return };

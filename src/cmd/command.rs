@@ -134,6 +134,11 @@ impl Cmd {
         &self.args
     }
 
+    /// Whether it is only a program and its arguments: no environment change, folder or input.
+    pub fn is_plain(&self) -> bool {
+        self.envs.is_empty() && self.cwd.is_none() && self.stdin.is_none()
+    }
+
     /// The environment variables this command removes from the child's environment.
     pub fn removed_envs(&self) -> Vec<&OsStr> {
         self.envs.iter().filter(|(_, v)| v.is_none()).map(|(k, _)| k.as_os_str()).collect()
@@ -159,7 +164,7 @@ impl Cmd {
         c
     }
 
-    fn log(&self, shell: Option<&Shell>) {
+    pub(super) fn log(&self, shell: Option<&Shell>) {
         if let Some(shell) = shell {
             shell.verbose("Running", format!("`{self}`"));
         }

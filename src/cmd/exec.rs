@@ -5,8 +5,8 @@
 
 use std::io::{Read, Write};
 use std::ops::ControlFlow;
-use std::os::unix::process::CommandExt;
-use std::process::{ChildStdin, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::{ChildStdin, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::cmd::command::Cmd;
+use crate::cmd::early;
+use crate::cmd::group::{configure, kill_group};
 use crate::escape;
 use crate::exit::Interrupt;
 use crate::shell::Shell;
@@ -52,6 +54,11 @@ pub struct ExecOptions {
     /// Set by another thread when the child's work is no longer wanted: it is killed as on
     /// Ctrl-C (`status` is `None`).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// The files this command was computed from, when it is one that may have been started before
+    /// the command line was read (see [`crate::cmd::early`]): a child started early that runs
+    /// exactly this command is taken over instead of starting another. Only for a command with no
+    /// stdin whose stderr is inherited.
+    pub early: Option<Vec<PathBuf>>,
 }
 
 impl Default for ExecOptions {
@@ -63,6 +70,7 @@ impl Default for ExecOptions {
             stderr: Sink::Capture,
             interrupt: Interrupt::First,
             cancel: None,
+            early: None,
         }
     }
 }
@@ -161,15 +169,6 @@ fn pump(
     Ok(p)
 }
 
-/// Kills a child's whole process group (a hook's own children, `sh -c 'a; b'`, must not outlive
-/// it), then the child itself, and reaps it.
-fn kill_group(pid: u32) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-    }
-}
-
 impl Cmd {
     /// Runs in its own process group (a terminal's Ctrl-C reaches only cargo-gpu, which then
     /// stops children in order), stdin fed from a thread, stdout and stderr captured (bounded),
@@ -207,13 +206,14 @@ pub struct Running {
 fn start(shell: &Shell, cmd: &Cmd, opts: ExecOptions) -> Result<Running> {
     let has_stdin = opts.stdin.is_some();
     let inherit = opts.stderr == Sink::Inherit;
-    let mut child = cmd.spawn(Some(shell), |c| {
-        c.process_group(0);
-        c.stdin(if has_stdin { Stdio::piped() } else { Stdio::null() });
-        // Piped even when passed through, so a dropped connection cannot garble our terminal.
-        c.stdout(Stdio::piped());
-        c.stderr(if inherit { Stdio::inherit() } else { Stdio::piped() });
-    })?;
+    let adopted = opts.early.as_deref().filter(|_| !has_stdin && inherit).and_then(|inputs| early::adopt(cmd, inputs));
+    let mut child = match adopted {
+        Some(child) => {
+            cmd.log(Some(shell));
+            child
+        }
+        None => cmd.spawn(Some(shell), |c| configure(c, has_stdin, inherit))?,
+    };
     let stdout = child.stdout.take().expect("stdout was piped");
     let stderr = child.stderr.take();
     let stdin = child.stdin.take();

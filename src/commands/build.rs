@@ -14,6 +14,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &BuildArgs) -> Result<i32>
         jobs: args.jobs,
         runner_targets: args.runner_targets.clone(),
         remote: None,
+        early: true,
     };
     pipeline::build(shell, &opts)?;
     Ok(crate::exit::SUCCESS)

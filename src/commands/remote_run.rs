@@ -59,6 +59,7 @@ fn plan(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<Plan
         // The runner is built for the machine the remote is (configured, or seen by its last
         // preflight), and for its glibc when that is older than the project's floor.
         remote: Some(remote.known_machine()),
+        early: false,
     };
     let tools = run_tools(args)?;
     let shipment = local_sanitizer(shell, &remote, &tools)?;

@@ -36,6 +36,10 @@ pub struct BuildOptions {
     pub runner_targets: Vec<String>,
     /// The remote the package is built for, as far as its machine is known (`remote-run`).
     pub remote: Option<SeenMachine>,
+    /// The runner's cargo build may have been started before the command line was read (see
+    /// [`crate::cmd::early`]): only `cargo gpu build` itself, which prints nothing before cargo
+    /// starts, and starts nothing else first.
+    pub early: bool,
 }
 
 /// A runner built for one plan, with the glibc it needs.
@@ -198,7 +202,7 @@ fn build_runner(shell: &Shell, project: &Project, profile: Profile, plan: &Plan,
         Way::Zig => Some(zig_for(shell, project, &plan.triple)?),
         Way::Plain => None,
     };
-    let built = runner::start(shell, project, profile, plan, zig.as_ref(), None)?.finish()?;
+    let built = runner::start(shell, project, profile, plan, zig.as_ref(), false, None)?.finish()?;
     complete_runner(shell, project, profile, plan, way, built)
 }
 
@@ -232,9 +236,10 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         Way::Plain => None,
     };
     let cancel = Arc::new(AtomicBool::new(false));
-    let building = runner::start(shell, &project, profile, first, zig.as_ref(), Some(Arc::clone(&cancel)))?;
+    let building = runner::start(shell, &project, profile, first, zig.as_ref(), opts.early, Some(Arc::clone(&cancel)))?;
     let (kernels, git) = std::thread::scope(|s| {
-        let git = s.spawn(|| assemble::git_state(shell, &project.root));
+        // Outside a work tree there is nothing to ask, and no thread to start for it.
+        let git = assemble::may_be_in_git(&project.root).then(|| s.spawn(|| assemble::git_state(shell, &project.root)));
         let kernels = (|| -> Result<(Vec<Built>, &'static Nvcc)> {
             let (built, nvcc) = compile_kernels(shell, &project, profile, opts.jobs, None, true)?;
             check_expectations(&project, &built)?;
@@ -243,7 +248,7 @@ pub fn build(shell: &Shell, opts: &BuildOptions) -> Result<BuiltPackage> {
         if kernels.is_err() {
             cancel.store(true, Ordering::SeqCst);
         }
-        (kernels, git.join().unwrap_or(None))
+        (kernels, git.and_then(|g| g.join().unwrap_or(None)))
     });
     let runner = building.finish();
     let (cubins, nvcc) = kernels?;

@@ -144,15 +144,22 @@ pub struct Building {
 
 /// Starts building the runner; setting `cancel` stops cargo (the build is then an error nobody
 /// reads). [`Building::finish`] waits for it.
+///
+/// With `early`, the cargo started for it before the command line was read is taken over when it
+/// runs exactly this command (see [`crate::cmd::early`]): a plain build, and not with `-v`, whose
+/// command line is printed before cargo starts.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     shell: &Shell,
     project: &Project,
     profile: Profile,
     plan: &Plan,
     zig: Option<&Zigbuild>,
+    early: bool,
     cancel: Option<Arc<AtomicBool>>,
 ) -> Result<Building> {
     let cmd = command(project, profile, shell.verbosity(), plan, zig);
+    let early = (early && zig.is_none() && shell.verbosity() != Verbosity::Verbose).then(|| project.inputs());
     let found: Arc<Mutex<Option<(PathBuf, bool)>>> = Arc::default();
     let taker = {
         let found = Arc::clone(&found);
@@ -172,7 +179,7 @@ pub fn start(
         })
     };
     // cargo's own diagnostics and progress go straight to the terminal, as with `cargo build`.
-    let opts = ExecOptions { stdout_to: Some(taker), stderr: Sink::Inherit, cancel, ..Default::default() };
+    let opts = ExecOptions { stdout_to: Some(taker), stderr: Sink::Inherit, cancel, early, ..Default::default() };
     Ok(Building {
         running: cmd.start(shell, opts)?,
         found,

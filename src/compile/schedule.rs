@@ -45,7 +45,8 @@ pub fn build_all(shell: &Shell, settings: &CompileSettings<'_>, jobs: &[Job], pa
     let done: Mutex<Vec<(usize, Built)>> = Mutex::new(Vec::new());
     let failures: Mutex<Vec<CompileFailure>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..parallel.max(1).min(stale.len().max(1)) {
+        // No thread at all when every cubin is fresh (a no-op build).
+        for _ in 0..parallel.max(1).min(stale.len()) {
             s.spawn(|| loop {
                 if failed.load(Ordering::SeqCst) || crate::exit::interrupted() {
                     return;

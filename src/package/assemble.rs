@@ -21,7 +21,7 @@ pub fn cached_hash(path: &Path) -> Result<String> {
 
 /// Whether `dir` may be in a git work tree: a `.git` in it or a folder above, or `GIT_DIR` set.
 /// Outside one, `git status` is not run at all (it would only fail, a few milliseconds later).
-fn may_be_in_git(dir: &Path) -> bool {
+pub fn may_be_in_git(dir: &Path) -> bool {
     std::env::var_os("GIT_DIR").is_some() || dir.ancestors().any(|d| d.join(".git").exists())
 }
 
