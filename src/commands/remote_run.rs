@@ -116,7 +116,7 @@ fn check_local_gpu(shell: &Shell) -> Result<()> {
 
 pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<i32> {
     let plan = plan(shell, global, args)?;
-    if plan.remote.is_local() {
+    if plan.remote.is_local() && plan.remote.slurm.is_none() {
         check_local_gpu(shell)?;
     }
     let (package_dir, manifest) = match &plan.package {
@@ -128,8 +128,9 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
     };
     let files = manifest.verify(&package_dir)?;
     let runs_dir = crate::project::runs_dir(shell, global.manifest_path.as_deref(), Some(&package_dir));
+    let axes = crate::sweep::parse_axes(&args.sweep)?;
+    let combinations = crate::sweep::combinations(&axes);
     let started = runs::now_millis();
-    let (id, run_dir) = runs::create_run_dir(&runs_dir, &plan.remote.name, started)?;
     let remote = &plan.remote;
     let transport = transport_for(remote);
     let package = std::path::absolute(&package_dir).unwrap_or(package_dir.clone()).display().to_string();
@@ -142,8 +143,19 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         package_name: &manifest.package.name,
         package_digest: manifest.digest(),
     };
-    let mut record = Record::new(&id, origin, &args.args, started / 1000);
-    record.tools = tool_options(args);
+    let (mut records, mut run_dirs) = (Vec::new(), Vec::new());
+    for (index, combination) in combinations.iter().enumerate() {
+        let (id, run_dir) = runs::create_run_dir(&runs_dir, &remote.name, started)?;
+        let run_args = crate::sweep::apply(&args.args, combination);
+        let mut record = Record::new(&id, origin.clone(), &run_args, started / 1000);
+        record.tools = tool_options(args);
+        if !axes.is_empty() {
+            let sweep = records.first().map_or(id.clone(), |r: &Record| r.id.clone());
+            record.sweep = Some(runs::SweepTag { id: sweep, index, values: combination.clone() });
+        }
+        records.push(record);
+        run_dirs.push(run_dir);
+    }
     let clock = Instant::now();
     let mut instance = Instance::new(shell, remote, &*transport, args.keep_up);
     let session = Session {
@@ -152,19 +164,77 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
         transport: &*transport,
         manifest: &manifest,
         files: &files,
-        run_dir: &run_dir,
+        run_dirs: &run_dirs,
         runs_dir: &runs_dir,
         detach: args.detach,
         tools: &plan.tools,
         shipment: plan.shipment.as_ref(),
+        gpus_per_run: args.gpus_per_run as usize,
     };
-    let outcome = session.run(&mut instance, &mut record);
-    let stop_result = timed(&mut record.phases.stop, || instance.stop());
+    let outcomes = session.run(&mut instance, &mut records);
+    let stop_result = timed(&mut records[0].phases.stop, || instance.stop());
     let stopped = instance.stopped();
     drop(instance);
-    record.left_up = matches!(stopped, Stopped::LeftUp | Stopped::Failed) && remote.stop.is_some();
-    record.wall_seconds = clock.elapsed().as_secs_f64();
-    record.cost = remote.price_per_hour.map(|p| p * record.wall_seconds / 3600.0);
+    let wall = clock.elapsed().as_secs_f64();
+    let (outcomes, error): (Vec<Option<Outcome>>, _) = match outcomes {
+        Ok(o) => (o.into_iter().map(Some).collect(), None),
+        Err(e) => (records.iter().map(|_| None).collect(), Some(e)),
+    };
+    let mut results = Vec::new();
+    for ((record, run_dir), outcome) in records.iter_mut().zip(&run_dirs).zip(outcomes) {
+        record.left_up = matches!(stopped, Stopped::LeftUp | Stopped::Failed) && remote.stop.is_some();
+        // A sweep's runs share the instance: its time and cost are the first run's.
+        if record.sweep.as_ref().map_or(true, |s| s.index == 0) {
+            record.wall_seconds = wall;
+            record.cost = remote.price_per_hour.map(|p| p * wall / 3600.0);
+        }
+        let outcome = match (outcome, &error) {
+            (Some(o), _) => Ok(o),
+            (None, Some(e)) => Err(anyhow::anyhow!("{e:#}")),
+            (None, None) => unreachable!("an outcome or an error"),
+        };
+        let result = settle(shell, record, run_dir, remote, stopped, outcome);
+        record.reports = crate::tool_reports::summary::present(run_dir);
+        record.save(&runs_dir)?;
+        results.push(result);
+    }
+    if let Err(e) = stop_result {
+        let e = if crate::exit::code_for(&e) == crate::exit::INTERRUPTED {
+            anyhow::anyhow!(
+                "abandoned the `stop` command of {}: the instance keeps running; `cargo gpu remote down {}` stops it",
+                remote.name,
+                remote.name
+            )
+        } else {
+            e.context(format!("the instance of {} may still be running", remote.name))
+        };
+        shell.error(&e);
+    }
+    for (record, run_dir) in records.iter().zip(&run_dirs) {
+        crate::tool_reports::summary::print(shell, run_dir, &shown(run_dir), plan.tools.ncu_clock_control());
+        report(shell, record, run_dir, remote, stopped);
+    }
+    if !axes.is_empty() {
+        print!("{}", runs::sweep_table(&records, &runs_dir));
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
+    // A sweep's code is its first run's that did not exit 0.
+    let codes: Vec<i32> = results.into_iter().collect::<Result<_>>()?;
+    Ok(codes.iter().copied().find(|c| *c != 0).unwrap_or(crate::exit::SUCCESS))
+}
+
+/// Completes one run's record from how it ended, and returns its exit code.
+fn settle(
+    shell: &Shell,
+    record: &mut Record,
+    run_dir: &Path,
+    remote: &Remote,
+    stopped: Stopped,
+    outcome: Result<Outcome>,
+) -> Result<i32> {
+    let id = record.id.clone();
     let result: Result<i32> = match outcome {
         Ok(Outcome::Exited(Some(c))) => {
             record.state = State::Finished;
@@ -199,22 +269,16 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
             Err(e)
         }
     };
-    record.reports = crate::tool_reports::summary::present(&run_dir);
-    record.save(&runs_dir)?;
-    if let Err(e) = stop_result {
-        let e = if crate::exit::code_for(&e) == crate::exit::INTERRUPTED {
-            anyhow::anyhow!(
-                "abandoned the `stop` command of {}: the instance keeps running; `cargo gpu remote down {}` stops it",
-                remote.name,
-                remote.name
-            )
-        } else {
-            e.context(format!("the instance of {} may still be running", remote.name))
-        };
-        shell.error(&e);
+    if record.slurm_state.as_deref() == Some("TIMEOUT") {
+        let limit = remote.slurm.as_ref().and_then(|s| s.time.clone()).unwrap_or_else(|| "the partition's".into());
+        shell.warn(format!(
+            "run {id} reached the time limit of its Slurm job {} ({limit}) and was ended by Slurm, not by a crash: raise `time` in [remotes.{}]",
+            record.slurm_job.as_deref().unwrap_or("?"),
+            remote.name
+        ));
+    } else if let Some(state) = record.slurm_state.as_ref().filter(|_| record.state != State::Interrupted) {
+        shell.note(format!("the Slurm job {} of run {id} ended {state}", record.slurm_job.as_deref().unwrap_or("?")));
     }
-    crate::tool_reports::summary::print(shell, &run_dir, &shown(&run_dir), plan.tools.ncu_clock_control());
-    report(shell, &record, &run_dir, remote, stopped);
     result
 }
 

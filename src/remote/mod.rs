@@ -13,6 +13,7 @@ pub mod preflight;
 pub mod scripts;
 pub mod session;
 pub mod ship;
+pub mod slurm;
 pub mod ssh;
 pub mod tools;
 pub mod transport;

@@ -1,7 +1,8 @@
 //! The suite's one test-support tree, included by the test files (`mod support;`) and the
 //! benchmarks (`#[path]`): running commands ([`process`]), files ([`files`]), what a
 //! test needs from the machine ([`ci`]), the project a build works on ([`project`]), fake tools
-//! ([`fakes`]), hand-made packages and archives ([`package`]), a real sshd ([`sshd`]), and the
+//! ([`fakes`]), hand-made packages and archives ([`package`]), a real sshd ([`sshd`]), a real
+//! single-node Slurm cluster ([`slurm`]), and the
 //! world and remote the remote tests run in ([`remote`]).
 // Each test binary uses a part of it, and leaves the rest of it and of these re-exports unused.
 #![allow(dead_code, unused_imports)]
@@ -13,6 +14,7 @@ mod package;
 mod process;
 mod project;
 mod remote;
+mod slurm;
 mod sshd;
 
 pub use ci::required;
@@ -24,4 +26,5 @@ pub use process::{
 };
 pub use project::{cuda_home, cuobjdump, marker_line, repo_root, require_cuda, templates_target_dir, TestProject};
 pub use remote::{toml_str, Remote, World};
+pub use slurm::Cluster;
 pub use sshd::{free_port, Sshd, SshdOptions, ALIAS};
