@@ -139,6 +139,31 @@ fn local_login_node_runs_and_refuses_a_gpu_it_has_no_cubin_for_at_the_start_of_t
     assert_eq!((rec.host, rec.exit_status), (None, Some(3)));
     assert!(rec.slurm_job.is_some());
 
+    // A client that dies leaves the job running; `logs` reattaches, follows it to its end and
+    // completes its record.
+    let pkg_s = pkg.display().to_string();
+    let mut cmd = world.cmd(&["remote-run", "--remote", "c", "--package", &pkg_s, "--", "sleep=3"]);
+    let client = cmd.env("SLURM_CONF", &cluster.conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let client = client.spawn().unwrap();
+    wait_for("the job to run", Duration::from_secs(20), || {
+        std::fs::read_dir(world.path("w/runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| read_text(&e.path().join("stdout.log")).contains("sleeping"))
+    });
+    support::signal(&client, "-KILL");
+    let _ = support::finish(client);
+    let rec = world.last_record();
+    assert_eq!(rec.state, State::Running);
+    assert!(cluster.queue().iter().any(|(_, s, _)| s == "RUNNING"), "the job goes on: {:?}", cluster.queue());
+    let mut logs = world.cmd(&["logs", &rec.id]);
+    let out = Run::of(logs.env("SLURM_CONF", &cluster.conf));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.ends_with("woke up\nlast words without newline"), "{}", out.stdout);
+    let rec = record(&world, &rec.id);
+    assert_eq!((rec.state, rec.exit_status), (State::Finished, Some(0)));
+
     // The compute node's GPU is a Blackwell consumer card: the job stops before the runner, with
     // the message the ssh transport's preflight gives.
     let out = run_local(&world, &cluster, &pkg, &[], &[("CARGO_GPU_FAKE_GPU", "rtx5060ti")]);

@@ -176,9 +176,18 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
     let stopped = instance.stopped();
     drop(instance);
     let wall = clock.elapsed().as_secs_f64();
-    let (outcomes, error): (Vec<Option<Outcome>>, _) = match outcomes {
-        Ok(o) => (o.into_iter().map(Some).collect(), None),
-        Err(e) => (records.iter().map(|_| None).collect(), Some(e)),
+    // One outcome per run; an error of the session is the first run's, and the others get a
+    // copy of it (a Ctrl-C stays a Ctrl-C).
+    let failed = outcomes.is_err();
+    let outcomes: Vec<Result<Outcome>> = match outcomes {
+        Ok(o) => o.into_iter().map(Ok).collect(),
+        Err(e) => {
+            let interrupted = crate::exit::code_for(&e) == crate::exit::INTERRUPTED;
+            let copy = |_| Err(if interrupted { crate::exit::interrupted_error() } else { anyhow::anyhow!("{e:#}") });
+            let mut v: Vec<Result<Outcome>> = records.iter().skip(1).map(copy).collect();
+            v.insert(0, Err(e));
+            v
+        }
     };
     let mut results = Vec::new();
     for ((record, run_dir), outcome) in records.iter_mut().zip(&run_dirs).zip(outcomes) {
@@ -188,11 +197,6 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
             record.wall_seconds = wall;
             record.cost = remote.price_per_hour.map(|p| p * wall / 3600.0);
         }
-        let outcome = match (outcome, &error) {
-            (Some(o), _) => Ok(o),
-            (None, Some(e)) => Err(anyhow::anyhow!("{e:#}")),
-            (None, None) => unreachable!("an outcome or an error"),
-        };
         let result = settle(shell, record, run_dir, remote, stopped, outcome);
         record.reports = crate::tool_reports::summary::present(run_dir);
         record.save(&runs_dir)?;
@@ -217,8 +221,8 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
     if !axes.is_empty() {
         print!("{}", runs::sweep_table(&records, &runs_dir));
     }
-    if let Some(e) = error {
-        return Err(e);
+    if failed {
+        return results.remove(0);
     }
     // A sweep's code is its first run's that did not exit 0.
     let codes: Vec<i32> = results.into_iter().collect::<Result<_>>()?;
