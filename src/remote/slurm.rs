@@ -252,8 +252,8 @@ pub fn poll_lines() -> String {
 /// states of [`ALIVE`] (5 s at most after its runner wrote its exit status), or, once the controller has
 /// forgotten it, from slurmstepd's line in the job's output) into [`STATE_FILE`] when it is not
 /// a plain completion, and an exit status for a job that a cancel ended before its runner could
-/// write one; a time limit's is [`TIME_LIMIT_EXIT`] (unless the runner ended by itself first:
-/// the status of a runner killed by the limit's signal, 128 and above, is replaced).
+/// write one; a time limit's is always [`TIME_LIMIT_EXIT`]: whatever the runner's shell said
+/// after the limit's SIGTERM (it may survive it, its child killed, and exit 0) is not its result.
 pub fn end_lines() -> String {
     format!(
         r#"if [ -n "$J" ]; then
@@ -270,7 +270,7 @@ pub fn end_lines() -> String {
   case $fin in ''|COMPLETED) ;; *) printf '%s\n' "$fin" > "$R/{state}" ;; esac
   x=$(cat "$R/exit-status" 2>/dev/null)
   case $fin in
-    TIMEOUT) case $x in ''|1[3-9][0-9]|2[0-9][0-9]) echo {TIME_LIMIT_EXIT} > "$R/exit-status" ;; esac ;;
+    TIMEOUT) echo {TIME_LIMIT_EXIT} > "$R/exit-status" ;;
     CANCELLED) [ -n "$x" ] || echo 130 > "$R/exit-status" ;;
   esac
   [ -e "$R/exit-status" ] && d=1
