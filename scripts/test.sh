@@ -3,8 +3,8 @@
 # OpenSSH server that the remote-run tests start on loopback, the login shells (zsh, fish,
 # tcsh) those tests give the remote user, and for the cross-built runners qemu-user with an
 # aarch64 glibc to start the aarch64 one and Rust's aarch64 standard library (cargo-zigbuild and
-# zig come from PyPI, installed by cargo-gpu itself on first use), and cargo-nextest for the
-# target-runner tests.
+# zig come from PyPI, installed by cargo-gpu itself on first use), cargo-nextest for the
+# target-runner tests, and Slurm and munge for the cluster tests.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 . "$repo/scripts/cuda-env.sh"
@@ -16,6 +16,10 @@ command -v ssh >/dev/null || missing="$missing openssh-client"
 for sh in zsh fish tcsh; do command -v "$sh" >/dev/null || missing="$missing $sh"; done
 command -v qemu-aarch64 >/dev/null || missing="$missing qemu-user"
 [ -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] || missing="$missing libc6-arm64-cross"
+# The Slurm tests bring up a single-node cluster of their own from these.
+for d in /usr/sbin/slurmctld:slurmctld /usr/sbin/slurmd:slurmd /usr/bin/sbatch:slurm-client /usr/sbin/munged:munge; do
+    [ -x "${d%%:*}" ] || missing="$missing ${d#*:}"
+done
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "tests: installing$missing"

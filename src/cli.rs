@@ -266,6 +266,13 @@ pub struct RemoteRunArgs {
     /// On a kernel fault, do not run once more under compute-sanitizer memcheck to find the line
     #[arg(long)]
     pub no_autosanitize: bool,
+    /// Run once per value (repeat for the cross product): each run gets NAME in its environment
+    /// and `{NAME}` in its arguments replaced; one upload, one instance start (a job array on Slurm)
+    #[arg(long, value_name = "NAME=V1,V2,...", conflicts_with = "detach")]
+    pub sweep: Vec<String>,
+    /// GPUs each run of a sweep gets on an ssh or local remote (CUDA_VISIBLE_DEVICES)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub gpus_per_run: u32,
     /// Arguments for the runner
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,

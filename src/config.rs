@@ -70,6 +70,50 @@ pub struct RemoteConfig {
     /// The remote's machine as `uname -m` names it (`x86_64`, `aarch64`): the runner is built
     /// for it. Without it, the machine the last preflight saw there is used.
     pub machine: Option<String>,
+    /// `ssh` (the default with a `host`), `local`, or `slurm` (`host` is the login node).
+    pub kind: Option<String>,
+    /// Slurm: the partition the jobs go to.
+    pub partition: Option<String>,
+    /// Slurm: `--gres` of each job (`gpu:h100:1`).
+    pub gres: Option<String>,
+    /// Slurm: `--gpus` of each job, instead of `gres`.
+    pub gpus: Option<u32>,
+    /// Slurm: `--time` of each job (`00:10:00`).
+    pub time: Option<String>,
+    /// Slurm: more `sbatch` arguments (`--account=proj42`).
+    #[serde(default)]
+    pub sbatch_args: Vec<String>,
+}
+
+/// How a `slurm` remote submits its jobs: `sbatch` on the login node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Slurm {
+    pub partition: Option<String>,
+    pub gres: Option<String>,
+    pub gpus: Option<u32>,
+    pub time: Option<String>,
+    pub sbatch_args: Vec<String>,
+}
+
+impl Slurm {
+    /// The `sbatch` options of every job, in the order given.
+    pub fn sbatch_options(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.partition {
+            v.push(format!("--partition={p}"));
+        }
+        if let Some(g) = &self.gres {
+            v.push(format!("--gres={g}"));
+        }
+        if let Some(n) = self.gpus {
+            v.push(format!("--gpus={n}"));
+        }
+        if let Some(t) = &self.time {
+            v.push(format!("--time={t}"));
+        }
+        v.extend(self.sbatch_args.iter().cloned());
+        v
+    }
 }
 
 /// Whether a run sends this machine's compute-sanitizer (from PyPI) to the remote as blobs.
@@ -120,6 +164,9 @@ pub struct Remote {
     pub ship_sanitizer: ShipSanitizer,
     /// `machine` as configured.
     pub machine: Option<String>,
+    /// Set for a `slurm` remote: runs are jobs submitted on the login node (`host`, or this
+    /// machine when `host = "local"`).
+    pub slurm: Option<Slurm>,
 }
 
 impl Remote {
@@ -144,6 +191,7 @@ impl Remote {
             max_fetch: DEFAULT_MAX_FETCH,
             ship_sanitizer: ShipSanitizer::Auto,
             machine: None,
+            slurm: None,
         }
     }
 
@@ -278,10 +326,46 @@ impl UserConfig {
                 .transpose()
                 .with_context(|| format!("invalid cargo-gpu config {} at key `remotes.{name}.{key}`", self.where_()))
         };
-        let host = match (&r.host, name) {
-            (Some(h), _) => Some(h.clone()),
-            (None, LOCAL) => None,
-            (None, _) => bail!("invalid cargo-gpu config {} at key `remotes.{name}`: missing `host`", self.where_()),
+        let at = |key: &str| format!("invalid cargo-gpu config {} at key `remotes.{name}{key}`", self.where_());
+        let kind = r.kind.as_deref().unwrap_or(if r.host.is_none() && name == LOCAL { LOCAL } else { "ssh" });
+        let slurm_keys = r.partition.is_some()
+            || r.gres.is_some()
+            || r.gpus.is_some()
+            || r.time.is_some()
+            || !r.sbatch_args.is_empty();
+        let host = match (kind, r.host.as_deref()) {
+            ("ssh", Some(h)) => Some(h.to_string()),
+            ("ssh", None) => bail!("{}: missing `host`", at("")),
+            (LOCAL, None) | (LOCAL, Some(LOCAL)) => None,
+            (LOCAL, Some(_)) => bail!("{}: a `local` remote has no `host` (it runs on this machine)", at(".host")),
+            ("slurm", Some(LOCAL)) => None,
+            ("slurm", Some(h)) => Some(h.to_string()),
+            ("slurm", None) => {
+                bail!("{}: missing `host` (the login node to ssh to, or \"local\" when already on it)", at(""))
+            }
+            (other, _) => bail!("{}: `{other}` is not one of ssh, local, slurm", at(".kind")),
+        };
+        let slurm = if kind == "slurm" {
+            if r.gres.is_some() && r.gpus.is_some() {
+                bail!("{}: give `gres` or `gpus`, not both", at(""));
+            }
+            if r.idle_shutdown.is_some() {
+                bail!("{}: a Slurm cluster ends its jobs itself; remove `idle-shutdown`", at(".idle-shutdown"));
+            }
+            Some(Slurm {
+                partition: r.partition.clone(),
+                gres: r.gres.clone(),
+                gpus: r.gpus,
+                time: r.time.clone(),
+                sbatch_args: r.sbatch_args.clone(),
+            })
+        } else if slurm_keys {
+            bail!(
+                "{}: `partition`, `gres`, `gpus`, `time` and `sbatch-args` are for Slurm: add `kind = \"slurm\"`",
+                at("")
+            );
+        } else {
+            None
         };
         let max_fetch = r
             .max_fetch
@@ -325,6 +409,7 @@ impl UserConfig {
                 ),
                 m => m.map(str::to_string),
             },
+            slurm,
         })
     }
 
@@ -467,6 +552,32 @@ remote = "h100"
                 && err.contains("`yes` is not one of auto, always, never"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn slurm_remotes_take_their_keys_and_refuse_others() {
+        let c = parse(
+            "[remotes.cluster]\nkind = \"slurm\"\nhost = \"login.cluster.example\"\nworkdir = \"~/scratch/cargo-gpu\"\n\
+             partition = \"gpu\"\ngres = \"gpu:h100:1\"\ntime = \"00:10:00\"\nsbatch-args = [\"--account=proj42\"]\n\
+             [remotes.here]\nkind = \"slurm\"\nhost = \"local\"\ngpus = 2\n",
+        )
+        .unwrap();
+        let r = c.remote("cluster").unwrap();
+        assert_eq!(r.host.as_deref(), Some("login.cluster.example"));
+        let s = r.slurm.unwrap();
+        assert_eq!(s.sbatch_options(), ["--partition=gpu", "--gres=gpu:h100:1", "--time=00:10:00", "--account=proj42"]);
+        let here = c.remote("here").unwrap();
+        assert!(here.is_local() && here.slurm.unwrap().sbatch_options() == ["--gpus=2"]);
+        for (text, says) in [
+            ("[remotes.a]\nhost = \"h\"\npartition = \"gpu\"\n", "add `kind = \"slurm\"`"),
+            ("[remotes.a]\nkind = \"slurm\"\n", "missing `host` (the login node"),
+            ("[remotes.a]\nkind = \"pbs\"\nhost = \"h\"\n", "`pbs` is not one of ssh, local, slurm"),
+            ("[remotes.a]\nkind = \"slurm\"\nhost = \"h\"\ngres = \"gpu:1\"\ngpus = 1\n", "not both"),
+            ("[remotes.a]\nkind = \"slurm\"\nhost = \"h\"\nidle-shutdown = \"5m\"\n", "remove `idle-shutdown`"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -24,9 +24,9 @@
 //! `runs`          run records and the cost ledger
 //! `nvidia_smi` `tool_reports`
 //!                 nvidia-smi's answer, parsed; the remote CUDA tools' reports, read
-//! `arch` `cache` `cmd` `digest` `escape` `exit` `pypi` `quote` `redact` `safe_fs` `shell`
+//! `arch` `cache` `cmd` `digest` `escape` `exit` `pypi` `quote` `redact` `safe_fs` `shell` `sweep`
 //!                 leaves: target rules, memo, child processes, sha256, escaping, exit codes,
-//!                 wheels from PyPI, shell quoting, secrets, link-safe files, output
+//!                 wheels from PyPI, shell quoting, secrets, link-safe files, output, sweep axes
 //! ```
 
 pub mod arch;
@@ -51,6 +51,7 @@ pub mod remote;
 pub mod runs;
 pub mod safe_fs;
 pub mod shell;
+pub mod sweep;
 pub mod templates;
 pub mod tool_reports;
 pub mod toolchain;

@@ -38,6 +38,13 @@ pub fn quote_path(path: &str) -> String {
     }
 }
 
+/// Whether `word` is a shell variable name (`BLOCK`, `_n2`): what may be exported as given.
+pub fn is_name(word: &str) -> bool {
+    let mut chars = word.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

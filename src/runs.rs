@@ -104,6 +104,32 @@ pub struct Record {
     pub cost: Option<f64>,
     pub wall_seconds: f64,
     pub phases: Phases,
+    /// The Slurm job that ran it (`123`, or `123_4` for a task of an array).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
+    /// How that job ended when not by itself: `TIMEOUT`, `CANCELLED`, `NODE_FAIL`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_state: Option<String>,
+    /// The sweep this run is one combination of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepTag>,
+}
+
+/// A run's place in a sweep: the sweep's id (its first run's id), its index, and the values of
+/// its combination, in the order of the `--sweep` options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SweepTag {
+    pub id: String,
+    pub index: usize,
+    pub values: Vec<(String, String)>,
+}
+
+impl SweepTag {
+    /// `BLOCK=64 STAGES=2`.
+    pub fn label(&self) -> String {
+        self.values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    }
 }
 
 /// Where a run goes and what it runs: what a record knows before the run starts.
@@ -150,6 +176,9 @@ impl Record {
             cost: None,
             wall_seconds: 0.0,
             phases: Phases::default(),
+            slurm_job: None,
+            slurm_state: None,
+            sweep: None,
         }
     }
 
@@ -174,6 +203,11 @@ impl Record {
     pub fn exit_text(&self) -> String {
         match (self.state, self.exit_status) {
             (State::Running, _) => "running".into(),
+            (_, _) if self.slurm_state.as_deref() == Some("TIMEOUT") => "time limit".into(),
+            (_, _) if self.slurm_state.as_deref() == Some("CANCELLED") => "cancelled".into(),
+            (State::Finished, _) if self.slurm_state.is_some() => {
+                self.slurm_state.as_deref().unwrap_or_default().to_lowercase().replace('_', " ")
+            }
             (State::Failed, _) => "error".into(),
             (State::Interrupted, _) => "interrupted".into(),
             (_, Some(c)) => c.to_string(),
@@ -285,6 +319,130 @@ pub fn table(records: &[Record]) -> String {
     out
 }
 
+/// One kit result of a run: the report's name, its median time and rate, whether it checked.
+#[derive(Debug, Clone, PartialEq)]
+struct KitResult {
+    name: String,
+    median_ms: f64,
+    rate: Option<(f64, &'static str)>,
+    passed: Option<bool>,
+}
+
+/// The kit's results in a run's `out/` (`*.json` with a `timing`), by file name; what the remote
+/// wrote is a stranger's text: names are escaped and cut short, big files are not read.
+fn kit_results(run_dir: &Path) -> Vec<KitResult> {
+    let Ok(entries) = std::fs::read_dir(run_dir.join("out")) else { return Vec::new() };
+    let mut paths: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        let Ok(bytes) = crate::safe_fs::read_no_follow(&p) else { continue };
+        if bytes.len() > 1 << 20 {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+        let Some(median_ms) = v["timing"]["median_ms"].as_f64() else { continue };
+        let name = v["name"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        let rate = match (v["timing"]["tflops"].as_f64(), v["timing"]["gbps"].as_f64()) {
+            (Some(t), _) => Some((t, "TFLOP/s")),
+            (None, Some(g)) => Some((g, "GB/s")),
+            _ => None,
+        };
+        out.push(KitResult {
+            name: crate::escape::line(&name).chars().take(40).collect(),
+            median_ms,
+            rate,
+            passed: v["check"]["passed"].as_bool(),
+        });
+    }
+    out
+}
+
+/// Lines of cells, columns padded to their widest cell.
+fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..n).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The summary of each sweep among `records`: a row per run with its values, its exit and the
+/// kit's timing results side by side (the median time and rate of each report), best (the
+/// lowest median of the first report) first; runs without one last, in sweep order.
+pub fn sweep_table(records: &[Record], runs_dir: &Path) -> String {
+    let mut sweeps: Vec<&str> = records.iter().filter_map(|r| r.sweep.as_ref().map(|s| s.id.as_str())).collect();
+    sweeps.dedup();
+    let mut out = String::new();
+    for sweep in sweeps {
+        let mut runs: Vec<(&Record, &SweepTag, Vec<KitResult>)> = records
+            .iter()
+            .filter_map(|r| r.sweep.as_ref().filter(|s| s.id == sweep).map(|s| (r, s)))
+            .map(|(r, s)| (r, s, kit_results(&runs_dir.join(&r.id))))
+            .collect();
+        let Some((_, first, _)) = runs.first() else { continue };
+        let names: Vec<String> = first.values.iter().map(|(k, _)| k.clone()).collect();
+        let mut reports: Vec<String> = Vec::new();
+        for (_, _, results) in &runs {
+            for k in results {
+                if !reports.contains(&k.name) {
+                    reports.push(k.name.clone());
+                }
+            }
+        }
+        let key = |results: &[KitResult]| {
+            reports.first().and_then(|n| results.iter().find(|k| &k.name == n)).map(|k| k.median_ms)
+        };
+        runs.sort_by(|a, b| match (key(&a.2), key(&b.2)) {
+            (Some(x), Some(y)) => x.total_cmp(&y).then(a.1.index.cmp(&b.1.index)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.1.index.cmp(&b.1.index),
+        });
+        let mut header: Vec<String> = names.clone();
+        header.push("EXIT".into());
+        for r in &reports {
+            header.push(format!("{r} MS"));
+            header.push("RATE".into());
+            header.push("CHECK".into());
+        }
+        header.push("RUN".into());
+        let mut rows = vec![header];
+        for (record, tag, results) in &runs {
+            let mut row: Vec<String> = tag.values.iter().map(|(_, v)| crate::escape::line(v)).collect();
+            row.push(record.exit_text());
+            for r in &reports {
+                match results.iter().find(|k| &k.name == r) {
+                    Some(k) => {
+                        row.push(format!("{:.4}", k.median_ms));
+                        row.push(k.rate.map(|(v, unit)| format!("{v:.1} {unit}")).unwrap_or_else(|| "-".into()));
+                        row.push(match k.passed {
+                            Some(true) => "pass".into(),
+                            Some(false) => "FAIL".into(),
+                            None => "-".into(),
+                        });
+                    }
+                    None => row.extend(["-".to_string(), "-".into(), "-".into()]),
+                }
+            }
+            row.push(record.id.clone());
+            rows.push(row);
+        }
+        out.push_str(&format!("\nsweep {sweep}: {} runs, best first\n", runs.len()));
+        out.push_str(&columns(&rows));
+    }
+    out
+}
+
 /// The ledger: runs, paid time and cost per remote, and the total.
 pub fn ledger(records: &[Record]) -> String {
     let mut per: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
@@ -338,6 +496,9 @@ mod tests {
             cost,
             wall_seconds: 75.0,
             phases: Phases { connect: 1.0, run: 74.0, ..Phases::default() },
+            slurm_job: None,
+            slurm_state: None,
+            sweep: None,
         }
     }
 

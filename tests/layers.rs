@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["project", "templates", "toolchain", "vcs"],
     &["package", "config", "runs"],
     &["nvidia_smi", "tool_reports"],
-    &["arch", "cache", "cmd", "digest", "escape", "exit", "pypi", "quote", "redact", "safe_fs", "shell"],
+    &["arch", "cache", "cmd", "digest", "escape", "exit", "pypi", "quote", "redact", "safe_fs", "shell", "sweep"],
 ];
 
 fn layer_of(top: &str) -> Option<usize> {

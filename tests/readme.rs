@@ -42,7 +42,8 @@ fn project_config_example_parses() {
 
 #[test]
 fn remote_config_example_parses_with_every_key() {
-    let blocks: Vec<String> = toml_blocks().into_iter().filter(|b| b.contains("[remotes.")).collect();
+    let blocks: Vec<String> =
+        toml_blocks().into_iter().filter(|b| b.contains("[remotes.") && !b.contains("kind = \"slurm\"")).collect();
     assert!(!blocks.is_empty(), "the README documents [remotes.NAME]");
     for block in blocks {
         let config = cargo_gpu::config::UserConfig::parse(&block, Path::new("README.md")).unwrap();
@@ -55,6 +56,21 @@ fn remote_config_example_parses_with_every_key() {
         assert_eq!(remote.idle_shutdown, Some(std::time::Duration::from_secs(15 * 60)));
         assert_eq!(config.default.remote.as_deref(), Some("h100"));
     }
+}
+
+#[test]
+fn slurm_config_example_parses_with_every_slurm_key() {
+    let blocks: Vec<String> = toml_blocks().into_iter().filter(|b| b.contains("kind = \"slurm\"")).collect();
+    assert_eq!(blocks.len(), 1, "the README documents a slurm remote");
+    let config = cargo_gpu::config::UserConfig::parse(&blocks[0], Path::new("README.md")).unwrap();
+    let remote = config.remote("cluster").unwrap();
+    assert_eq!(remote.host.as_deref(), Some("login.cluster.example"));
+    let slurm = remote.slurm.expect("a slurm remote");
+    assert_eq!(
+        slurm.sbatch_options(),
+        ["--partition=gpu", "--gres=gpu:h100:1", "--time=00:10:00", "--account=proj42"],
+        "the README shows every slurm key"
+    );
 }
 
 /// Every long flag a command's `--help` lists is named in the README, so no flag goes

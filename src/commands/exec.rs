@@ -13,8 +13,9 @@ use crate::compile::cargo_exe::{self, Kind};
 use crate::compile::exec::{self as exec_package, ExecPackage};
 use crate::compile::sources::Profile;
 use crate::project::Project;
+use crate::quote::is_name;
 use crate::remote::run::{self, RunPackage};
-use crate::remote::scripts::{is_env_name, EnvValue};
+use crate::remote::scripts::EnvValue;
 use crate::remote::tools::RunTools;
 use crate::shell::{Shell, Verbosity};
 
@@ -43,7 +44,7 @@ const LOCAL_ONLY: &[&str] = &[
 /// `CARGO_MANIFEST_DIR` pointing where the package's test files are in the run folder.
 fn forwarded_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, EnvValue)> {
     let mut env: Vec<(String, EnvValue)> = vars
-        .filter(|(k, _)| is_env_name(k) && !LOCAL_ONLY.contains(&k.as_str()) && !k.starts_with("CARGO_GPU_TEST_"))
+        .filter(|(k, _)| is_name(k) && !LOCAL_ONLY.contains(&k.as_str()) && !k.starts_with("CARGO_GPU_TEST_"))
         .filter(|(k, _)| FORWARDED.contains(&k.as_str()) || FORWARDED_PREFIXES.iter().any(|p| k.starts_with(p)))
         .map(|(k, v)| (k, EnvValue::Text(v)))
         .collect();
@@ -91,6 +92,9 @@ fn run_on_remote(
             files: &package.files,
             runs_dir,
             args,
+            combinations: vec![Vec::new()],
+            sweep: false,
+            gpus_per_run: 1,
             env: &env,
             tools: &RunTools::default(),
             tool_options: Vec::new(),

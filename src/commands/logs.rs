@@ -11,6 +11,7 @@ use crate::config::UserConfig;
 use crate::exit::Interrupt;
 use crate::remote::follow::{exit_status, follow, report_unpacked, Followed};
 use crate::remote::session::transport_for;
+use crate::remote::slurm;
 use crate::runs::{self, Record, State};
 use crate::shell::Shell;
 
@@ -38,6 +39,10 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &LogsArgs) -> Result<i32> 
             return Ok(crate::exit::INTERRUPTED);
         };
         let status = exit_status(&run_dir);
+        let read = |name: &str| crate::safe_fs::read_no_follow(&run_dir.join(name)).ok();
+        if let Some(state) = read(slurm::STATE_FILE) {
+            record.slurm_state = slurm::read_state(&String::from_utf8_lossy(&state));
+        }
         record.state = State::Finished;
         record.exit_status = status;
         record.refused = report_unpacked(shell, &unpacked, &id, &remote.name, max);

@@ -107,7 +107,7 @@ fn check_local_gpu(shell: &Shell) -> Result<()> {
 
 pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<i32> {
     let plan = plan(shell, global, args)?;
-    if plan.remote.is_local() {
+    if plan.remote.is_local() && plan.remote.slurm.is_none() {
         check_local_gpu(shell)?;
     }
     let (package_dir, manifest) = match &plan.package {
@@ -119,6 +119,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
     };
     let files = manifest.verify(&package_dir)?;
     let runs_dir = crate::project::runs_dir(shell, global.manifest_path.as_deref(), Some(&package_dir));
+    let axes = crate::sweep::parse_axes(&args.sweep)?;
     let package = std::path::absolute(&package_dir).unwrap_or(package_dir.clone()).display().to_string();
     let ran = run::run_package(
         shell,
@@ -129,6 +130,9 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
             files: &files,
             runs_dir: &runs_dir,
             args: &args.args,
+            combinations: crate::sweep::combinations(&axes),
+            sweep: !axes.is_empty(),
+            gpus_per_run: args.gpus_per_run as usize,
             env: &[],
             tools: &plan.tools,
             tool_options: tool_options(args),

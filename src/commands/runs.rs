@@ -1,4 +1,5 @@
-//! `cargo gpu runs [--cost]`: the recent runs recorded under `target/gpu/runs/`, or the cost ledger.
+//! `cargo gpu runs [--cost]`: the recent runs recorded under `target/gpu/runs/` and a summary of
+//! each sweep among them, or the cost ledger.
 
 use anyhow::Result;
 
@@ -19,6 +20,10 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RunsArgs) -> Result<i32> 
         shell.note(format!("no runs recorded in {}", dir.display()));
         return Ok(crate::exit::SUCCESS);
     }
-    print!("{}", if args.cost { runs::ledger(&records) } else { runs::table(&records) });
+    if args.cost {
+        print!("{}", runs::ledger(&records));
+    } else {
+        print!("{}{}", runs::table(&records), runs::sweep_table(&records, &dir));
+    }
     Ok(crate::exit::SUCCESS)
 }

@@ -115,6 +115,7 @@ pub fn follow(
         let seen = Arc::clone(&seen);
         let say = shell.clone();
         let mut tx = Some(tx);
+        let id = id.to_string();
         Box::new(move |bytes: &[u8]| -> ControlFlow<()> {
             let mut seen = seen.lock().expect("the follower does not panic");
             let mut gone = false;
@@ -139,6 +140,13 @@ pub fn follow(
                             Rerun::CudaGdb => "after a kernel fault (exit status 4), under cuda-gdb for a backtrace",
                         },
                     ),
+                    Event::Pending(waited, reason) => say.status(
+                        "Pending",
+                        format!("run {id} waits in the Slurm queue: {reason} (waited {})", human_secs(waited)),
+                    ),
+                    Event::JobStarted(waited) => {
+                        say.status("Started", format!("run {id}'s job after {} in the queue", human_secs(waited)))
+                    }
                     Event::Ended => seen.ended_at = Some(Instant::now()),
                 }
             }
@@ -190,6 +198,15 @@ pub fn follow(
         }
     })();
     Follow { launched, launched_at, ended_at, exit_code, bad_blobs, result }
+}
+
+/// `8s`, `3m 05s`.
+fn human_secs(secs: u64) -> String {
+    if secs < 60 {
+        format!("{secs}s")
+    } else {
+        format!("{}m {:02}s", secs / 60, secs % 60)
+    }
 }
 
 /// Stops a run on the remote (TERM, then KILL) so that what it wrote can be fetched: a step of

@@ -1,8 +1,9 @@
 //! The framed stdout of the run, stream and fetch scripts, read as it arrives in chunks of any size:
 //! `r` (launched), `o N` / `e N` and N bytes of the runner's stdout / stderr, `h` (heartbeat),
 //! `b HASH` (a damaged blob), `a TOOL` (after a kernel fault the runner runs again under
-//! `memcheck` or `cuda-gdb`), `x 0` / `x 2` (the run ended / vanished), then `t` and a tar of the
-//! run's files to the end. Nothing is kept in memory but a short header line: what comes from the
+//! `memcheck` or `cuda-gdb`), `p SECONDS REASON` (a job still pending in the Slurm queue), `g
+//! SECONDS` (the job started after that long), `x 0` / `x 2` (the run ended / vanished), then `t`
+//! and a tar of the run's files to the end. Nothing is kept in memory but a short header line: what comes from the
 //! remote is not trusted to be small.
 
 use crate::digest::is_sha256;
@@ -58,11 +59,14 @@ impl Default for Demux {
 }
 
 /// What a chunk held besides output: the run was launched, runs again under a tool after a
-/// kernel fault, or ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// kernel fault, waits in a Slurm queue (seconds so far, the reason, escaped and cut short),
+/// started after that wait, or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Launched,
     Rerun(Rerun),
+    Pending(u64, String),
+    JobStarted(u64),
     Ended,
 }
 
@@ -124,6 +128,14 @@ impl Demux {
                         ("b", _) if is_sha256(arg) => self.bad_blobs.push(arg.to_string()),
                         ("a", _) if arg == "memcheck" => events.push(Event::Rerun(Rerun::Memcheck)),
                         ("a", _) if arg == "cuda-gdb" => events.push(Event::Rerun(Rerun::CudaGdb)),
+                        ("p", _) => {
+                            let (waited, reason) = arg.split_once(' ').unwrap_or((arg, ""));
+                            if let Ok(w) = waited.parse() {
+                                let reason: String = crate::escape::line(reason.trim()).chars().take(80).collect();
+                                events.push(Event::Pending(w, reason));
+                            }
+                        }
+                        ("g", Some(w)) => events.push(Event::JobStarted(w as u64)),
                         ("t", _) => {
                             self.tar_started = true;
                             self.state = DemuxState::Tar;
@@ -146,7 +158,7 @@ mod tests {
         let long_noise = "n".repeat(10_000);
         let bad = "c".repeat(64);
         let framed = format!(
-            "noise from a start-up file\n{long_noise}\nr\nb {bad}\nb not-a-hash\no 5\nhello\ne 3\nerrh\no 2\n\n!a memcheck\na rm -rf\nx 0\nt\nTARBYTES"
+            "noise from a start-up file\n{long_noise}\nr\nb {bad}\nb not-a-hash\no 5\nhello\ne 3\nerrh\no 2\n\n!a memcheck\na rm -rf\np 12 Resources\x1b[2J\np x y\ng 14\nx 0\nt\nTARBYTES"
         );
         let framed = framed.as_bytes();
         for chunk in [1, 2, 3, 7, 100, 4096, framed.len()] {
@@ -161,7 +173,16 @@ mod tests {
                 assert!(d.line.len() <= MAX_HEADER + chunk, "a header line never grows without bound");
             }
             assert_eq!((out.as_slice(), err.as_slice()), (&b"hello\n!"[..], &b"err"[..]), "chunk {chunk}");
-            assert_eq!(events, [Event::Launched, Event::Rerun(Rerun::Memcheck), Event::Ended]);
+            assert_eq!(
+                events,
+                [
+                    Event::Launched,
+                    Event::Rerun(Rerun::Memcheck),
+                    Event::Pending(12, "Resources\\e[2J".into()),
+                    Event::JobStarted(14),
+                    Event::Ended
+                ]
+            );
             assert!(d.launched && d.ended == Some(true) && d.tar_started);
             assert_eq!(d.bad_blobs, std::slice::from_ref(&bad));
             assert_eq!(tar, b"TARBYTES");

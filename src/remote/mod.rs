@@ -14,6 +14,7 @@ pub mod run;
 pub mod scripts;
 pub mod session;
 pub mod ship;
+pub mod slurm;
 pub mod ssh;
 pub mod tools;
 pub mod transport;

@@ -12,23 +12,30 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::config::Slurm;
 use crate::digest::is_sha256;
 use crate::package::manifest::{is_safe_relative, Manifest, RunnerEntry};
 use crate::quote::{quote, quote_path};
 use crate::redact;
 use crate::remote::ship::{self, Shipment};
+use crate::remote::slurm;
 use crate::remote::tools::{self, RunTools};
 use crate::tool_reports::files;
 
 /// What a run leaves in its folder that comes back with it: files, the tools' reports (see
 /// `tool_reports::files`) and the folder `out/` (in this order, so that the logs come first
 /// and the bulky things last when a cap cuts the rest).
-pub const FETCHED: [&str; 14] = [
+pub const FETCHED: [&str; 19] = [
     "stdout.log",
     "stderr.log",
     "exit-status",
     "nvidia-smi.txt",
     "env.txt",
+    slurm::GPU_FILE,
+    slurm::REFUSED_FILE,
+    slurm::STATE_FILE,
+    slurm::OUTPUT_FILE,
+    slurm::JOB_FILE,
     files::SANITIZER_REPORT,
     files::AUTOSANITIZE_REPORT,
     files::AUTOSANITIZE_OUTPUT,
@@ -39,7 +46,6 @@ pub const FETCHED: [&str; 14] = [
     files::NCU_REPORT,
     "out/",
 ];
-
 /// The exit status of a [`launch`] that found a stored blob whose bytes do not match its name:
 /// the blob was deleted, nothing was launched, preflight (and so upload) again.
 pub const BAD_BLOB: i32 = 8;
@@ -84,6 +90,26 @@ df -Pk "$W" | awk 'NR==2 {{print "disk-free-kb: " $4}}'
     )
 }
 
+/// A `slurm` remote's preflight, on its login node (which has no GPU): glibc, machine, free
+/// disk, the CUDA tools there, then what [`slurm::preflight_lines`] asks of the cluster, and the
+/// missing blobs. The GPU is checked by the job itself, on its node.
+pub fn preflight_slurm(workdir: &str, hashes: &[String]) -> String {
+    assert!(hashes.iter().all(|h| is_sha256(h)), "blob names are sha256 digests");
+    format!(
+        r#"{prelude}mkdir -p "$W/blobs/tmp" "$W/runs" 2>/dev/null
+echo "protocol: 1"
+printf 'glibc: %s\n' "$(getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1)"
+printf 'machine: %s\n' "$(uname -m)"
+df -Pk "$W" 2>/dev/null | awk 'NR==2 {{print "disk-free-kb: " $4}}'
+{tools}{slurm}for h in {hashes}; do [ -f "$W/blobs/$h" ] || echo "missing: $h"; done
+"#,
+        prelude = prelude(workdir),
+        tools = tools::preflight_lines(),
+        slurm = slurm::preflight_lines(),
+        hashes = words(hashes),
+    )
+}
+
 /// Unpacks a tar of blobs (each named by its sha256) from stdin into `blobs/tmp/<upload>/`,
 /// checks every hash, and only then moves them into `blobs/`. A failure cleans up before it
 /// complains: with the connection gone, writing to stderr would end the script by SIGPIPE.
@@ -107,15 +133,38 @@ cd / && rm -rf "$T"
     )
 }
 
+/// One run of a launch: its id, the runner's arguments, and (in a sweep) the variables it gets.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    pub id: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Where the runs of a launch run.
+#[derive(Debug, Clone, Default)]
+pub enum Place<'a> {
+    /// On the remote itself, detached: one run alone; several (a sweep) each on its own share of
+    /// the GPUs, a run per slot at a time (`CUDA_VISIBLE_DEVICES` = the slot; an empty slot
+    /// leaves it unset).
+    #[default]
+    Here,
+    Slots(Vec<String>),
+    /// Submitted to Slurm as one job (one run) or one job array (a sweep), from `$W`; the job
+    /// lets only GPUs of these compute capabilities run.
+    Slurm(&'a Slurm, Vec<String>),
+}
+
 /// What a run is made of.
 #[derive(Debug, Clone)]
 pub struct Launch<'a> {
     pub workdir: &'a str,
-    pub id: &'a str,
+    /// One run, or a sweep's runs in order; the first one's folder holds a sweep's shared files.
+    pub runs: &'a [RunSpec],
+    pub place: Place<'a>,
     pub manifest: &'a Manifest,
     /// The package's runner for the remote's machine: the other runners stay here.
     pub runner: &'a RunnerEntry,
-    pub args: &'a [String],
     /// Start the idle watchdog first: (idle time, shutdown command).
     pub watchdog: Option<(Duration, &'a str)>,
     /// The tools the runner runs under, or again under after a kernel fault.
@@ -134,19 +183,12 @@ pub enum EnvValue {
     InRun(String),
 }
 
-/// Whether `name` may be exported by a POSIX shell.
-pub fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-}
-
 /// `NAME='value'; export NAME` lines; a name a shell cannot export, or a run path that leaves
 /// the run folder, is refused.
 fn exports(env: &[(String, EnvValue)]) -> Result<String> {
     let mut s = String::new();
     for (name, value) in env {
-        if !is_env_name(name) {
+        if !crate::quote::is_name(name) {
             bail!("`{name}` is not a name a shell can export");
         }
         let value = match value {
@@ -160,13 +202,9 @@ fn exports(env: &[(String, EnvValue)]) -> Result<String> {
     Ok(s)
 }
 
-/// The script the detached runner lives in. `$1` is the run folder.
-pub fn wrapper(runner: &str, args: &[String], id: &str, tools: &RunTools) -> String {
-    wrapper_with_env(runner, args, id, tools, "")
-}
-
-/// [`wrapper`], with `exports` (see [`exports`]) run before the runner starts.
-fn wrapper_with_env(runner: &str, args: &[String], id: &str, tools: &RunTools, exports: &str) -> String {
+/// The script the detached runner lives in. `$1` is the run folder; `exports` (see [`exports`])
+/// run first: what `exec` forwards, a sweep's values.
+pub fn wrapper(runner: &str, args: &[String], id: &str, tools: &RunTools, exports: &str) -> String {
     let mut command = format!("\"$R\"/{}", quote(runner));
     for a in args {
         command.push(' ');
@@ -176,16 +214,15 @@ fn wrapper_with_env(runner: &str, args: &[String], id: &str, tools: &RunTools, e
         r#"R=$1
 cd "$R" || exit 1
 echo $$ > pid
-CARGO_GPU_KERNELS="$R/kernels" CARGO_GPU_OUT="$R/out" CARGO_GPU_RUN_ID={id}
+{exports}CARGO_GPU_KERNELS="$R/kernels" CARGO_GPU_OUT="$R/out" CARGO_GPU_RUN_ID={id}
 export CARGO_GPU_KERNELS CARGO_GPU_OUT CARGO_GPU_RUN_ID
-{exports}{{ {env}; }} &
+{{ {env}; }} &
 {run}nvidia-smi -q > nvidia-smi.txt 2>&1
 wait
 echo "$s" > exit-status.tmp && mv exit-status.tmp exit-status
 "#,
         id = quote(id),
         env = env_listing("env.txt"),
-        exports = exports,
         run = tools::run_lines(tools, &command),
     )
 }
@@ -224,7 +261,8 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     if let Some(shipment) = l.ship {
         s.push_str(&ship::assemble(&prelude(l.workdir), shipment, BAD_BLOB));
     }
-    s.push_str(&run_dir(l.workdir, l.id));
+    let Some(first) = l.runs.first() else { bail!("a launch has at least one run") };
+    s.push_str(&run_dir(l.workdir, &first.id));
     s.push_str("mkdir \"$R\" || exit 1\ncd \"$R\" && mkdir out kernels || exit 1\n");
     s.push_str(&format!(
         "bad() {{ rm -f \"$W/blobs/$1\"; cd /; rm -rf \"$R\"; printf 'b %s\\n' \"$1\"; exit {BAD_BLOB}; }}\n"
@@ -257,11 +295,99 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     if !executables.is_empty() {
         s.push_str(&format!("chmod 755 {}\n", executables.join(" ")));
     }
-    s.push_str(&format!(
-        "setsid nohup sh -c {} cargo-gpu-run \"$R\" < /dev/null > /dev/null 2>&1 &\n",
-        quote(&wrapper_with_env(runner, l.args, l.id, l.tools, &exports(l.env)?))
-    ));
+    s.push_str(&start(l)?);
     Ok(s)
+}
+
+/// The end of a [`launch`], with the first run assembled in `$R`: the other runs of a sweep
+/// (copies of it), then the runs started or submitted as [`Place`] says.
+fn start(l: &Launch<'_>) -> Result<String> {
+    let wrapper_of = |r: &RunSpec| -> Result<String> {
+        let mut env = l.env.to_vec();
+        env.extend(r.env.iter().map(|(k, v)| (k.clone(), EnvValue::Text(v.clone()))));
+        Ok(wrapper(&l.runner.path, &r.args, &r.id, l.tools, &exports(&env)?))
+    };
+    let folder = |r: &RunSpec| format!("\"$W/runs\"/{}", quote(&r.id));
+    let mut s = String::new();
+    if let ([one], Place::Here) = (l.runs, &l.place) {
+        s.push_str(&format!(
+            "setsid nohup sh -c {} cargo-gpu-run \"$R\" < /dev/null > /dev/null 2>&1 &\n",
+            quote(&wrapper_of(one)?)
+        ));
+        return Ok(s);
+    }
+    for (i, r) in l.runs.iter().enumerate() {
+        if i > 0 {
+            s.push_str(&format!("mkdir {f} && cp -Rp \"$R/.\" {f}/ || exit 1\n", f = folder(r)));
+        }
+    }
+    for r in l.runs {
+        s.push_str(&format!("printf '%s' {} > {}/wrapper.sh || exit 1\n", quote(&wrapper_of(r)?), folder(r)));
+    }
+    match &l.place {
+        Place::Here | Place::Slots(_) => {
+            let slots = match &l.place {
+                Place::Slots(v) if !v.is_empty() => v.clone(),
+                _ => vec![String::new()],
+            };
+            let ids = l.runs.iter().map(|r| quote(&r.id)).collect::<Vec<_>>().join(" ");
+            s.push_str(&format!(
+                "setsid nohup sh -c {} cargo-gpu-sweep \"$W/runs\" < /dev/null > /dev/null 2>&1 &\n",
+                quote(&dispatcher(&ids, &slots))
+            ));
+        }
+        Place::Slurm(cluster, caps) => {
+            s.push_str(&format!(
+                "printf '%s' {} > \"$R/job.sh\" || exit 1\nJOB=\"$R/job.sh\"\n",
+                quote(&slurm::job_script(caps))
+            ));
+            s.push_str(slurm::WRITE_JOB_ID);
+            if l.runs.len() == 1 {
+                let out = format!("\"$R\"/{}", slurm::OUTPUT_FILE);
+                s.push_str(&slurm::submit(cluster, "cargo-gpu", &out, None, "\"$R\""));
+                s.push_str("job_id \"$J\" \"$R\"\n");
+            } else {
+                s.push_str(": > \"$R/sweep-runs\"\n");
+                for r in l.runs {
+                    s.push_str(&format!("printf '%s\\n' {} >> \"$R/sweep-runs\"\n", folder(r)));
+                }
+                let out = "\"$R\"/slurm-%a.out";
+                s.push_str(&slurm::submit(cluster, "cargo-gpu-sweep", out, Some(l.runs.len()), "\"$R/sweep-runs\""));
+                for (i, r) in l.runs.iter().enumerate() {
+                    s.push_str(&format!(
+                        "job_id \"${{J}}_{i}\" {f}\nprintf '%s\\n' \"$R/slurm-{i}.out\" > {f}/slurm-output\n",
+                        f = folder(r)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// The detached loop of a sweep on the remote itself (`$1`: the runs folder): one worker per
+/// slot of GPUs, each taking the next run nobody has claimed (`mkdir .claimed`), so that every
+/// slot runs one run at a time; each run in its own session, as `stop_run` expects. Each run's
+/// folder names the dispatcher, so that `stream` can tell a run still waiting for its slot from
+/// one whose dispatcher died.
+fn dispatcher(ids: &str, slots: &[String]) -> String {
+    let mut s = format!(
+        r#"D=$1
+for r in {ids}; do echo $$ > "$D/$r/dispatcher"; done
+work() {{
+  if [ -n "$1" ]; then CUDA_VISIBLE_DEVICES=$1; export CUDA_VISIBLE_DEVICES; fi
+  for r in {ids}; do
+    mkdir "$D/$r/.claimed" 2>/dev/null || continue
+    setsid -w sh "$D/$r/wrapper.sh" "$D/$r" < /dev/null > /dev/null 2>&1
+  done
+}}
+"#
+    );
+    for slot in slots {
+        s.push_str(&format!("work {} &\n", quote(slot)));
+    }
+    s.push_str("wait\n");
+    s
 }
 
 /// Follows a run's logs until its exit status appears, then sends the run's files: one command
@@ -275,15 +401,21 @@ pub fn stream(workdir: &str, id: &str) -> String {
     format!(
         r#"{run}[ -d "$R" ] || {{ echo "no run folder $R" >&2; exit 3; }}
 o=0; e=0; q=0; n=0; a=
+J=; [ -s "$R/slurm-job" ] && J=$(cat "$R/slurm-job")
+sub=$(cat "$R/submitted" 2>/dev/null); case $sub in ''|*[!0-9]*) sub=$(date +%s) ;; esac
+poll=0; seen=; said=0; gone=0; fin=; started=0
 size() {{ if [ -f "$1" ]; then wc -c < "$1"; else echo 0; fi; }}
 emit() {{ printf '%s %d\n' "$1" $(($4 - $3)); tail -c +$(($3 + 1)) "$2" | head -c $(($4 - $3)); }}
 while :; do
   if [ $n = 0 ] || [ $n -ge 10 ]; then date +%s > "$W/last-seen" 2>/dev/null; fi
   d=0; [ -e "$R/exit-status" ] && d=1
-  if [ $d = 0 ] && [ -s "$R/pid" ] && ! kill -0 "$(cat "$R/pid")" 2>/dev/null; then
+  if [ $d = 0 ] && [ -z "$J" ] && [ -s "$R/pid" ] && ! kill -0 "$(cat "$R/pid")" 2>/dev/null; then
     if [ -e "$R/exit-status" ]; then d=1; else d=2; fi
   fi
-  s=$(size "$R/stdout.log")
+  if [ $d = 0 ] && [ ! -s "$R/pid" ] && [ -s "$R/dispatcher" ] && ! kill -0 "$(cat "$R/dispatcher")" 2>/dev/null; then
+    if [ -e "$R/exit-status" ]; then d=1; elif [ ! -s "$R/pid" ]; then d=2; fi
+  fi
+{poll}  s=$(size "$R/stdout.log")
   if [ "$s" -gt "$o" ]; then emit o "$R/stdout.log" "$o" "$s"; o=$s; q=0; fi
   s=$(size "$R/stderr.log")
   if [ "$s" -gt "$e" ]; then emit e "$R/stderr.log" "$e" "$s"; e=$s; q=0; fi
@@ -295,35 +427,57 @@ while :; do
   if [ $n -lt 10 ]; then pause=0.01; elif [ $n -lt 40 ]; then pause=0.05; else pause=0.2; fi
   sleep $pause 2>/dev/null || sleep 1
 done
-[ $d = 1 ] && printf 'x 0\n' || printf 'x 2\n'
+{end}[ $d = 1 ] && printf 'x 0\n' || printf 'x 2\n'
 printf 't\n'
 {fetch}"#,
         run = run_dir(workdir, id),
+        poll = slurm::poll_lines(),
+        end = slurm::end_lines(),
         fetch = fetch_tail(),
     )
 }
 
-/// Stops a run: TERM to its process group, KILL after 5 s; an exit status of 130 is written for
-/// a run that had none.
-pub fn stop_run(workdir: &str, id: &str) -> String {
+/// Stops runs: a sweep's dispatcher first (so that no run of it starts), then each run: a
+/// job is cancelled (see [`slurm::cancel_lines`]); a run never started is marked so; a started
+/// one gets TERM to its process group, KILL after 5 s. An exit status of 130 is written for a
+/// run that had none.
+pub fn stop_runs(workdir: &str, ids: &[&str]) -> String {
+    let ids = ids.iter().map(|i| quote(i)).collect::<Vec<_>>().join(" ");
     format!(
-        r#"{run}[ -d "$R" ] || exit 0
-i=0
-while [ ! -s "$R/pid" ] && [ $i -lt 20 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
-p=$(cat "$R/pid" 2>/dev/null)
-if [ -n "$p" ] && [ ! -e "$R/exit-status" ]; then
-  kill -TERM -"$p" 2>/dev/null
+        r#"{prelude}for id in {ids}; do
+  R="$W/runs/$id"
+  [ -s "$R/dispatcher" ] && kill -TERM -"$(cat "$R/dispatcher")" 2>/dev/null
+done
+for id in {ids}; do
+  R="$W/runs/$id"
+  [ -d "$R" ] || continue
+  if [ -e "$R/dispatcher" ] && mkdir "$R/.claimed" 2>/dev/null; then
+    [ -e "$R/exit-status" ] || echo 130 > "$R/exit-status"
+    continue
+  fi
   i=0
-  while kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
-  kill -KILL -"$p" 2>/dev/null
-fi
-if [ ! -e "$R/exit-status" ]; then
-  nvidia-smi -q > "$R/nvidia-smi.txt" 2>&1
-  echo 130 > "$R/exit-status"
-fi
+  while [ ! -s "$R/pid" ] && [ ! -s "$R/slurm-job" ] && [ $i -lt 20 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
+{cancel}  p=$(cat "$R/pid" 2>/dev/null)
+  if [ -n "$p" ] && [ ! -e "$R/exit-status" ]; then
+    kill -TERM -"$p" 2>/dev/null
+    i=0
+    while kill -0 "$p" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
+    kill -KILL -"$p" 2>/dev/null
+  fi
+  if [ ! -e "$R/exit-status" ]; then
+    nvidia-smi -q > "$R/nvidia-smi.txt" 2>&1
+    echo 130 > "$R/exit-status"
+  fi
+done
 "#,
-        run = run_dir(workdir, id),
+        prelude = prelude(workdir),
+        cancel = slurm::cancel_lines(),
     )
+}
+
+/// Stops one run (see [`stop_runs`]).
+pub fn stop_run(workdir: &str, id: &str) -> String {
+    stop_runs(workdir, &[id])
 }
 
 /// Sends the run's logs, exit status, `nvidia-smi -q`, environment and `out/`: a `t` frame and
@@ -359,7 +513,7 @@ pub struct Guard<'a> {
 
 /// The one command of a run after preflight: store the uploaded blobs (when `upload` names them;
 /// the tar comes on stdin), assemble and launch the run, say `r` (launched), then, unless
-/// `detach`, [`stream`]. With a `guard`, a remote that no longer matches exits [`STALE`] first.
+/// `detach`, [`stream`] (the first run: a sweep's runs are followed one by one afterwards). With a `guard`, a remote that no longer matches exits [`STALE`] first.
 pub fn run(
     upload_blobs: Option<(&str, &[String])>,
     guard: Option<Guard<'_>>,
@@ -388,7 +542,7 @@ pub fn run(
     s.push_str(&launch(l)?);
     s.push_str("printf 'r\\n'\n");
     if !detach {
-        s.push_str(&stream(l.workdir, l.id));
+        s.push_str(&stream(l.workdir, &l.runs[0].id));
     }
     Ok(s)
 }
@@ -491,16 +645,17 @@ mod tests {
         sh_syntax_ok(&upload(w, "2026-11-28T14-03-11-h100", &hashes));
         let m = manifest(&["sm_90a"]);
         let args = vec!["a b".to_string(), "$(touch pwned)".to_string(), "'\"".to_string()];
+        let one = [RunSpec { id: "run 1".into(), args: args.clone(), env: Vec::new() }];
         let l = launch(&Launch {
             workdir: w,
-            id: "run 1",
+            runs: &one,
+            place: Place::Here,
             manifest: &m,
-            runner: &m.runners[0],
-            args: &args,
             watchdog: Some((Duration::from_secs(900), "sudo shutdown -h now")),
             tools: &RunTools::default(),
             ship: None,
             env: &[],
+            runner: &m.runners[0],
         })
         .unwrap();
         sh_syntax_ok(&l);
@@ -508,7 +663,7 @@ mod tests {
         assert!(l.contains(&format!("cp \"$W/blobs/{}\" kernels/k.sm_90a.cubin", "b".repeat(64))), "{l}");
         assert!(l.contains("chmod 755 bin/demo"), "{l}");
         assert!(l.contains("setsid nohup sh -c "), "{l}");
-        let wr = wrapper("bin/demo", &args, "run 1", &RunTools::default());
+        let wr = wrapper("bin/demo", &args, "run 1", &RunTools::default(), "");
         sh_syntax_ok(&wr);
         assert!(wr.contains(r#""$R"/bin/demo 'a b' '$(touch pwned)' ''\''"'"#), "{wr}");
         sh_syntax_ok(&stream(w, "x"));
@@ -518,14 +673,14 @@ mod tests {
                 Some(Guard { hashes: &hashes, need_bytes: 1 << 20 }),
                 &Launch {
                     workdir: w,
-                    id: "x",
+                    runs: &[RunSpec { id: "x".into(), args: args.clone(), env: Vec::new() }],
+                    place: Place::Here,
                     manifest: &m,
-                    runner: &m.runners[0],
-                    args: &args,
                     watchdog: None,
                     tools: &RunTools::default(),
                     ship: None,
                     env: &[],
+                    runner: &m.runners[0],
                 },
                 false,
             )
@@ -536,10 +691,10 @@ mod tests {
         let arm = two.runner_for(Some("aarch64")).unwrap();
         let l = launch(&Launch {
             workdir: w,
-            id: "x",
+            runs: &[RunSpec { id: "x".into(), ..RunSpec::default() }],
+            place: Place::Here,
             manifest: &two,
             runner: arm,
-            args: &[],
             watchdog: None,
             tools: &RunTools::default(),
             ship: None,
@@ -553,6 +708,55 @@ mod tests {
         sh_syntax_ok(&stop_run(w, "x"));
         sh_syntax_ok(&fetch(w, "x"));
         sh_syntax_ok(&watchdog(w, Duration::from_secs(60), "touch /tmp/it's off"));
+    }
+
+    #[test]
+    fn sweep_and_slurm_launches_quote_every_word_and_parse() {
+        let m = manifest(&["sm_90a"]);
+        let cluster = Slurm {
+            partition: Some("gpu $(touch pwned)".into()),
+            gres: Some("gpu:h100:1".into()),
+            sbatch_args: vec!["--account=it's".into()],
+            ..Slurm::default()
+        };
+        let runs: Vec<RunSpec> = (0..3)
+            .map(|i| RunSpec {
+                id: format!("r {i}"),
+                args: vec!["{x}".into(), "$(touch pwned)".into()],
+                env: vec![("BLOCK".into(), format!("'{i}"))],
+            })
+            .collect();
+        let tools = RunTools::default();
+        for (n, place) in [
+            (1, Place::Slurm(&cluster, vec!["9.0".into()])),
+            (3, Place::Slurm(&cluster, vec!["9.0".into()])),
+            (3, Place::Slots(vec!["0,1".into(), "2,3".into()])),
+        ] {
+            let l = Launch {
+                workdir: "~/a b",
+                runs: &runs[..n],
+                place,
+                manifest: &m,
+                watchdog: None,
+                tools: &tools,
+                ship: None,
+                runner: &m.runners[0],
+                env: &[],
+            };
+            let script = launch(&l).unwrap();
+            sh_syntax_ok(&script);
+            if n == 3 {
+                assert!(script.contains("\"$W/runs\"/'r 2'"), "{script}");
+            }
+            if matches!(l.place, Place::Slurm(..)) {
+                assert!(script.contains("sbatch --parsable --job-name="), "{script}");
+                assert!(script.contains("'--partition=gpu $(touch pwned)'"), "{script}");
+                assert!(script.contains("'--account=it'\\''s'"), "{script}");
+            }
+        }
+        sh_syntax_ok(&stop_runs("~/a b", &["r 0", "r 1"]));
+        sh_syntax_ok(&slurm::job_script(&["9.0".into()]));
+        sh_syntax_ok(&preflight_slurm("~/a b", &["c".repeat(64)]));
     }
 
     #[test]
@@ -588,14 +792,14 @@ mod tests {
         m.files[1].path = "../../.ssh/authorized_keys".into();
         let l = Launch {
             workdir: "/w",
-            id: "x",
+            runs: &[RunSpec { id: "x".into(), ..RunSpec::default() }],
+            place: Place::Here,
             manifest: &m,
-            runner: &m.runners[0],
-            args: &[],
             watchdog: None,
             tools: &RunTools::default(),
             ship: None,
             env: &[],
+            runner: &m.runners[0],
         };
         assert!(launch(&l).is_err());
         for bad in ["", "/etc/x", "a/../b", "./a", "a//b"] {
@@ -620,16 +824,16 @@ mod tests {
         std::fs::write(&cubin_blob, b"planted").unwrap();
         let tools = RunTools::default();
         let run = |id: &str| {
-            let runner = &m.runners[0];
+            let runs = [RunSpec { id: id.into(), ..RunSpec::default() }];
             let l = Launch {
                 workdir: &w,
-                id,
+                runs: &runs,
+                place: Place::Here,
                 manifest: &m,
-                runner,
-                args: &[],
                 watchdog: None,
                 tools: &tools,
                 ship: None,
+                runner: &m.runners[0],
                 env: &[],
             };
             Command::new("sh").arg("-c").arg(launch(&l).unwrap()).output().unwrap()
@@ -660,7 +864,13 @@ mod tests {
         let args = vec!["a b".to_string(), "$(touch pwned)".to_string(), "it's".to_string()];
         let st = Command::new("sh")
             .arg("-c")
-            .arg(wrapper("bin/demo", &args, "id", &RunTools::default()))
+            .arg(wrapper(
+                "bin/demo",
+                &args,
+                "id",
+                &RunTools::default(),
+                &exports(&[("BLOCK".into(), EnvValue::Text("64 $(x)".into()))]).unwrap(),
+            ))
             .arg("x")
             .arg(&run)
             .env("HF_TOKEN", "hf_secret_value_123")
@@ -677,5 +887,6 @@ mod tests {
         assert!(env.contains("\nCUDA_VISIBLE_DEVICES=0\n") && env.contains("\nHF_TOKEN=<redacted>\n"), "{env}");
         assert!(env.contains("\nMULTI=<redacted>\n") && !env.contains("hf_secret"), "{env}");
         assert!(!run.join("pwned").exists());
+        assert!(env.contains("\nBLOCK=<redacted>\n") || env.contains("\nBLOCK=64 $(x)\n"), "{env}");
     }
 }

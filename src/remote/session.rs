@@ -19,8 +19,9 @@ use crate::remote::follow::{exit_status, fetch, follow, report_unpacked, stop_re
 use crate::remote::frames::Demux;
 use crate::remote::instance::Instance;
 use crate::remote::preflight::{self, RemoteFacts};
-use crate::remote::scripts::{self, EnvValue, Launch};
+use crate::remote::scripts::{self, EnvValue, Launch, Place, RunSpec};
 use crate::remote::ship::{self, Shipment};
+use crate::remote::slurm;
 use crate::remote::ssh::Ssh;
 use crate::remote::tools::{RunTools, ShippedSanitizer};
 use crate::remote::transport::{run_script, Local, Transport};
@@ -59,8 +60,11 @@ pub struct Session<'a> {
     pub manifest: &'a Manifest,
     /// (sha256, local file) of every file of the package, checked against the manifest.
     pub files: &'a [(String, PathBuf)],
-    pub run_dir: &'a Path,
+    /// Each run's local folder, in the order of the records [`Session::run`] takes.
+    pub run_dirs: &'a [PathBuf],
     pub runs_dir: &'a Path,
+    /// GPUs each run of a sweep gets on an ssh or local remote (`--gpus-per-run`).
+    pub gpus_per_run: usize,
     pub detach: bool,
     /// The CUDA tools the runner runs under (or again under, after a kernel fault).
     pub tools: &'a RunTools,
@@ -111,7 +115,8 @@ impl KnownRemote {
 
 /// What one attempt at uploading and launching came to.
 enum Attempt {
-    Ran(Outcome),
+    /// One outcome per run.
+    Ran(Vec<Outcome>),
     /// The guard found the remote changed since the preflight it relied on.
     Stale,
     /// Stored blobs did not match their names; they were deleted there and nothing launched.
@@ -119,7 +124,11 @@ enum Attempt {
 }
 
 impl Session<'_> {
-    pub fn run(&self, instance: &mut Instance<'_>, record: &mut Record) -> Result<Outcome> {
+    /// Runs `records` (one run, or a sweep's runs: one upload, one launch) and returns an
+    /// outcome per run; the first record also carries the phases they share.
+    pub fn run(&self, instance: &mut Instance<'_>, records: &mut [Record]) -> Result<Vec<Outcome>> {
+        assert_eq!(records.len(), self.run_dirs.len(), "a run folder per record");
+        let record = &mut records[0];
         let (shell, remote, transport) = (self.shell, self.remote, self.transport);
         let workdir = remote.workdir.as_str();
         shell.status("Connecting", transport.describe());
@@ -133,14 +142,16 @@ impl Session<'_> {
             h.dedup();
             h
         };
-        // A detached run returns before the guard could speak: it always preflights.
-        let connection = if self.detach { None } else { transport.connection_id(shell) };
+        // A detached run returns before the guard could speak: it always preflights; so does a
+        // job, whose checks are the login node's.
+        let slurm = remote.slurm.is_some();
+        let connection = if self.detach || slurm { None } else { transport.connection_id(shell) };
         if let Some(known) = connection.as_deref().and_then(|c| KnownRemote::load(remote, c)) {
             let mut facts = preflight::parse_preflight(&known.answer)?;
             facts.missing = hashes.iter().filter(|h| !known.present.contains(h)).cloned().collect();
             // Checked on the remote by the guard instead.
             facts.disk_free_bytes = None;
-            match self.attempt(instance, record, &facts, &known.answer, connection.as_deref(), true)? {
+            match self.attempt(instance, records, &facts, &known.answer, connection.as_deref(), true)? {
                 Attempt::Ran(outcome) => return Ok(outcome),
                 Attempt::Stale => KnownRemote::forget(remote),
                 Attempt::BadBlobs(bad) => {
@@ -153,21 +164,17 @@ impl Session<'_> {
         // Preflight: one round trip. A second one only when the first attempt found damaged
         // blobs, which are uploaded again.
         for fresh in 0..2 {
-            let answer = timed(&mut record.phases.preflight, || {
-                let ended = run_script(
-                    shell,
-                    transport,
-                    &scripts::preflight(workdir, &hashes),
-                    "preflight the remote",
-                    Default::default(),
-                )?;
+            let script =
+                if slurm { scripts::preflight_slurm(workdir, &hashes) } else { scripts::preflight(workdir, &hashes) };
+            let answer = timed(&mut records[0].phases.preflight, || {
+                let ended = run_script(shell, transport, &script, "preflight the remote", Default::default())?;
                 Ok(String::from_utf8_lossy(&ended.stdout).into_owned())
             })?;
             let facts = preflight::parse_preflight(&answer)?;
             preflight::remember(&remote.name, &facts);
-            match self.attempt(instance, record, &facts, &answer, connection.as_deref(), false)? {
+            match self.attempt(instance, records, &facts, &answer, connection.as_deref(), false)? {
                 Attempt::Ran(outcome) => return Ok(outcome),
-                Attempt::Stale => bail!("run {} was refused by its own guard after a fresh preflight", record.id),
+                Attempt::Stale => bail!("run {} was refused by its own guard after a fresh preflight", records[0].id),
                 Attempt::BadBlobs(bad) if fresh == 0 => self.warn_bad_blobs(&bad),
                 Attempt::BadBlobs(bad) => bail!(
                     "{} damaged blob {} again right after it was uploaded: its disk or its sha256sum cannot be trusted",
@@ -194,12 +201,13 @@ impl Session<'_> {
         }
     }
 
-    /// Checks the facts, then uploads what they say is missing, launches and follows the run, in
-    /// one remote command. `guarded`: the facts come from an earlier preflight.
+    /// Checks the facts, then uploads what they say is missing, launches the runs and follows
+    /// them, in one remote command (a sweep's runs are followed one by one afterwards).
+    /// `guarded`: the facts come from an earlier preflight.
     fn attempt(
         &self,
         instance: &mut Instance<'_>,
-        record: &mut Record,
+        records: &mut [Record],
         facts: &RemoteFacts,
         answer: &str,
         connection: Option<&str>,
@@ -207,7 +215,7 @@ impl Session<'_> {
     ) -> Result<Attempt> {
         let (shell, remote, transport) = (self.shell, self.remote, self.transport);
         let workdir = remote.workdir.as_str();
-        let id = record.id.clone();
+        let id = records[0].id.clone();
         // The runner for the remote's machine goes; the package's other runners stay here.
         let runner = preflight::runner_for(&remote.name, facts, self.manifest)?;
         let other_runner = |path: &str| self.manifest.runners.iter().any(|r| r.path == path && r.path != runner.path);
@@ -235,25 +243,41 @@ impl Session<'_> {
         }
         let hashes: Vec<String> = sizes.keys().map(|h| h.to_string()).collect();
         let missing_bytes: u64 = facts.missing.iter().filter_map(|h| sizes.get(h.as_str())).map(|(s, _)| s).sum();
-        let target = preflight::check(&remote.name, facts, self.manifest, missing_bytes + total)?;
-        record.target = Some(target.to_string());
-        record.gpu = facts.gpu_name.clone();
-        record.compute_capability = facts.compute_cap.map(|c| c.to_string());
-        shell.status(
-            "Preflight",
-            format!(
-                "{} (compute capability {}), driver CUDA {}, glibc {}, {}",
-                facts.gpu_name.as_deref().unwrap_or("?"),
-                facts.compute_cap.map(|c| c.to_string()).unwrap_or_default(),
-                facts.driver_cuda.as_deref().unwrap_or("?"),
-                facts.glibc.as_deref().unwrap_or("?"),
-                match facts.disk_free_bytes {
-                    Some(free) => format!("{} free", human_bytes(free)),
-                    None if guarded => "as preflighted before over this connection".into(),
-                    None => "free disk unknown".into(),
-                }
-            ),
-        );
+        if let Some(cluster) = &remote.slurm {
+            // The login node has no GPU: the job checks its node's when it starts.
+            let cf = slurm::parse_cluster(answer);
+            slurm::check_cluster(&remote.name, &cf, cluster, workdir)?;
+            shell.status(
+                "Preflight",
+                format!(
+                    "login node: Slurm {}, glibc {}; the GPU is checked on the job's node",
+                    cluster.sbatch_options().join(" "),
+                    facts.glibc.as_deref().unwrap_or("?"),
+                ),
+            );
+        } else {
+            let target = preflight::check(&remote.name, facts, self.manifest, missing_bytes + total)?;
+            for record in records.iter_mut() {
+                record.target = Some(target.to_string());
+                record.gpu = facts.gpu_name.clone();
+                record.compute_capability = facts.compute_cap.map(|c| c.to_string());
+            }
+            shell.status(
+                "Preflight",
+                format!(
+                    "{} (compute capability {}), driver CUDA {}, glibc {}, {}",
+                    facts.gpu_name.as_deref().unwrap_or("?"),
+                    facts.compute_cap.map(|c| c.to_string()).unwrap_or_default(),
+                    facts.driver_cuda.as_deref().unwrap_or("?"),
+                    facts.glibc.as_deref().unwrap_or("?"),
+                    match facts.disk_free_bytes {
+                        Some(free) => format!("{} free", human_bytes(free)),
+                        None if guarded => "as preflighted before over this connection".into(),
+                        None => "free disk unknown".into(),
+                    }
+                ),
+            );
+        }
         let mut tools_line = preflight::tools_summary(facts);
         if let Some(s) = shipping {
             tools_line.push_str(&format!("; compute-sanitizer {} shipped from here ({})", s.version, s.name));
@@ -263,6 +287,7 @@ impl Session<'_> {
         for note in preflight::check_tools(&remote.name, facts, self.tools, shipping.is_some(), shippable)? {
             shell.note(note);
         }
+        let place = self.place(answer, records.len())?;
         crate::exit::check_interrupt()?;
 
         // Upload only the blobs the remote lacks, as one tar stream, in the same command that
@@ -270,6 +295,7 @@ impl Session<'_> {
         // user's shell start-up files) for the whole run.
         panic_point("upload");
         let missing: Vec<String> = facts.missing.iter().filter(|h| sizes.contains_key(h.as_str())).cloned().collect();
+        let record = &mut records[0];
         record.blobs_present = hashes.len() - missing.len();
         record.blobs_uploaded = missing.len();
         record.bytes_uploaded = missing_bytes;
@@ -313,12 +339,20 @@ impl Session<'_> {
             sums: s.sums(),
             prefer: remote.ship_sanitizer == crate::config::ShipSanitizer::Always,
         });
+        let specs: Vec<RunSpec> = records
+            .iter()
+            .map(|r| RunSpec {
+                id: r.id.clone(),
+                args: r.args.clone(),
+                env: r.sweep.as_ref().map(|s| s.values.clone()).unwrap_or_default(),
+            })
+            .collect();
         let launch = Launch {
             workdir,
-            id: &id,
+            runs: &specs,
+            place,
             manifest: self.manifest,
             runner,
-            args: &record.args,
             watchdog,
             tools: &tools,
             ship: shipping,
@@ -326,36 +360,46 @@ impl Session<'_> {
         };
         let upload = (!missing.is_empty()).then_some((id.as_str(), missing.as_slice()));
         let guard = guarded.then_some(scripts::Guard { hashes: &hashes, need_bytes: missing_bytes + total });
-        let script = scripts::run(upload, guard, &launch, self.detach)?;
-        shell.status("Running", format!("{} on {} (run {id})", runner.path, remote.name));
+        let sweep = records.len() > 1;
+        let script = scripts::run(upload, guard, &launch, self.detach || sweep)?;
+        let what = if sweep { format!("{} runs of a sweep", records.len()) } else { format!("run {id}") };
+        let verb = if remote.slurm.is_some() { "Submitting" } else { "Running" };
+        shell.status(verb, format!("{} on {} ({what})", runner.path, remote.name));
         // Saved as running first: if this process dies, `logs` can still find the run.
-        record.state = State::Running;
-        record.save(self.runs_dir)?;
-        let purpose = if upload.is_some() { format!("upload and launch run {id}") } else { format!("launch run {id}") };
-        if self.detach {
+        for record in records.iter_mut() {
+            record.state = State::Running;
+            record.save(self.runs_dir)?;
+        }
+        let purpose = if upload.is_some() { format!("upload and launch {what}") } else { format!("launch {what}") };
+        if self.detach || sweep {
             let opts = ExecOptions { stdin: feed, ..Default::default() };
-            let launched = timed(&mut record.phases.upload, || run_script(shell, transport, &script, &purpose, opts));
+            let launched =
+                timed(&mut records[0].phases.upload, || run_script(shell, transport, &script, &purpose, opts));
             match launched {
                 Ok(ended) => {
                     let mut demux = Demux::default();
                     demux.feed(&ended.stdout, &mut |_, _| {});
                     if !demux.bad_blobs.is_empty() {
-                        record.state = State::Failed;
+                        records.iter_mut().for_each(|r| r.state = State::Failed);
                         return Ok(Attempt::BadBlobs(demux.bad_blobs));
                     }
                 }
                 Err(e) => {
-                    record.state = State::Failed;
-                    return Err(e);
+                    records.iter_mut().for_each(|r| r.state = State::Failed);
+                    return Err(self.submit_refused(e, &what));
                 }
             }
-            instance.leave_up();
-            return Ok(Attempt::Ran(Outcome::Detached));
+            if self.detach {
+                instance.leave_up();
+                return Ok(Attempt::Ran(records.iter().map(|_| Outcome::Detached).collect()));
+            }
+            return self.follow_sweep(records).map(Attempt::Ran);
         }
+        let record = &mut records[0];
+        let run_dir = &self.run_dirs[0];
         let started = Instant::now();
         let max_fetch = remote.max_fetch;
-        let followed =
-            follow(shell, transport, &script, &purpose, feed, &id, self.run_dir, max_fetch, Interrupt::First);
+        let followed = follow(shell, transport, &script, &purpose, feed, &id, run_dir, max_fetch, Interrupt::First);
         let launched_at = followed.launched_at.unwrap_or(started);
         record.phases.upload += launched_at.duration_since(started).as_secs_f64();
         if let Some(ended_at) = followed.ended_at {
@@ -371,6 +415,9 @@ impl Session<'_> {
             }
             if guarded && followed.exit_code == Some(scripts::STALE) {
                 return Ok(Attempt::Stale);
+            }
+            if followed.exit_code == Some(slurm::SUBMIT_FAILED) {
+                return Err(self.submit_refused(anyhow::anyhow!("sbatch said so above"), &what));
             }
             followed.result?;
             // Ctrl-C before the launch was confirmed: if the remote got that far anyway, that
@@ -393,22 +440,138 @@ impl Session<'_> {
             };
             known.save(remote);
         }
-        match followed.result? {
+        let outcome = match followed.result? {
             Followed::Done(unpacked) => {
                 record.refused = report_unpacked(shell, &unpacked, &id, &remote.name, max_fetch);
-                Ok(Attempt::Ran(Outcome::Exited(exit_status(self.run_dir))))
+                Outcome::Exited(exit_status(run_dir))
             }
             Followed::Interrupted => {
-                shell.status(
-                    "Interrupted",
-                    format!("stopping run {id} on {} and fetching its logs (Ctrl-C again skips that)", remote.name),
-                );
-                stop_remote_run(shell, transport, workdir, &id)?;
-                let unpacked =
-                    timed(&mut record.phases.fetch, || fetch(shell, transport, workdir, &id, self.run_dir, max_fetch))?;
-                record.refused = report_unpacked(shell, &unpacked, &id, &remote.name, max_fetch);
-                Ok(Attempt::Ran(Outcome::Interrupted(exit_status(self.run_dir))))
+                self.interrupted(records, 0)?;
+                Outcome::Interrupted(exit_status(run_dir))
+            }
+        };
+        self.job_facts(&mut records[0], run_dir)?;
+        Ok(Attempt::Ran(vec![outcome]))
+    }
+
+    /// Where the runs go: a job (array) on a `slurm` remote; a sweep elsewhere over the GPUs that
+    /// the preflight listed, `gpus_per_run` to a slot.
+    fn place(&self, answer: &str, runs: usize) -> Result<Place<'_>> {
+        if let Some(cluster) = &self.remote.slurm {
+            return Ok(Place::Slurm(cluster, slurm::runnable_caps(&self.manifest.package.targets)));
+        }
+        if runs == 1 {
+            return Ok(Place::Here);
+        }
+        let gpus = answer.lines().filter(|l| l.starts_with("gpu: ")).count();
+        let per = self.gpus_per_run.max(1);
+        if gpus < per {
+            bail!(
+                "{} has {gpus} GPU{}, fewer than the {per} that --gpus-per-run gives each run",
+                self.remote.name,
+                if gpus == 1 { "" } else { "s" }
+            );
+        }
+        let slots: Vec<String> = (0..gpus / per)
+            .map(|s| (s * per..(s + 1) * per).map(|g| g.to_string()).collect::<Vec<_>>().join(","))
+            .collect();
+        self.shell.status(
+            "Spreading",
+            format!("{runs} runs over {gpus} GPU{}, {per} per run", if gpus == 1 { "" } else { "s" }),
+        );
+        Ok(Place::Slots(slots))
+    }
+
+    /// A launch that failed: on a `slurm` remote most likely sbatch refusing the job.
+    fn submit_refused(&self, e: anyhow::Error, what: &str) -> anyhow::Error {
+        match &self.remote.slurm {
+            Some(_) => e.context(format!(
+                "Slurm did not take the job of {what}: check `partition`, `gres` (or `gpus`), `time` and `sbatch-args` of [remotes.{}]",
+                self.remote.name
+            )),
+            None => e,
+        }
+    }
+
+    /// Follows a sweep's runs one by one (they run meanwhile, on their own), each to its files;
+    /// on Ctrl-C stops the rest, fetches them and returns.
+    fn follow_sweep(&self, records: &mut [Record]) -> Result<Vec<Outcome>> {
+        let (shell, remote, transport) = (self.shell, self.remote, self.transport);
+        let mut outcomes = Vec::new();
+        let n = records.len();
+        for i in 0..n {
+            let (id, dir) = (records[i].id.clone(), &self.run_dirs[i]);
+            let label = records[i].sweep.as_ref().map(|s| s.label()).unwrap_or_default();
+            shell.status("Following", format!("run {}/{n}: {label} (run {id})", i + 1));
+            let script = scripts::stream(&remote.workdir, &id);
+            let purpose = format!("follow run {id}");
+            let started = Instant::now();
+            let f = follow(shell, transport, &script, &purpose, None, &id, dir, remote.max_fetch, Interrupt::First);
+            records[i].phases.run = started.elapsed().as_secs_f64();
+            match f.result? {
+                Followed::Done(unpacked) => {
+                    records[i].refused = report_unpacked(shell, &unpacked, &id, &remote.name, remote.max_fetch);
+                    self.job_facts(&mut records[i], dir)?;
+                    outcomes.push(Outcome::Exited(exit_status(dir)));
+                }
+                Followed::Interrupted => {
+                    self.interrupted(records, i)?;
+                    for (j, r) in records.iter_mut().enumerate().skip(i) {
+                        let _ = self.job_facts(r, &self.run_dirs[j]);
+                        outcomes.push(Outcome::Interrupted(exit_status(&self.run_dirs[j])));
+                    }
+                    return Ok(outcomes);
+                }
             }
         }
+        Ok(outcomes)
+    }
+
+    /// After Ctrl-C: stops runs `from..` there (cancels their jobs) and fetches what they wrote.
+    fn interrupted(&self, records: &mut [Record], from: usize) -> Result<()> {
+        let (shell, remote, transport) = (self.shell, self.remote, self.transport);
+        let ids: Vec<&str> = records[from..].iter().map(|r| r.id.as_str()).collect();
+        let what = if ids.len() == 1 { format!("run {}", ids[0]) } else { format!("{} runs", ids.len()) };
+        let stop = if remote.slurm.is_some() { "cancelling" } else { "stopping" };
+        shell.status(
+            "Interrupted",
+            format!("{stop} {what} on {} and fetching the logs (Ctrl-C again skips that)", remote.name),
+        );
+        let opts = ExecOptions { interrupt: Interrupt::Second, ..Default::default() };
+        run_script(shell, transport, &scripts::stop_runs(&remote.workdir, &ids), &format!("stop {what}"), opts)?;
+        for (i, record) in records.iter_mut().enumerate().skip(from) {
+            let (id, dir) = (record.id.clone(), &self.run_dirs[i]);
+            let unpacked = timed(&mut record.phases.fetch, || {
+                fetch(shell, transport, &remote.workdir, &id, dir, remote.max_fetch)
+            })?;
+            record.refused = report_unpacked(shell, &unpacked, &id, &remote.name, remote.max_fetch);
+        }
+        Ok(())
+    }
+
+    /// What a job's files say: its id and how it ended, and the GPU it found, checked as the
+    /// preflight checks an ssh host's (a GPU the package has no cubin for fails the run with
+    /// the same message).
+    fn job_facts(&self, record: &mut Record, dir: &Path) -> Result<()> {
+        if self.remote.slurm.is_none() {
+            return Ok(());
+        }
+        let read = |name: &str| crate::safe_fs::read_no_follow(&dir.join(name)).ok();
+        let text = |name: &str| read(name).map(|b| String::from_utf8_lossy(&b).into_owned());
+        record.slurm_job = text(slurm::JOB_FILE).map(|t| crate::escape::line(t.trim()).chars().take(40).collect());
+        record.slurm_state = text(slurm::STATE_FILE).and_then(|t| slurm::read_state(&t));
+        let Some(found) = text(slurm::GPU_FILE) else { return Ok(()) };
+        let Ok(facts) = preflight::parse_preflight(&found) else { return Ok(()) };
+        record.gpu = facts.gpu_name.clone();
+        record.compute_capability = facts.compute_cap.map(|c| c.to_string());
+        match preflight::check(&self.remote.name, &facts, self.manifest, 0) {
+            Ok(target) => record.target = Some(target.to_string()),
+            Err(e) if read(slurm::REFUSED_FILE).is_some() => {
+                record.state = State::Failed;
+                return Err(e);
+            }
+            Err(_) => {}
+        }
+        Ok(())
     }
 }

@@ -48,7 +48,7 @@ esac
 driver=580.95.05
 cuda=13.0
 case "$*" in
-  *--query-gpu=*) echo "$name, $cc, $driver" ;;
+  *--query-gpu=*) i=0; while [ $i -lt "${CARGO_GPU_FAKE_GPUS:-1}" ]; do echo "$name, $cc, $driver"; i=$((i + 1)); done ;;
   -q)
     printf '\n==============NVSMI LOG==============\n\n'
     printf 'Timestamp                                 : Sat Nov 28 14:03:11 2026\n'
