@@ -330,6 +330,16 @@ struct KitResult {
 
 /// The kit's results in a run's `out/` (`*.json` with a `timing`), by file name; what the remote
 /// wrote is a stranger's text: names are escaped and cut short, big files are not read.
+/// The kernel a kit report is of: its name without the problem size the kit appends
+/// (`hgemm-4096x4096x4096` is `hgemm`), so that a sweep over sizes lines its runs up in one
+/// column.
+fn kernel_of(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((kernel, size)) if !kernel.is_empty() && size.starts_with(|c: char| c.is_ascii_digit()) => kernel,
+        _ => name,
+    }
+}
+
 fn kit_results(run_dir: &Path) -> Vec<KitResult> {
     let Ok(entries) = std::fs::read_dir(run_dir.join("out")) else { return Vec::new() };
     let mut paths: Vec<PathBuf> =
@@ -353,7 +363,7 @@ fn kit_results(run_dir: &Path) -> Vec<KitResult> {
             _ => None,
         };
         out.push(KitResult {
-            name: crate::escape::line(&name).chars().take(40).collect(),
+            name: crate::escape::line(kernel_of(&name)).chars().take(40).collect(),
             median_ms,
             rate,
             passed: v["check"]["passed"].as_bool(),
@@ -549,5 +559,13 @@ mod tests {
         let l = ledger(&rs);
         assert!(l.contains("h100  2  2m 30s  $0.15\n"), "{l}");
         assert!(l.ends_with("total  3  3m 45s  $0.15\n"), "{l}");
+    }
+
+    #[test]
+    fn a_sweep_over_sizes_lines_its_reports_up_by_kernel() {
+        assert_eq!(kernel_of("hgemm-4096x4096x4096"), "hgemm");
+        assert_eq!(kernel_of("vector_add-1000003"), "vector_add");
+        assert_eq!(kernel_of("tcgen05-gemm"), "tcgen05-gemm", "a name's own dash stays");
+        assert_eq!(kernel_of("-42"), "-42");
     }
 }
