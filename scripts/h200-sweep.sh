@@ -32,7 +32,7 @@ for id in $(ls "$runs"); do
     printf '%s %s %s\n' "$id" "$(grep '^CUDA_VISIBLE_DEVICES=' "$runs/$id/env.txt")" "$(grep -h '^check' "$runs/$id/stdout.log" | cut -c1-60)"
 done
 pass=$(grep -c '^check .*: PASS' "$work/sweep.out")
-wall=$(echo "$end - $start" | bc)
+wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
 [ "$code" = 0 ] && [ "$n" = 4 ] && [ "$pass" = 4 ]
 verdict "2x2 sweep on $gpus GPU(s): 4 runs, 4 checks PASS" $? "(exit $code, $n records, wall ${wall}s)"
 grep -q 'TFLOP/s' "$work/sweep.out"

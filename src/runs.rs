@@ -409,8 +409,11 @@ pub fn sweep_table(records: &[Record], runs_dir: &Path) -> String {
                 }
             }
         }
+        // Best first: the highest rate (TFLOP/s, GB/s) when the first report has one, which
+        // compares runs of different sizes fairly; else the shortest median.
         let key = |results: &[KitResult]| {
-            reports.first().and_then(|n| results.iter().find(|k| &k.name == n)).map(|k| k.median_ms)
+            let k = reports.first().and_then(|n| results.iter().find(|k| &k.name == n))?;
+            Some(k.rate.map_or(k.median_ms, |(rate, _)| -rate))
         };
         runs.sort_by(|a, b| match (key(&a.2), key(&b.2)) {
             (Some(x), Some(y)) => x.total_cmp(&y).then(a.1.index.cmp(&b.1.index)),
@@ -567,5 +570,30 @@ mod tests {
         assert_eq!(kernel_of("vector_add-1000003"), "vector_add");
         assert_eq!(kernel_of("tcgen05-gemm"), "tcgen05-gemm", "a name's own dash stays");
         assert_eq!(kernel_of("-42"), "-42");
+    }
+
+    #[test]
+    fn a_sweep_over_sizes_is_ranked_by_rate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut records = Vec::new();
+        for (index, (size, ms, tflops)) in [("4096", 0.21, 654.7), ("8192", 0.75, 735.2)].into_iter().enumerate() {
+            let id = format!("run-{size}");
+            let out = tmp.path().join(&id).join("out");
+            std::fs::create_dir_all(&out).unwrap();
+            std::fs::write(
+                out.join(format!("hgemm-{size}x{size}x4096.json")),
+                format!(r#"{{"name":"hgemm-{size}x{size}x4096","timing":{{"median_ms":{ms},"tflops":{tflops}}},"check":{{"passed":true}}}}"#),
+            )
+            .unwrap();
+            let mut r = sample(&id, "h200", None);
+            r.exit_status = Some(0);
+            r.sweep = Some(SweepTag { id: "run-4096".into(), index, values: vec![("M".into(), size.into())] });
+            records.push(r);
+        }
+        let table = sweep_table(&records, tmp.path());
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with(|c: char| c.is_ascii_digit())).collect();
+        assert_eq!(rows.len(), 2, "{table}");
+        assert!(rows[0].starts_with("8192") && rows[0].contains("735.2 TFLOP/s"), "the faster rate first: {table}");
+        assert!(table.contains("hgemm MS"), "one column for the kernel, whatever the size: {table}");
     }
 }
