@@ -203,7 +203,11 @@ pub fn install(shell: &Shell, version: &str, force: bool) -> Result<Installed> {
     let Some(release) = release(version) else {
         bail!("CUDA `{version}` cannot be installed: cargo-gpu installs {}", known_versions());
     };
-    let dir = toolchains_dir()?.join(folder_name(release.version));
+    let toolchains = toolchains_dir()?;
+    let dir = toolchains.join(folder_name(release.version));
+    std::fs::create_dir_all(&toolchains).with_context(|| format!("failed to create {}", toolchains.display()))?;
+    // One install at a time: a second waits, then finds the first one's toolchain.
+    let _lock = crate::safe_fs::lock(&toolchains.join(".install.lock"), crate::exit::check_interrupt)?;
     if let Some(t) = read(&dir) {
         if !force {
             shell.status("Installed", format!("CUDA {} is already in {}", t.record.full_version, dir.display()));
