@@ -98,6 +98,7 @@ fn cargo_gpu_test_reports_the_counts_and_exit_status_cargo_test_does() {
     assert_eq!(one.code, Some(0), "{}", one.stderr);
     assert!(one.stdout.contains("test result: ok. 1 passed; 0 failed"), "{}", one.stdout);
     assert_eq!(it.remote_runs().len(), 3, "one run per cargo gpu test");
+    assert!(it.remote_runs().iter().all(|r| r.join("nvidia-smi.txt").is_file()), "one GPU snapshot per cargo gpu test");
 }
 
 #[test]
@@ -128,6 +129,9 @@ fn nextest_through_the_target_runner_reports_what_it_reports_here() {
     let remote = nextest(&p);
     assert_eq!(remote.code, local.code, "{}", remote.stderr);
     assert_eq!(summary(&remote), summary(&local));
-    // Each of the 7 tests ran there as its own run (and nextest's listing of each binary may too).
-    assert!(it.remote_runs().len() >= 7, "{} runs", it.remote_runs().len());
+    // Each of the 7 tests ran there as its own run (and nextest's listing of each binary may too),
+    // none with a GPU snapshot after it: that query would add to every test's time.
+    let runs = it.remote_runs();
+    assert!(runs.len() >= 7, "{} runs", runs.len());
+    assert!(runs.iter().all(|r| r.join("exit-status").is_file() && !r.join("nvidia-smi.txt").exists()), "{runs:?}");
 }

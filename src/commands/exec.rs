@@ -12,6 +12,7 @@ use crate::cli::{CargoTestArgs, ExecArgs, GlobalOpts, RunBinArgs};
 use crate::compile::cargo_exe::{self, Kind};
 use crate::compile::exec::{self as exec_package, ExecPackage};
 use crate::compile::sources::Profile;
+use crate::config::Remote;
 use crate::project::Project;
 use crate::quote::is_name;
 use crate::remote::run::{self, RunPackage};
@@ -71,22 +72,30 @@ fn project(shell: &Shell, global: &GlobalOpts, targets: &[String]) -> Result<Pro
     Project::load(shell, manifest.as_deref(), targets)
 }
 
-/// Runs `package` on the remote `name` (or the default one) with `args`; the exit code.
+/// Whether a run ends with the GPU's `nvidia-smi -q` in its folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Snapshot {
+    Yes,
+    No,
+}
+
+/// Runs `package` on `remote` with `args`.
 fn run_on_remote(
     shell: &Shell,
-    project_remote: Option<&str>,
-    name: Option<&str>,
+    snapshot: Snapshot,
+    remote: &Remote,
     runs_dir: &Path,
     shown: String,
     package: &ExecPackage,
     args: &[String],
 ) -> Result<run::Ran> {
-    let remote = run::resolve_remote(name, project_remote)?;
     let env = forwarded_env(std::env::vars());
+    // One exec per test under nextest: no GPU snapshot after each (`cargo gpu test` takes one).
+    let tools = RunTools { no_snapshot: snapshot == Snapshot::No, ..RunTools::default() };
     run::run_package(
         shell,
         RunPackage {
-            remote: &remote,
+            remote,
             package: shown,
             manifest: &package.manifest,
             files: &package.files,
@@ -96,7 +105,7 @@ fn run_on_remote(
             sweep: false,
             gpus_per_run: 1,
             env: &env,
-            tools: &RunTools::default(),
+            tools: &tools,
             tool_options: Vec::new(),
             shipment: None,
             detach: false,
@@ -132,8 +141,8 @@ pub fn exec(_shell: &Shell, global: &GlobalOpts, args: &ExecArgs) -> Result<i32>
     };
     let ran = run_on_remote(
         &quiet,
-        project_remote.as_deref(),
-        args.remote.as_deref(),
+        Snapshot::No,
+        &run::resolve_remote(args.remote.as_deref(), project_remote.as_deref())?,
         &runs_dir,
         exe.display().to_string(),
         &package,
@@ -169,8 +178,8 @@ pub fn test(shell: &Shell, global: &GlobalOpts, args: &CargoTestArgs, kind: Kind
     let shown = format!("{} ({})", project.manifest_path.display(), kind_word(kind));
     let ran = run_on_remote(
         shell,
-        project.remote.as_deref(),
-        args.remote.as_deref(),
+        Snapshot::Yes,
+        &run::resolve_remote(args.remote.as_deref(), project.remote.as_deref())?,
         &project.runs_dir(),
         shown,
         &package,
@@ -259,8 +268,8 @@ pub fn run_bin(shell: &Shell, global: &GlobalOpts, args: &RunBinArgs) -> Result<
     let package = exec_package::package(shell, &project, profile, &exe.path, &[])?;
     let ran = run_on_remote(
         shell,
-        project.remote.as_deref(),
-        args.remote.as_deref(),
+        Snapshot::Yes,
+        &run::resolve_remote(args.remote.as_deref(), project.remote.as_deref())?,
         &project.runs_dir(),
         exe.path.display().to_string(),
         &package,

@@ -41,6 +41,7 @@ fn run_tools(args: &RemoteRunArgs) -> Result<RunTools> {
         autosanitize: !args.no_autosanitize,
         debug: args.debug,
         shipped: None,
+        no_snapshot: false,
     })
 }
 

@@ -217,13 +217,13 @@ echo $$ > pid
 {exports}CARGO_GPU_KERNELS="$R/kernels" CARGO_GPU_OUT="$R/out" CARGO_GPU_RUN_ID={id}
 export CARGO_GPU_KERNELS CARGO_GPU_OUT CARGO_GPU_RUN_ID
 {{ {env}; }} &
-{run}nvidia-smi -q > nvidia-smi.txt 2>&1
-wait
+{run}{snapshot}wait
 echo "$s" > exit-status.tmp && mv exit-status.tmp exit-status
 "#,
         id = quote(id),
         env = env_listing("env.txt"),
         run = tools::run_lines(tools, &command),
+        snapshot = if tools.no_snapshot { "" } else { "nvidia-smi -q > nvidia-smi.txt 2>&1\n" },
     )
 }
 

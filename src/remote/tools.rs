@@ -31,6 +31,9 @@ pub struct RunTools {
     pub debug: bool,
     /// The compute-sanitizer shipped to the remote's `tools/` folder, when the run uses it.
     pub shipped: Option<ShippedSanitizer>,
+    /// Leave out the `nvidia-smi -q` taken after the runner ends: `exec` runs one test each, and
+    /// the driver query would add to every test's time.
+    pub no_snapshot: bool,
 }
 
 /// A compute-sanitizer assembled in `<workdir>/tools/NAME/` from blobs (see `remote::ship`).
