@@ -6,7 +6,6 @@
 //! that looks whole.
 
 use std::io::IsTerminal;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -154,25 +153,17 @@ fn make_venv(shell: &Shell, venv: &Path, packages: &[&str], what: &str) -> Resul
 /// Reads pip's output as it comes: on a terminal its `Collecting` and `Downloading` lines become
 /// one line that is rewritten; the last such line is kept for an error.
 fn progress_taker(draw: bool, last: Arc<Mutex<String>>) -> crate::cmd::StdoutTaker {
-    let mut line = Vec::new();
-    Box::new(move |bytes: &[u8]| {
-        for &b in bytes {
-            if b != b'\n' {
-                line.push(b);
-                continue;
+    crate::cmd::line_taker(move |line| {
+        let text = crate::escape::line(String::from_utf8_lossy(line).trim());
+        if text.starts_with("Collecting") || text.starts_with("Downloading") || text.starts_with("Installing") {
+            if draw && std::io::stderr().is_terminal() {
+                let shown: String = text.chars().take(100).collect();
+                eprint!("\r\x1b[2K{:>12} {shown}", "Downloading");
             }
-            let text = crate::escape::line(String::from_utf8_lossy(&std::mem::take(&mut line)).trim());
-            if text.starts_with("Collecting") || text.starts_with("Downloading") || text.starts_with("Installing") {
-                if draw && std::io::stderr().is_terminal() {
-                    let shown: String = text.chars().take(100).collect();
-                    eprint!("\r\x1b[2K{:>12} {shown}", "Downloading");
-                }
-                if let Ok(mut l) = last.lock() {
-                    *l = text;
-                }
+            if let Ok(mut l) = last.lock() {
+                *l = text;
             }
         }
-        ControlFlow::Continue(())
     })
 }
 

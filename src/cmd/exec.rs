@@ -39,6 +39,23 @@ pub type StdinFeed = Box<dyn FnOnce(&mut ChildStdin) -> std::io::Result<()> + Se
 /// means it wants no more: the child is then stopped and [`Ended::cut`] is set.
 pub type StdoutTaker = Box<dyn FnMut(&[u8]) -> ControlFlow<()> + Send + 'static>;
 
+/// A [`StdoutTaker`] that hands `on_line` each whole line of the child's stdout (without its
+/// newline) as it comes; a last line without one is not handed over.
+pub fn line_taker(mut on_line: impl FnMut(&[u8]) + Send + 'static) -> StdoutTaker {
+    let mut line = Vec::new();
+    Box::new(move |bytes: &[u8]| {
+        for &b in bytes {
+            if b == b'\n' {
+                on_line(&line);
+                line.clear();
+            } else {
+                line.push(b);
+            }
+        }
+        ControlFlow::Continue(())
+    })
+}
+
 /// The most of a child's stdout kept in memory; the rest is dropped.
 const MAX_CAPTURED_STDOUT: usize = 16 << 20;
 /// The most of a child's stderr kept: its end, which holds the reason it failed.
@@ -304,5 +321,21 @@ impl Running {
             }
         }
         Ok(Ended { status: Some(status), stdout: stdout.kept, stderr: stderr.kept, cut: cut.load(Ordering::SeqCst) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_taker_hands_over_whole_lines_across_chunks() {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&lines);
+        let mut take = line_taker(move |l| seen.lock().unwrap().push(String::from_utf8_lossy(l).into_owned()));
+        for chunk in [&b"a\nb"[..], b"c\n\n", b"tail"] {
+            assert_eq!(take(chunk), ControlFlow::Continue(()));
+        }
+        assert_eq!(*lines.lock().unwrap(), ["a", "bc", ""], "a last line without its newline waits");
     }
 }

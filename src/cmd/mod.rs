@@ -8,4 +8,4 @@ mod exec;
 mod group;
 
 pub use command::{describe_status, quote, tail_lines, Cmd, CmdError};
-pub use exec::{pass_through, Ended, ExecOptions, Running, Sink, StdinFeed, StdoutTaker};
+pub use exec::{line_taker, pass_through, Ended, ExecOptions, Running, Sink, StdinFeed, StdoutTaker};

@@ -2,7 +2,6 @@
 //! cargo builds them with `--no-run` (or `cargo build` for one binary) and names each in its
 //! `--message-format=json` messages, so no path is guessed.
 
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -87,18 +86,10 @@ pub fn build(shell: &Shell, cmd: Cmd, kind: Kind) -> Result<Vec<Executable>> {
     let found: Arc<Mutex<Vec<Executable>>> = Arc::default();
     let taker = {
         let found = Arc::clone(&found);
-        let mut line = Vec::new();
-        Box::new(move |bytes: &[u8]| {
-            for &b in bytes {
-                if b != b'\n' {
-                    line.push(b);
-                    continue;
-                }
-                if let Some(exe) = executable_of(&std::mem::take(&mut line), kind) {
-                    found.lock().expect("the reader does not panic").push(exe);
-                }
+        crate::cmd::line_taker(move |line| {
+            if let Some(exe) = executable_of(line, kind) {
+                found.lock().expect("the reader does not panic").push(exe);
             }
-            ControlFlow::Continue(())
         })
     };
     let opts = ExecOptions { stdout_to: Some(taker), stderr: Sink::Inherit, ..Default::default() };

@@ -8,7 +8,6 @@
 //! state remembers that, so the next build of that triple and floor goes straight to
 //! cargo-zigbuild instead of building twice.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -164,18 +163,10 @@ pub fn start(
     let taker = {
         let found = Arc::clone(&found);
         let runner = project.runner.clone();
-        let mut line = Vec::new();
-        Box::new(move |bytes: &[u8]| {
-            for &b in bytes {
-                if b != b'\n' {
-                    line.push(b);
-                    continue;
-                }
-                if let Some(exe) = executable_of(&std::mem::take(&mut line), &runner) {
-                    *found.lock().expect("the reader does not panic") = Some(exe);
-                }
+        crate::cmd::line_taker(move |line| {
+            if let Some(exe) = executable_of(line, &runner) {
+                *found.lock().expect("the reader does not panic") = Some(exe);
             }
-            ControlFlow::Continue(())
         })
     };
     // cargo's own diagnostics and progress go straight to the terminal, as with `cargo build`.

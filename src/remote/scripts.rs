@@ -73,20 +73,13 @@ pub fn preflight(workdir: &str, hashes: &[String]) -> String {
         r#"{prelude}mkdir -p "$W/blobs/tmp" "$W/runs" || exit 1
 date +%s > "$W/last-seen" 2>/dev/null
 echo "protocol: 1"
-if g=$(nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>&1); then
-  printf '%s\n' "$g" | sed 's/^/gpu: /'
-  nvidia-smi -q 2>/dev/null | sed -n 's/^[[:space:]]*CUDA Version[[:space:]]*:[[:space:]]*/cuda: /p' | head -n 1
-else
-  printf '%s\n' "$g" | head -n 1 | sed 's/^/gpu-error: /'
-fi
-printf 'glibc: %s\n' "$(getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1)"
-printf 'machine: %s\n' "$(uname -m)"
-df -Pk "$W" | awk 'NR==2 {{print "disk-free-kb: " $4}}'
+{facts}df -Pk "$W" | awk 'NR==2 {{print "disk-free-kb: " $4}}'
 {tools}for h in {hashes}; do [ -f "$W/blobs/$h" ] || echo "missing: $h"; done
 "#,
         prelude = prelude(workdir),
         tools = tools::preflight_lines(),
         hashes = words(hashes),
+        facts = tools::MACHINE_FACT_LINES,
     )
 }
 

@@ -168,15 +168,7 @@ cd "$R" || exit 1
   echo "protocol: 1"
   printf 'node: %s\n' "$(hostname)"
   printf 'job: %s\n' "${{SLURM_JOB_ID:-}}"
-  if g=$(nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>&1); then
-    printf '%s\n' "$g" | sed 's/^/gpu: /'
-    nvidia-smi -q 2>/dev/null | sed -n 's/^[[:space:]]*CUDA Version[[:space:]]*:[[:space:]]*/cuda: /p' | head -n 1
-  else
-    printf '%s\n' "$g" | head -n 1 | sed 's/^/gpu-error: /'
-  fi
-  printf 'glibc: %s\n' "$(getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1)"
-  printf 'machine: %s\n' "$(uname -m)"
-}} > {gpu} 2>/dev/null
+{facts}}} > {gpu} 2>/dev/null
 cc=$(sed -n 's/^gpu: .*, *\([0-9][0-9]*\.[0-9][0-9]*\), *[^,]*$/\1/p' {gpu} | head -n 1)
 ok=no
 for c in {caps}; do [ "$c" = "$cc" ] && ok=yes; done
@@ -189,6 +181,7 @@ exec sh ./wrapper.sh "$R"
 "#,
         gpu = GPU_FILE,
         refused = REFUSED_FILE,
+        facts = crate::remote::tools::MACHINE_FACT_LINES,
     )
 }
 

@@ -110,6 +110,19 @@ fn sanitizer_function(shipped: Option<&ShippedSanitizer>) -> String {
     )
 }
 
+/// The lines that say what a machine is, in the preflight's `key: value` form: its GPUs (or why
+/// there are none), the driver's CUDA version, glibc and `uname -m`. The preflight asks them on
+/// a remote, a Slurm job on its node.
+pub const MACHINE_FACT_LINES: &str = r#"if g=$(nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader 2>&1); then
+  printf '%s\n' "$g" | sed 's/^/gpu: /'
+  nvidia-smi -q 2>/dev/null | sed -n 's/^[[:space:]]*CUDA Version[[:space:]]*:[[:space:]]*/cuda: /p' | head -n 1
+else
+  printf '%s\n' "$g" | head -n 1 | sed 's/^/gpu-error: /'
+fi
+printf 'glibc: %s\n' "$(getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1)"
+printf 'machine: %s\n' "$(uname -m)"
+"#;
+
 /// The preflight's lines on the tools: `tool: NAME PATH` for each one found, and whether ncu may
 /// read the GPU's performance counters (`counters: UID ADMIN-ONLY`, from the driver's
 /// `RmProfilingAdminOnly`: when it is 1, only root may).
