@@ -10,9 +10,11 @@ use std::process::Command;
 
 use support::{repo_root, require_cuda, required, Remote, Run, SshdOptions, TestProject, BIN};
 
-/// Where the fixture's tests build, shared by every run so cargo compiles them once.
-fn target_dir() -> PathBuf {
-    repo_root().join("target/test-unit-tests")
+/// Where the fixture's tests build, kept between runs so cargo compiles them once; one folder per
+/// test, since each test builds its own copy of the fixture, and two copies of one package
+/// (other paths, other debug info) would replace each other's cubins in one build state.
+fn target_dir(test: &str) -> PathBuf {
+    repo_root().join("target/test-unit-tests").join(test)
 }
 
 /// The `test result:` lines of libtest, in order.
@@ -31,7 +33,7 @@ fn path_with_cargo_gpu(rest: &std::ffi::OsStr) -> std::ffi::OsString {
 }
 
 /// A command in the project with the world's cargo-gpu settings (config, ssh folder, cache).
-fn in_world(it: &Remote, p: &TestProject, cuda: &Path, program: &str, args: &[&str]) -> Command {
+fn in_world(it: &Remote, p: &TestProject, cuda: &Path, target: &Path, program: &str, args: &[&str]) -> Command {
     let world = it.world.cmd(&[]);
     let mut c = Command::new(program);
     c.args(args).current_dir(&p.dir);
@@ -42,7 +44,7 @@ fn in_world(it: &Remote, p: &TestProject, cuda: &Path, program: &str, args: &[&s
         };
     }
     let path = world.get_envs().find(|(k, _)| *k == "PATH").and_then(|(_, v)| v).unwrap().to_os_string();
-    c.env("PATH", path_with_cargo_gpu(&path)).env("CARGO_TARGET_DIR", target_dir()).env("CUDA_HOME", cuda);
+    c.env("PATH", path_with_cargo_gpu(&path)).env("CARGO_TARGET_DIR", target).env("CUDA_HOME", cuda);
     c.env_remove("CARGO_GPU_REMOTE").env_remove("CARGO_GPU_NVCC");
     c
 }
@@ -53,12 +55,13 @@ fn cargo_gpu_test_reports_the_counts_and_exit_status_cargo_test_does() {
     let Some(it) = Remote::start(SshdOptions::default()) else { return };
     it.configure("");
     let p = TestProject::new("unit-tests", Some(cuda.clone()));
+    let target = target_dir("cargo-gpu-test");
 
     let local = Run::of(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["test", "--no-fail-fast"])
             .current_dir(&p.dir)
-            .env("CARGO_TARGET_DIR", target_dir())
+            .env("CARGO_TARGET_DIR", &target)
             .env("CUDA_HOME", &cuda),
     );
     assert_eq!(local.code, Some(101), "{}", local.stderr);
@@ -72,7 +75,7 @@ fn cargo_gpu_test_reports_the_counts_and_exit_status_cargo_test_does() {
     );
 
     let cargo_gpu = |args: &[&str]| {
-        let mut c = in_world(&it, &p, &cuda, BIN, &[&["gpu", "test", "--remote", "it"], args].concat());
+        let mut c = in_world(&it, &p, &cuda, &target, BIN, &[&["gpu", "test", "--remote", "it"], args].concat());
         Run::of(&mut c)
     };
     let remote = cargo_gpu(&["--no-fail-fast", "--", "--test-threads", "2"]);
@@ -111,19 +114,21 @@ fn nextest_through_the_target_runner_reports_what_it_reports_here() {
     let Some(it) = Remote::start(SshdOptions::default()) else { return };
     it.configure("");
     let p = TestProject::new("unit-tests", Some(cuda.clone()));
+    let target = target_dir("nextest");
     let summary = |out: &Run| -> String {
         let text = format!("{}{}", out.stdout, out.stderr);
         let line = text.lines().find(|l| l.contains("tests run:")).unwrap_or_else(|| panic!("no summary in\n{text}"));
         line.split_once("tests run:").unwrap().1.trim().to_string()
     };
     let nextest = |p: &TestProject| {
-        let mut c = in_world(&it, p, &cuda, "cargo", &["nextest", "run", "--no-fail-fast", "--color", "never"]);
+        let mut c =
+            in_world(&it, p, &cuda, &target, "cargo", &["nextest", "run", "--no-fail-fast", "--color", "never"]);
         Run::of(&mut c)
     };
     let local = nextest(&p);
     assert_eq!(local.code, Some(100), "{}", local.stderr);
 
-    in_world(&it, &p, &cuda, BIN, &["gpu", "init", "--runner", "--remote", "it"]).status().unwrap();
+    in_world(&it, &p, &cuda, &target, BIN, &["gpu", "init", "--runner", "--remote", "it"]).status().unwrap();
     let config = std::fs::read_to_string(p.path(".cargo/config.toml")).unwrap();
     assert!(config.contains("runner = [\"cargo-gpu\", \"exec\", \"--remote\", \"it\", \"--\"]"), "{config}");
     let remote = nextest(&p);

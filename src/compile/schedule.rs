@@ -29,6 +29,22 @@ pub fn build_all(shell: &Shell, settings: &CompileSettings<'_>, jobs: &[Job], pa
             None => stale.push(i),
         }
     }
+    // Builds of one project at once (nextest starts a `cargo gpu exec` per test) compile one at a
+    // time: the second waits, then finds what the first compiled fresh, instead of replacing
+    // cubins that the first has hashed and is sending. A no-op build takes no lock.
+    let _lock = if stale.is_empty() {
+        None
+    } else {
+        let lock = crate::safe_fs::lock(&settings.state_dir.join(".compile.lock"), crate::exit::check_interrupt)?;
+        stale.retain(|&i| match settings.fresh(&jobs[i]) {
+            Some(b) => {
+                results[i] = Some(b);
+                false
+            }
+            None => true,
+        });
+        Some(lock)
+    };
 
     let progress = (shell.progress_allowed() && stale.len() > 1).then(|| {
         let pb = indicatif::ProgressBar::new(stale.len() as u64);
