@@ -298,3 +298,31 @@ fn a_sweep_over_ssh_is_one_upload_and_one_start_spread_over_the_gpus() {
     let out = it.remote_run(&pkg, &["--sweep", "BLOCK=64", "--sweep", "STAGES=2,3", "--gpus-per-run", "4"]);
     out.stderr_has("has 2 GPUs, fewer than the 4 that --gpus-per-run gives each run");
 }
+
+/// Ctrl-C in the middle of a sweep on an ssh host: every run there stops, every record says
+/// interrupted, and the instance's `stop` command still runs.
+#[test]
+fn ctrl_c_during_a_sweep_stops_every_run_and_the_instance() {
+    let Some(it) = Remote::start(SshdOptions { env: "CARGO_GPU_FAKE_GPUS=2 NAP=60", ..SshdOptions::default() }) else {
+        return;
+    };
+    let pkg = package(&it.world, SWEEP_RUNNER);
+    it.configure(&it.hooks());
+    let child = it.spawn(&pkg, &["--sweep", "BLOCK=64,128", "--sweep", "STAGES=2", "--", "x"]);
+    // Both runs started, one per GPU.
+    wait_for("both runs of the sweep to start", Duration::from_secs(30), || {
+        it.remote_runs().iter().filter(|r| r.join("out/start.txt").is_file()).count() == 2
+    });
+    let pids: Vec<String> = it.remote_runs().iter().map(|r| read_text(&r.join("pid")).trim().to_string()).collect();
+    let out = ctrl_c(child, Duration::from_secs(30));
+    assert_eq!(out.code, Some(130), "{}", out.stderr);
+    assert_eq!(it.hook_log(), "start\nstop\n", "the instance was stopped");
+    let records: Vec<Record> = it.world.run_ids().iter().map(|id| record(&it.world, id)).collect();
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r.state == State::Interrupted), "{records:?}");
+    for pid in pids {
+        let alive = Run::of(std::process::Command::new("kill").args(["-0", &pid]));
+        assert_ne!(alive.code, Some(0), "run {pid} was stopped there");
+    }
+    assert!(it.remote_runs().iter().all(|r| !r.join("out/end.txt").exists()), "no run slept to its end");
+}
