@@ -273,6 +273,14 @@ fn a_gpu_that_cannot_run_the_package_is_refused_before_upload() {
         "{report}"
     );
     assert!(report.contains("CUDA:     13.0") && report.contains("glibc:    2."), "{report}");
+    // With this machine's compiler (CUDA 13.0 in the tests), whether its packages load there.
+    if support::cuda_home().is_some() {
+        assert!(
+            report.contains("  builds:   driver CUDA 13.0 loads packages from CUDA 13.0.")
+                && report.contains("(they need 13.0)"),
+            "{report}"
+        );
+    }
 }
 
 #[test]
