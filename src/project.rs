@@ -125,7 +125,7 @@ pub fn check_runner_target(triple: &str, source: &str) -> Result<()> {
 
 /// `runner-glibc`, checked: a version zig can link against.
 fn parse_runner_glibc(text: &str, manifest_path: &Path) -> Result<(u32, u32)> {
-    match crate::package::manifest::parse_glibc(text) {
+    match crate::package::manifest::parse_version(text) {
         Some(v) if v >= OLDEST_GLIBC && v.0 == 2 => Ok(v),
         _ => bail!(
             "invalid `[package.metadata.gpu]` in {} at key `runner-glibc`: `{text}` is not a glibc version from 2.17 on (write it as \"2.28\")",
@@ -361,19 +361,22 @@ impl Project {
 impl Project {
     /// Where this project's run records go (see [`runs_dir`]).
     pub fn runs_dir(&self) -> PathBuf {
-        match std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
-            Some(t) => PathBuf::from(t).join("gpu").join(crate::runs::RUNS_FOLDER),
-            None => self.target_dir.join("gpu").join(crate::runs::RUNS_FOLDER),
-        }
+        env_runs_dir().unwrap_or_else(|| self.target_dir.join("gpu").join(crate::runs::RUNS_FOLDER))
     }
+}
+
+/// `$CARGO_TARGET_DIR/gpu/runs`, when that variable is set: it wins over every other place.
+fn env_runs_dir() -> Option<PathBuf> {
+    let t = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty())?;
+    Some(PathBuf::from(t).join("gpu").join(crate::runs::RUNS_FOLDER))
 }
 
 /// `target/gpu/runs` of the project: `CARGO_TARGET_DIR`, else the target folder of the package
 /// being run (`<target>/gpu/<profile>/<name>`), else the project's (through `cargo metadata`,
 /// only when a Cargo.toml is found), else `./target`.
 pub fn runs_dir(shell: &Shell, manifest_path: Option<&Path>, package: Option<&Path>) -> PathBuf {
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR").filter(|t| !t.is_empty()) {
-        return PathBuf::from(t).join("gpu").join(crate::runs::RUNS_FOLDER);
+    if let Some(dir) = env_runs_dir() {
+        return dir;
     }
     if let Some(gpu) = package.and_then(|p| std::path::absolute(p).ok()).and_then(|p| {
         let gpu = p.parent()?.parent()?.to_path_buf();
@@ -383,7 +386,7 @@ pub fn runs_dir(shell: &Shell, manifest_path: Option<&Path>, package: Option<&Pa
     }
     if let Ok(m) = locate_manifest(manifest_path) {
         if let Ok(p) = Project::load(shell, Some(&m), &[]) {
-            return p.target_dir.join("gpu").join(crate::runs::RUNS_FOLDER);
+            return p.runs_dir();
         }
     }
     PathBuf::from("target").join("gpu").join(crate::runs::RUNS_FOLDER)

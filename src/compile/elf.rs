@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use object::{Object, ObjectSection};
 
+use crate::package::manifest::parse_version;
+
 /// The newest `GLIBC_x.y` version `bytes` (an ELF file) needs, or `None` if it needs none.
 pub fn required_glibc(bytes: &[u8]) -> Result<Option<(u32, u32)>> {
     let file = object::File::parse(bytes).context("not an ELF file")?;
@@ -18,13 +20,6 @@ pub fn required_glibc(bytes: &[u8]) -> Result<Option<(u32, u32)>> {
         .filter_map(|s| std::str::from_utf8(s).ok()?.strip_prefix("GLIBC_"))
         .filter_map(parse_version)
         .max())
-}
-
-fn parse_version(v: &str) -> Option<(u32, u32)> {
-    let mut parts = v.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next().map(|m| m.parse().ok()).unwrap_or(Some(0))?;
-    Some((major, minor))
 }
 
 pub fn required_glibc_of(path: &Path) -> Result<Option<(u32, u32)>> {

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::compile::elf;
-use crate::compile::pipeline::compile_kernels;
+use crate::compile::pipeline::{compile_kernels, glibc_need};
 use crate::compile::runner::HOST_TRIPLE;
 use crate::compile::sources::Profile;
 use crate::package::assemble::cached_hash;
@@ -78,10 +77,8 @@ fn hashed(mut entries: Vec<Entry>) -> Result<(Vec<FileEntry>, LocalFiles)> {
 /// The runner's manifest entry: this machine's triple (or the project's first), its glibc need
 /// read from its ELF headers (remembered while it is unchanged), the floor it was built for.
 fn runner_entry(runner: &Path, triple: Option<&str>, floor: (u32, u32)) -> Result<RunnerEntry> {
-    let key = runner.display().to_string();
-    let need = crate::cache::memo("glibc", &key, &[runner.to_path_buf()], || elf::required_glibc_of(runner))
-        // A script (the runner of `cargo gpu test`) links nothing.
-        .unwrap_or(None);
+    // A script (the runner of `cargo gpu test`) links nothing.
+    let need = glibc_need(runner).unwrap_or(None);
     let name = runner.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(RunnerEntry {
         path: format!("bin/{name}"),
@@ -122,7 +119,7 @@ pub fn package(
     let mut runner = runner_entry(runner, project.runner_targets.first().map(String::as_str), project.runner_glibc)?;
     for exe in extra {
         let other = runner_entry(exe, None, project.runner_glibc)?;
-        let need = |r: &RunnerEntry| r.glibc.as_deref().and_then(crate::package::manifest::parse_glibc);
+        let need = |r: &RunnerEntry| r.glibc.as_deref().and_then(crate::package::manifest::parse_version);
         if need(&other) > need(&runner) {
             runner.glibc = other.glibc;
         }

@@ -149,7 +149,7 @@ fn zig_for(shell: &Shell, project: &Project, triple: &str) -> Result<Zigbuild> {
 
 /// The glibc version the runner at `exe` needs. A debug runner is tens of megabytes: its ELF
 /// headers are read only when it changed.
-fn glibc_need(exe: &Path) -> Result<Option<(u32, u32)>> {
+pub fn glibc_need(exe: &Path) -> Result<Option<(u32, u32)>> {
     crate::cache::memo("glibc", &exe.display().to_string(), &[exe.to_path_buf()], || elf::required_glibc_of(exe))
 }
 

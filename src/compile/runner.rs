@@ -18,7 +18,7 @@ use crate::cmd::{Cmd, ExecOptions, Sink};
 use crate::compile::sources::Profile;
 use crate::compile::zigbuild::Zigbuild;
 use crate::config::SeenMachine;
-use crate::package::manifest::{glibc_text, gnu_triple, parse_glibc, triple_machine};
+use crate::package::manifest::{glibc_text, gnu_triple, parse_version, triple_machine};
 use crate::project::{cargo_program, Project};
 use crate::shell::{Shell, Verbosity};
 
@@ -72,7 +72,7 @@ pub fn plans(project: &Project, remote: Option<&SeenMachine>) -> Vec<Plan> {
             true
         }
     });
-    let remote_glibc = remote.and_then(|r| parse_glibc(r.glibc.as_deref()?));
+    let remote_glibc = remote.and_then(|r| parse_version(r.glibc.as_deref()?));
     triples
         .into_iter()
         .map(|(triple, explicit)| {

@@ -80,8 +80,8 @@ pub fn gnu_triple(machine: &str) -> String {
     format!("{machine}-unknown-linux-gnu")
 }
 
-/// `2.34` as a comparable pair; `2.2.5` is `(2, 2)`.
-pub fn parse_glibc(v: &str) -> Option<(u32, u32)> {
+/// A glibc (`2.34`) or CUDA (`13.0`) version as a comparable pair; `2.2.5` is `(2, 2)`.
+pub fn parse_version(v: &str) -> Option<(u32, u32)> {
     let mut parts = v.trim().split('.');
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next().map(|m| m.parse().ok()).unwrap_or(Some(0))?;
@@ -298,7 +298,10 @@ mod tests {
         assert!(m.runner_for(Some("riscv64")).is_none() && m.runner_for(None).is_none(), "no guess among several");
         assert_eq!(sample().runner_for(None).unwrap().path, "bin/demo");
         assert_eq!(m.runner_triples(), "x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu");
-        assert_eq!((parse_glibc("2.28"), parse_glibc("2.2.5"), parse_glibc("x")), (Some((2, 28)), Some((2, 2)), None));
+        assert_eq!(
+            (parse_version("2.28"), parse_version("2.2.5"), parse_version("x")),
+            (Some((2, 28)), Some((2, 2)), None)
+        );
         assert_eq!(gnu_triple(triple_machine("aarch64-unknown-linux-gnu")), "aarch64-unknown-linux-gnu");
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::arch::{ComputeCap, SmArch};
 use crate::escape;
-use crate::package::manifest::{gnu_triple, Manifest, RunnerEntry};
+use crate::package::manifest::{gnu_triple, parse_version, Manifest, RunnerEntry};
 use crate::remote::scripts::DISK_MARGIN_BYTES;
 use crate::remote::tools::{self, RunTools};
 use crate::shell::human_bytes;
@@ -112,14 +112,6 @@ pub fn remember(remote: &str, facts: &RemoteFacts) {
         let seen = crate::config::SeenMachine { machine: facts.machine.clone(), glibc: facts.glibc.clone() };
         crate::config::remember_machine(&cache, remote, &seen);
     }
-}
-
-/// `2.39` or `13.0` as a comparable pair.
-pub fn parse_version(v: &str) -> Option<(u32, u32)> {
-    let mut parts = v.trim().split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next().map(|m| m.parse().ok()).unwrap_or(Some(0))?;
-    Some((major, minor))
 }
 
 /// The package's runner for the remote's machine (`uname -m`), or the refusal that says how to
