@@ -1,5 +1,5 @@
-//! The `hgemm` runner: C = A * B^T with bf16 A (M x K) and B (N x K) and fp32 C, on the Hopper
-//! kernel in `kernels/hgemm.cu`. For each size it makes fresh random inputs, runs the kernel
+//! The `hgemm` runner: C = A * B^T with bf16 A (M x K) and B (N x K) and fp32 or bf16 C, on
+//! the persistent Hopper kernel in `kernels/hgemm.cu`. For each size it makes fresh random inputs, runs the kernel
 //! once on a NaN-filled C and compares with a CPU reference computed in f64 from the same bf16
 //! values (every element for small sizes; for large ones the edges of C plus random elements),
 //! then times it and reports TFLOP/s.
@@ -11,27 +11,55 @@ use crate::kit::{self, Args, Fail, Gpu, Precision, Report, Rng, TimeOptions, Wor
 pub const HELP: &str = "\
 hgemm: C = A * B^T in bf16 with fp32 accumulation (TMA + wgmma, sm_90a); checked and timed
 
-usage: hgemm [MxNxK]... [--multicast] [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
+usage: hgemm [MxNxK]... [--bf16-c] [--tile-n N] [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
 
   MxNxK        problem sizes, such as 4096x4096x4096 or 1000x999x520; K must be a multiple of 8
                (TMA row strides are multiples of 16 bytes) [default: 4096x4096x4096]
-  --multicast  run hgemm_bf16_tn_multicast: clusters of two blocks share B through TMA multicast
+  --bf16-c     C in bf16 (hgemm_bf16_tn_bf16c_*), rounded from the fp32 accumulators [default: fp32 C]
+  --tile-n N   tiles of 128 x N, N one of 256, 192, 128 [default: per size, the width whose last wave
+               of tiles wastes the least of the GPU]
   --seed S     seed for the random inputs [default: fresh, printed]
   --samples K  take exactly K timed samples [default: until the median is stable]
   --no-flush   do not flush the L2 cache before each sample
   --no-time    check only
   --full-check compare every element, whatever the size (slow on the CPU for large sizes)
 
-Results go to $CARGO_GPU_OUT/hgemm-MxNxK.json (hgemm-multicast-MxNxK.json). Exit status: 0 pass, 1 wrong result, 2 usage,
+Results go to $CARGO_GPU_OUT/hgemm-MxNxK.json (hgemm-bf16c-MxNxK.json). Exit status: 0 pass, 1 wrong result, 2 usage,
 3 no driver, GPU or cubin, 4 a kernel fault.
 ";
 
-/// Must match the kernel's tile and shared memory (`SMEM_BYTES` in kernels/hgemm.cu).
+/// Must match the kernel's tiles and shared memory (`smem_bytes` in kernels/hgemm.cu).
 const BM: usize = 128;
-const BN: usize = 256;
 const BK: u32 = 64;
 const THREADS: u32 = 384;
-const SMEM_BYTES: u32 = 4 * (128 * 64 * 2 + 256 * 64 * 2) + 2 * 4 * 8 + 1024;
+/// The tile widths the kernel is built for, widest first.
+const TILE_NS: [usize; 3] = [256, 192, 128];
+
+/// The kernel's dynamic shared memory for tiles `bn` wide: the 4-stage ring of A and B, two 8 KiB
+/// epilogue slices per consumer warpgroup, the barriers, and alignment slack.
+fn smem_bytes(bn: usize) -> u32 {
+    (4 * (BM * 64 * 2 + bn * 64 * 2) + 2 * 2 * 64 * 128 + 2 * 4 * 8 + 1024) as u32
+}
+
+/// The tile width for an M x N problem on `sms` SMs. Each SM takes every `sms`-th tile, so the
+/// time goes as the number of waves times a tile's work; narrower tiles can fill the last wave
+/// better but reuse less of each load, so a narrower tile is counted dearer per column (by what
+/// the three widths measured on an H200 at 8192^3, 3000x5000x1000 and 33x4097x4096).
+fn choose_tile_n(m: usize, n: usize, sms: usize) -> usize {
+    let cost = |bn: usize| {
+        let tiles = m.div_ceil(BM) * n.div_ceil(bn);
+        let waves = tiles.div_ceil(sms.max(1));
+        let dearer = match bn {
+            256 => 1.0,
+            192 => 1.1,
+            _ => 1.2,
+        };
+        waves as f64 * bn as f64 * dearer
+    };
+    TILE_NS.into_iter().fold(TILE_NS[0], |best, bn| if cost(bn) < cost(best) { bn } else { best })
+}
+/// The rows of one epilogue slice: each consumer warpgroup stores 64 rows by 128 bytes at a time.
+const SLICE_ROWS: u32 = 64;
 
 /// A TMA descriptor, passed to the kernel by value as a `__grid_constant__` parameter.
 #[repr(transparent)]
@@ -51,9 +79,23 @@ pub fn tensor_map_bf16(
     box_rows: u32,
     box_cols: u32,
 ) -> kit::Result<TensorMap> {
+    tensor_map(gpu, mem, sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rows, cols, box_rows, box_cols)
+}
+
+/// A TMA descriptor for a row-major `rows x cols` matrix of `T` (whose TMA type is `data_type`)
+/// in boxes of `box_rows x box_cols`, with the 128-byte swizzle.
+fn tensor_map<T>(
+    gpu: &Gpu,
+    mem: &CudaSlice<T>,
+    data_type: sys::CUtensorMapDataType,
+    rows: usize,
+    cols: usize,
+    box_rows: u32,
+    box_cols: u32,
+) -> kit::Result<TensorMap> {
     let (ptr, _sync) = mem.device_ptr(&gpu.stream);
     let dims: [u64; 2] = [cols as u64, rows as u64];
-    let strides: [u64; 1] = [(cols * 2) as u64];
+    let strides: [u64; 1] = [(cols * std::mem::size_of::<T>()) as u64];
     let boxes: [u32; 2] = [box_cols, box_rows];
     let element_strides: [u32; 2] = [1, 1];
     let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
@@ -61,7 +103,7 @@ pub fn tensor_map_bf16(
     let r = unsafe {
         sys::cuTensorMapEncodeTiled(
             map.as_mut_ptr(),
-            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            data_type,
             2,
             ptr as *mut std::ffi::c_void,
             dims.as_ptr(),
@@ -75,20 +117,37 @@ pub fn tensor_map_bf16(
         )
         .result()
     };
-    kit::cu(&format!("encode the TMA descriptor of a {rows}x{cols} bf16 matrix"), r)?;
+    kit::cu(&format!("encode the TMA descriptor of a {rows}x{cols} matrix"), r)?;
     // Safety: initialized by the successful call above.
     Ok(TensorMap(unsafe { map.assume_init() }))
 }
 
+/// What C holds: fp32, or bf16 (kept as its bits).
+trait Output: DeviceRepr + Default + Clone + Copy {
+    const TMA_TYPE: sys::CUtensorMapDataType;
+    fn value(self) -> f32;
+}
+
+impl Output for f32 {
+    const TMA_TYPE: sys::CUtensorMapDataType = sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+    fn value(self) -> f32 {
+        self
+    }
+}
+
+impl Output for u16 {
+    const TMA_TYPE: sys::CUtensorMapDataType = sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+    fn value(self) -> f32 {
+        kit::f32_from_bf16(self)
+    }
+}
+
 pub fn run(mut args: Args) -> kit::Result<()> {
-    args.parse(&["seed", "samples"], &["no-flush", "no-time", "full-check", "multicast"])?;
+    args.parse(&["seed", "samples", "tile-n"], &["no-flush", "no-time", "full-check", "bf16-c"])?;
     if args.flag("help") {
         print!("{HELP}");
         return Ok(());
     }
-    let multicast = args.flag("multicast");
-    let (kernel, label) =
-        if multicast { ("hgemm_bf16_tn_multicast", "hgemm-multicast") } else { ("hgemm_bf16_tn", "hgemm") };
     let shapes: Vec<(usize, usize, usize)> = if args.positional.is_empty() {
         vec![(4096, 4096, 4096)]
     } else {
@@ -104,8 +163,26 @@ pub fn run(mut args: Args) -> kit::Result<()> {
             return Err(Fail::Usage(format!("{m}x{n}x{k}: sizes must fit in 32 bits")));
         }
     }
+    let tile_n = args.get::<usize>("tile-n")?;
+    if let Some(bn) = tile_n.filter(|bn| !TILE_NS.contains(bn)) {
+        return Err(Fail::Usage(format!("--tile-n {bn}: the tile widths are 256, 192 and 128")));
+    }
+    if args.flag("bf16-c") {
+        run_shapes::<u16>(&args, &shapes, tile_n, "hgemm_bf16_tn_bf16c", "hgemm-bf16c")
+    } else {
+        run_shapes::<f32>(&args, &shapes, tile_n, "hgemm_bf16_tn", "hgemm")
+    }
+}
+
+fn run_shapes<T: Output>(
+    args: &Args,
+    shapes: &[(usize, usize, usize)],
+    tile_n: Option<usize>,
+    family: &str,
+    label: &str,
+) -> kit::Result<()> {
     let seed = args.seed()?;
-    let time_opts = TimeOptions::from_args(&args)?;
+    let time_opts = TimeOptions::from_args(args)?;
     let mut gpu = Gpu::open()?;
     if gpu.cc != (9, 0) {
         return Err(Fail::Setup(format!(
@@ -113,35 +190,54 @@ pub fn run(mut args: Args) -> kit::Result<()> {
             gpu.describe()
         )));
     }
-    let f = gpu.function("hgemm", kernel)?;
-    kit::cu(
-        "allow the kernel its shared memory",
-        f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32),
-    )?;
+    let sms = kit::cu(
+        "read the number of SMs",
+        gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+    )? as usize;
     println!("seed {seed}");
-    for (m, n, k) in shapes {
+    let slice_cols = 128 / std::mem::size_of::<T>();
+    for &(m, n, k) in shapes {
         let shape = format!("{m}x{n}x{k}");
+        let bn = tile_n.unwrap_or_else(|| choose_tile_n(m, n, sms));
+        let kernel = format!("{family}_{BM}x{bn}");
+        let f = gpu.function("hgemm", &kernel)?;
+        kit::cu(
+            "allow the kernel its shared memory",
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem_bytes(bn) as i32,
+            ),
+        )?;
         let mut rng = Rng::new(seed ^ ((m as u64) << 40) ^ ((n as u64) << 20) ^ k as u64);
         let (a, b) = (rng.bf16s(m * k), rng.bf16s(n * k));
         let (da, db) = (gpu.upload(&a)?, gpu.upload(&b)?);
-        let dc = gpu.poisoned::<f32>(m * n)?;
+        let dc = gpu.poisoned::<T>(m * n)?;
         let map_a = tensor_map_bf16(&gpu, &da, m, k, BM as u32, BK)?;
-        // With multicast each block of a pair loads half of the B slice.
-        let map_b = tensor_map_bf16(&gpu, &db, n, k, if multicast { BN / 2 } else { BN } as u32, BK)?;
-        let blocks = if multicast { 2 * m.div_ceil(2 * BM) } else { m.div_ceil(BM) } * n.div_ceil(BN);
-        let cfg =
-            LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: SMEM_BYTES };
-        let (mi, ni, ki) = (m as i32, n as i32, k as i32);
+        let map_b = tensor_map_bf16(&gpu, &db, n, k, bn as u32, BK)?;
+        // The TMA store needs C's rows to start 16-byte aligned; other widths are stored from
+        // registers (the descriptor is then never read, so any valid one does).
+        let tma_store = (n * std::mem::size_of::<T>()) % 16 == 0;
+        let map_c =
+            if tma_store { tensor_map(&gpu, &dc, T::TMA_TYPE, m, n, SLICE_ROWS, slice_cols as u32)? } else { map_a };
+        // Persistent: one block per SM, each taking every `blocks`-th tile.
+        let tiles = m.div_ceil(BM) * n.div_ceil(bn);
+        let blocks = tiles.min(sms);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (THREADS, 1, 1),
+            shared_mem_bytes: smem_bytes(bn),
+        };
+        let (mi, ni, ki, store) = (m as i32, n as i32, k as i32, tma_store as i32);
         let launch = |gpu: &Gpu| {
             let mut l = gpu.stream.launch_builder(&f);
-            l.arg(&map_a).arg(&map_b).arg(&dc).arg(&mi).arg(&ni).arg(&ki);
+            l.arg(&map_a).arg(&map_b).arg(&map_c).arg(&dc).arg(&mi).arg(&ni).arg(&ki).arg(&store);
             kit::cu(&format!("launch {kernel}"), unsafe { l.launch(cfg) }).map(|_| ())
         };
         launch(&gpu)?;
         gpu.sync()?;
-        let got = gpu.download(&dc)?;
+        let got: Vec<f32> = gpu.download(&dc)?.into_iter().map(T::value).collect();
 
-        let indices = kit::gemm_check_indices(m, n, k, (BM, BN), args.flag("full-check"), &mut rng);
+        let indices = kit::gemm_check_indices(m, n, k, (BM, bn), args.flag("full-check"), &mut rng);
         let af: Vec<f32> = a.iter().map(|x| kit::f32_from_bf16(*x)).collect();
         let bf: Vec<f32> = b.iter().map(|x| kit::f32_from_bf16(*x)).collect();
         let want = kit::gemm_reference_bt(&af, &bf, n, k, &indices);
@@ -152,8 +248,11 @@ pub fn run(mut args: Args) -> kit::Result<()> {
             report.set(key, v);
         }
         report.set("seed", seed);
-        report.set("layout", "C[MxN] f32 = A[MxK] bf16 * B[NxK] bf16 ^T");
-        report.set("kernel", kernel);
+        let c_type = if std::mem::size_of::<T>() == 4 { "f32" } else { "bf16" };
+        report.set("layout", format!("C[MxN] {c_type} = A[MxK] bf16 * B[NxK] bf16 ^T"));
+        report.set("kernel", kernel.as_str());
+        report.set("blocks", blocks);
+        report.set("tma-store", tma_store);
         report.check(&comparison);
         let checked = comparison.check(&format!("{label} {shape} vs CPU f64"));
         if checked.is_ok() && !args.flag("no-time") {
@@ -166,4 +265,22 @@ pub fn run(mut args: Args) -> kit::Result<()> {
         checked?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tile_width_follows_the_last_wave() {
+        // 2048 tiles of 256 fill 15.5 waves of 132 SMs; no narrower tile does better.
+        assert_eq!(choose_tile_n(8192, 8192, 132), 256);
+        // 480 tiles of 256 are 3.6 waves (4 paid for); 648 of 192 are 4.9 (5), not enough better.
+        assert_eq!(choose_tile_n(3000, 5000, 132), 256);
+        // 133 tiles of 256 would pay for two waves; 177 of 192 too, for less work each.
+        assert_eq!(choose_tile_n(128, 256 * 133, 132), 192);
+        // One row of tiles: narrower tiles put more SMs to work.
+        assert_eq!(choose_tile_n(33, 4097, 132), 128);
+        assert_eq!(smem_bytes(256), 230464);
+    }
 }
