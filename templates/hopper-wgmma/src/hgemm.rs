@@ -11,13 +11,15 @@ use crate::kit::{self, Args, Fail, Gpu, Precision, Report, Rng, TimeOptions, Wor
 pub const HELP: &str = "\
 hgemm: C = A * B^T in bf16 with fp32 accumulation (TMA + wgmma, sm_90a); checked and timed
 
-usage: hgemm [MxNxK]... [--bf16-c] [--tile-n N] [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
+usage: hgemm [MxNxK]... [--bf16-c] [--tile-n N] [--no-tma-store] [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
 
   MxNxK        problem sizes, such as 4096x4096x4096 or 1000x999x520; K must be a multiple of 8
                (TMA row strides are multiples of 16 bytes) [default: 4096x4096x4096]
   --bf16-c     C in bf16 (hgemm_bf16_tn_bf16c_*), rounded from the fp32 accumulators [default: fp32 C]
   --tile-n N   tiles of 128 x N, N one of 256, 192, 128 [default: per size, the width whose last wave
                of tiles wastes the least of the GPU]
+  --no-tma-store  store C from registers instead of through shared memory and TMA (the kernel
+               does that anyway when C's rows are not 16-byte aligned)
   --seed S     seed for the random inputs [default: fresh, printed]
   --samples K  take exactly K timed samples [default: until the median is stable]
   --no-flush   do not flush the L2 cache before each sample
@@ -143,7 +145,7 @@ impl Output for u16 {
 }
 
 pub fn run(mut args: Args) -> kit::Result<()> {
-    args.parse(&["seed", "samples", "tile-n"], &["no-flush", "no-time", "full-check", "bf16-c"])?;
+    args.parse(&["seed", "samples", "tile-n"], &["no-flush", "no-time", "full-check", "bf16-c", "no-tma-store"])?;
     if args.flag("help") {
         print!("{HELP}");
         return Ok(());
@@ -216,7 +218,7 @@ fn run_shapes<T: Output>(
         let map_b = tensor_map_bf16(&gpu, &db, n, k, bn as u32, BK)?;
         // The TMA store needs C's rows to start 16-byte aligned; other widths are stored from
         // registers (the descriptor is then never read, so any valid one does).
-        let tma_store = (n * std::mem::size_of::<T>()) % 16 == 0;
+        let tma_store = (n * std::mem::size_of::<T>()) % 16 == 0 && !args.flag("no-tma-store");
         let map_c =
             if tma_store { tensor_map(&gpu, &dc, T::TMA_TYPE, m, n, SLICE_ROWS, slice_cols as u32)? } else { map_a };
         // Persistent: one block per SM, each taking every `blocks`-th tile.
