@@ -56,9 +56,9 @@ pub static TEMPLATES: &[Template] = &[
     },
     Template {
         name: "blackwell-tcgen05",
-        about: "sm_100a: bf16 GEMM on tcgen05.mma with the accumulator in tensor memory",
+        about: "sm_100a: bf16 GEMM with TMA loads and tcgen05.mma into tensor memory",
         targets: &["sm_100a"],
-        expect: r#"tcgen05_gemm = { sm_100a = ["UTCHMMA", "UTCBAR"] }"#,
+        expect: r#"tcgen05_gemm = { sm_100a = ["UTMALDG", "SYNCS.ARRIVE.TRANS64", "SYNCS.PHASECHK.TRANS64.TRYWAIT", "UTCHMMA", "UTCBAR", "LDTM"] }"#,
         files: files!(
             "blackwell-tcgen05": "Cargo.toml.tmpl",
             "README.md.tmpl",

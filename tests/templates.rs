@@ -1,9 +1,10 @@
 //! `cargo gpu new` and `cargo gpu init` through the real binary: each template generated into a
 //! temporary folder and built with the real nvcc, its SASS read with cuobjdump (HGMMA in the
-//! Hopper GEMM, UTCHMMA and the TMEM allocation in the Blackwell one), the kit copied byte for
-//! byte, the git repository and `.gitignore` of a new project (checked with the real git), init's
-//! edit of a hand-written manifest, the expected SASS instructions the templates declare, and
-//! every refusal (bad names, existing folders, existing `[package.metadata.gpu]`).
+//! Hopper GEMM; TMA, mbarriers, UTCHMMA and the TMEM allocation and loads in the Blackwell one),
+//! the kit copied byte for byte, the git repository and `.gitignore` of a new project (checked
+//! with the real git), init's edit of a hand-written manifest, the expected SASS instructions the
+//! templates declare, and every refusal (bad names, existing folders, existing
+//! `[package.metadata.gpu]`).
 
 mod support;
 
@@ -127,18 +128,64 @@ fn hopper_template_builds_hgmma() {
     println!("{}", hgmma.join("\n"));
 }
 
+/// The Blackwell GEMM's pipeline as its sm_100a SASS shows it, release and debug (`-G`) builds
+/// alike, with the PTX each comes from: the instructions `[package.metadata.gpu.expect]` must
+/// name for `tcgen05_gemm`.
+const TCGEN05_PIPELINE: [(&str, &str); 6] = [
+    ("UTMALDG", "cp.async.bulk.tensor: the producer's TMA loads"),
+    ("SYNCS.ARRIVE.TRANS64", "mbarrier.arrive.expect_tx: the producer announces a stage's bytes"),
+    ("SYNCS.PHASECHK.TRANS64.TRYWAIT", "mbarrier.try_wait.parity: every role waits for its stage"),
+    ("UTCHMMA", "tcgen05.mma"),
+    ("UTCBAR", "tcgen05.commit: stages back to the producer, the accumulator to the epilogue"),
+    ("LDTM", "tcgen05.ld: the epilogue reads the accumulator from tensor memory"),
+];
+
 #[test]
-fn blackwell_template_builds_tcgen05_mma_and_tmem_allocation() {
+fn blackwell_template_builds_the_whole_tcgen05_pipeline() {
     let Some(cuda) = require_cuda() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let pkg = generate_and_build(tmp.path(), &cuda, "bgemm", "blackwell-tcgen05", "sm_100a");
     let sass = cuobjdump_sass(&cuda, &pkg.join("kernels/tcgen05_gemm.sm_100a.cubin"));
+    for (instruction, what) in TCGEN05_PIPELINE {
+        assert!(!sass_lines(&sass, instruction).is_empty(), "no {instruction} ({what}) in the SASS:\n{sass}");
+    }
+    // mbarrier.init; a -G build stores the barrier with STS.64 instead, hence not in `expect`.
+    assert_eq!(sass_lines(&sass, "SYNCS.EXCH.64").len(), 9, "full and empty for each of 4 stages, done");
     let mma = sass_lines(&sass, "UTCHMMA");
-    assert_eq!(mma.len(), 4, "four tcgen05.mma per 64-wide K slice: {mma:#?}");
+    assert_eq!(mma.len(), 4, "four tcgen05.mma (K = 16) per 64-wide K stage: {mma:#?}");
+    assert_eq!(sass_lines(&sass, "UTMALDG.2D").len(), 2, "one TMA load for A, one for B");
+    assert_eq!(sass_lines(&sass, "UTCBAR").len(), 2, "a commit per stage and one for the epilogue");
+    assert_eq!(sass_lines(&sass, "LDTM.x32").len(), 1, "the epilogue loads 32 columns at a time");
     assert!(!sass_lines(&sass, "UTCATOMSWS.FIND_AND_SET").is_empty(), "tcgen05.alloc");
     assert!(!sass_lines(&sass, "UTCATOMSWS.AND").is_empty(), "tcgen05.dealloc");
-    assert!(!sass_lines(&sass, "UTCBAR").is_empty(), "tcgen05.commit");
     println!("{}", mma.join("\n"));
+
+    // The debug (-G) build passes the same `expect` table.
+    let dir = tmp.path().join("bgemm");
+    run(gpu(&dir, Some(&cuda), &["build"])).ok().stderr_has("[sm_100a] package");
+    let debug = templates_target_dir().join("gpu/debug/bgemm/kernels/tcgen05_gemm.sm_100a.cubin");
+    let sass = cuobjdump_sass(&cuda, &debug);
+    for (instruction, what) in TCGEN05_PIPELINE {
+        assert!(!sass_lines(&sass, instruction).is_empty(), "no {instruction} ({what}) in the -G SASS");
+    }
+}
+
+/// The template and kernels-example both make the build fail when the Blackwell GEMM's SASS
+/// lacks a step of its pipeline.
+#[test]
+fn blackwell_pipeline_is_expected_by_the_template_and_the_example() {
+    let template = cargo_gpu::templates::find("blackwell-tcgen05").unwrap();
+    let declared: toml::Table = toml::from_str(template.expect).unwrap();
+    let example = manifest(&repo_root().join("kernels-example"));
+    let example_expect = &example["package"]["metadata"]["gpu"]["expect"];
+    for (source, table) in
+        [("the template", &declared["tcgen05_gemm"]), ("kernels-example", &example_expect["tcgen05_gemm"])]
+    {
+        let listed: Vec<&str> = table["sm_100a"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
+        for (instruction, what) in TCGEN05_PIPELINE {
+            assert!(listed.contains(&instruction), "{source} does not expect {instruction} ({what}): {listed:?}");
+        }
+    }
 }
 
 #[test]

@@ -49,6 +49,6 @@ fn hgemm_matches_the_cpu() {
 #[test]
 fn tcgen05_gemm_matches_the_cpu() {
     if device_with((10, 0), "tcgen05_gemm") {
-        check("tcgen05_gemm", tcgen05_gemm::run(args(&["256x256x128", "--no-time"])));
+        check("tcgen05_gemm", tcgen05_gemm::run(args(&["256x512x128", "1000x520x136", "--no-time"])));
     }
 }

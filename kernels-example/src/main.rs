@@ -4,8 +4,9 @@
 //! - `vector-add [N]...` (the default): `kernels/vector_add.cu`, any target, reported as GB/s;
 //! - `vector-add hgemm [MxNxK]...`: `kernels/hgemm.cu`, a bf16 GEMM with TMA and wgmma, Hopper
 //!   (sm_90a) only, reported as TFLOP/s;
-//! - `vector-add tcgen05-gemm [MxNxK]...`: `kernels/tcgen05_gemm.cu`, a bf16 GEMM on tcgen05.mma
-//!   with the accumulator in tensor memory, datacenter Blackwell (sm_100a) only.
+//! - `vector-add tcgen05-gemm [MxNxK]...`: `kernels/tcgen05_gemm.cu`, a bf16 GEMM with TMA and
+//!   tcgen05.mma, the accumulator in tensor memory, datacenter Blackwell (sm_100a) only; it has
+//!   not run on a B200 yet.
 //!
 //! The runners are the very files `cargo gpu new` writes into generated projects (the `basic`,
 //! `hopper-wgmma` and `blackwell-tcgen05` templates), included by path, and so is the kit: one
@@ -30,7 +31,7 @@ vector-add: the kernels-example runner; checks each kernel against the CPU and t
 
 usage: vector-add [vector-add] [N]... [OPTIONS]     vector_add, any GPU (the default)
        vector-add hgemm [MxNxK]... [OPTIONS]        bf16 GEMM with TMA + wgmma, compute capability 9.0
-       vector-add tcgen05-gemm [MxNxK]... [OPTIONS] bf16 GEMM with tcgen05 + TMEM, compute capability 10.0
+       vector-add tcgen05-gemm [MxNxK]... [OPTIONS] bf16 GEMM with TMA + tcgen05, compute capability 10.0
 
 `vector-add KERNEL --help` lists a kernel's options. Results go to $CARGO_GPU_OUT as JSON.
 Exit status: 0 pass, 1 wrong result, 2 usage, 3 no driver, GPU or cubin.

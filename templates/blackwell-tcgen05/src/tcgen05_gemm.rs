@@ -1,19 +1,21 @@
 //! The `tcgen05-gemm` runner: C = A * B^T with bf16 A (M x K) and B (N x K) and fp32 C, on the
-//! Blackwell kernel in `kernels/tcgen05_gemm.cu` (tcgen05.mma, accumulator in tensor memory). For
-//! each size: fresh random inputs, one run on a NaN-filled C compared with a CPU f64 reference
-//! (every element for small sizes, the edges plus random elements for large ones), then timing
-//! reported as TFLOP/s. Needs compute capability 10.0 (B200, GB200).
+//! Blackwell kernel in `kernels/tcgen05_gemm.cu` (TMA into a shared-memory ring, tcgen05.mma with
+//! the accumulator in tensor memory). For each size: fresh random inputs, one run on a NaN-filled
+//! C compared with a CPU f64 reference (every element for small sizes, the edges plus random
+//! elements for large ones), then timing reported as TFLOP/s. Needs compute capability 10.0 or
+//! 10.3 (B200, GB200, B300).
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use crate::kit::{self, Args, Fail, Gpu, Precision, Report, Rng, TimeOptions, Work};
 
 pub const HELP: &str = "\
-tcgen05-gemm: C = A * B^T in bf16 with fp32 accumulation (tcgen05.mma + TMEM, sm_100a)
+tcgen05-gemm: C = A * B^T in bf16 with fp32 accumulation (TMA + tcgen05.mma + TMEM, sm_100a)
 
 usage: tcgen05-gemm [MxNxK]... [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
 
-  MxNxK        problem sizes, such as 4096x4096x4096 or 1000x999x520 [default: 4096x4096x4096]
+  MxNxK        problem sizes, such as 4096x4096x4096 or 1000x999x520; K must be a multiple of 8
+               (TMA row strides are multiples of 16 bytes) [default: 4096x4096x4096]
   --seed S     seed for the random inputs [default: fresh, printed]
   --samples K  take exactly K timed samples [default: until the median is stable]
   --no-flush   do not flush the L2 cache before each sample
@@ -24,10 +26,64 @@ Results go to $CARGO_GPU_OUT/tcgen05_gemm-MxNxK.json. Exit status: 0 pass, 1 wro
 2 usage, 3 no driver, GPU or cubin, 4 a kernel fault.
 ";
 
-/// Must match the kernel's tile (`BM`, `BN`, `THREADS` in kernels/tcgen05_gemm.cu).
+/// Must match the kernel's tile, threads and shared memory (`BM`, `BN`, `BK`, `STAGES`,
+/// `TCGEN05_GEMM_THREADS` and `SMEM_BYTES` in kernels/tcgen05_gemm.cu).
 const BM: usize = 128;
-const BN: usize = 128;
-const THREADS: u32 = 128;
+const BN: usize = 256;
+const BK: u32 = 64;
+const STAGES: u32 = 4;
+const THREADS: u32 = 192;
+/// The ring of A and B tiles, 2 * STAGES + 1 mbarriers, the TMEM address word, 1024 bytes of
+/// alignment slack.
+const SMEM_BYTES: u32 = STAGES * (BM as u32 * BK * 2 + BN as u32 * BK * 2) + (2 * STAGES + 1) * 8 + 8 + 1024;
+
+/// A TMA descriptor, passed to the kernel by value as a `__grid_constant__` parameter.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct TensorMap(pub sys::CUtensorMap);
+
+// Safety: a plain 128-byte, 128-aligned struct that the kernel reads as a CUtensorMap.
+unsafe impl DeviceRepr for TensorMap {}
+
+/// A TMA descriptor for a row-major `rows x cols` bf16 matrix, loaded in boxes of
+/// `box_rows x box_cols` with the 128-byte swizzle (the layout the kernel's shared-memory
+/// descriptors describe); out-of-bounds elements read as zero.
+pub fn tensor_map_bf16(
+    gpu: &Gpu,
+    mem: &CudaSlice<u16>,
+    rows: usize,
+    cols: usize,
+    box_rows: u32,
+    box_cols: u32,
+) -> kit::Result<TensorMap> {
+    let (ptr, _sync) = mem.device_ptr(&gpu.stream);
+    let dims: [u64; 2] = [cols as u64, rows as u64];
+    let strides: [u64; 1] = [(cols * 2) as u64];
+    let boxes: [u32; 2] = [box_cols, box_rows];
+    let element_strides: [u32; 2] = [1, 1];
+    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+    // Safety: every pointer is to a live local array of the length the call reads.
+    let r = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            map.as_mut_ptr(),
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            2,
+            ptr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+        .result()
+    };
+    kit::cu(&format!("encode the TMA descriptor of a {rows}x{cols} bf16 matrix"), r)?;
+    // Safety: initialized by the successful call above.
+    Ok(TensorMap(unsafe { map.assume_init() }))
+}
 
 pub fn run(mut args: Args) -> kit::Result<()> {
     args.parse(&["seed", "samples"], &["no-flush", "no-time", "full-check"])?;
@@ -41,6 +97,11 @@ pub fn run(mut args: Args) -> kit::Result<()> {
         args.positional.iter().map(|s| kit::parse_shape(s)).collect::<kit::Result<_>>()?
     };
     for &(m, n, k) in &shapes {
+        if k % 8 != 0 {
+            return Err(Fail::Usage(format!(
+                "{m}x{n}x{k}: K must be a multiple of 8 (TMA row strides are multiples of 16 bytes)"
+            )));
+        }
         if m > i32::MAX as usize || n > i32::MAX as usize || k > i32::MAX as usize {
             return Err(Fail::Usage(format!("{m}x{n}x{k}: sizes must fit in 32 bits")));
         }
@@ -55,6 +116,10 @@ pub fn run(mut args: Args) -> kit::Result<()> {
         )));
     }
     let f = gpu.function("tcgen05_gemm", "tcgen05_gemm_bf16_tn")?;
+    kit::cu(
+        "allow the kernel its shared memory",
+        f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32),
+    )?;
     println!("seed {seed}");
     for (m, n, k) in shapes {
         let shape = format!("{m}x{n}x{k}");
@@ -62,15 +127,15 @@ pub fn run(mut args: Args) -> kit::Result<()> {
         let (a, b) = (rng.bf16s(m * k), rng.bf16s(n * k));
         let (da, db) = (gpu.upload(&a)?, gpu.upload(&b)?);
         let dc = gpu.poisoned::<f32>(m * n)?;
-        let cfg = LaunchConfig {
-            grid_dim: (n.div_ceil(BN) as u32, m.div_ceil(BM) as u32, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let map_a = tensor_map_bf16(&gpu, &da, m, k, BM as u32, BK)?;
+        let map_b = tensor_map_bf16(&gpu, &db, n, k, BN as u32, BK)?;
+        let blocks = m.div_ceil(BM) * n.div_ceil(BN);
+        let cfg =
+            LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: SMEM_BYTES };
         let (mi, ni, ki) = (m as i32, n as i32, k as i32);
         let launch = |gpu: &Gpu| {
             let mut l = gpu.stream.launch_builder(&f);
-            l.arg(&da).arg(&db).arg(&dc).arg(&mi).arg(&ni).arg(&ki);
+            l.arg(&map_a).arg(&map_b).arg(&dc).arg(&mi).arg(&ni).arg(&ki);
             kit::cu("launch tcgen05_gemm", unsafe { l.launch(cfg) }).map(|_| ())
         };
         launch(&gpu)?;
