@@ -119,10 +119,14 @@ fn hopper_template_builds_hgmma() {
     let tmp = tempfile::tempdir().unwrap();
     let pkg = generate_and_build(tmp.path(), &cuda, "hgemm", "hopper-wgmma", "sm_90a");
     let sass = cuobjdump_sass(&cuda, &pkg.join("kernels/hgemm.sm_90a.cubin"));
+    // Three tile widths, each built for fp32 and bf16 C: four wgmma per 64-wide K slice in each.
+    for width in [256, 192, 128] {
+        let hgmma = sass_lines(&sass, &format!("HGMMA.64x{width}x16.F32.BF16"));
+        assert_eq!(hgmma.len(), 8, "128 x {width} tiles: {hgmma:#?}");
+    }
     let hgmma = sass_lines(&sass, "HGMMA.64x256x16.F32.BF16");
-    assert_eq!(hgmma.len(), 8, "four wgmma per 64-wide K slice, in each of the two kernels: {hgmma:#?}");
     assert!(!sass_lines(&sass, "UTMALDG.2D").is_empty(), "TMA loads");
-    assert!(!sass_lines(&sass, "UTMALDG.2D.MULTICAST").is_empty(), "TMA multicast in the cluster kernel");
+    assert!(!sass_lines(&sass, "UTMASTG.2D").is_empty(), "the TMA-store epilogue");
     assert!(!sass_lines(&sass, "WARPGROUP.ARRIVE").is_empty());
     assert!(!sass_lines(&sass, "USETMAXREG").is_empty(), "producer and consumers rebalance registers");
     println!("{}", hgmma.join("\n"));

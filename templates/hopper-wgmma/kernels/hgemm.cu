@@ -52,7 +52,7 @@ constexpr int GROUP_M = 16;  // tile order: 16 row tiles walk the column tiles t
 constexpr uint32_t A_STAGE = BM * BK * 2;  // 16 KiB
 // A stage of B for tiles BN columns wide: 32 KiB for 256.
 template <int BN>
-constexpr uint32_t b_stage() {
+__host__ __device__ constexpr uint32_t b_stage() {
     return BN * BK * 2;
 }
 // One epilogue slice: the consumer's 64 rows by 128 bytes of columns.
@@ -61,7 +61,7 @@ constexpr uint32_t SLICE_BYTES = 64 * 128;  // 8 KiB
 // align the ring to 1024 bytes (the 128-byte swizzle repeats every 8 rows of 128 bytes). The
 // runner passes exactly this (225 KiB of the 227 a block may have, for 256-column tiles).
 template <int BN>
-constexpr uint32_t smem_bytes() {
+__host__ __device__ constexpr uint32_t smem_bytes() {
     return STAGES * (A_STAGE + b_stage<BN>()) + CONSUMERS * 2 * SLICE_BYTES + 2 * STAGES * 8 + 1024;
 }
 
