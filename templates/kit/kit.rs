@@ -1478,20 +1478,33 @@ impl Drop for Cublas {
 
 impl Cublas {
     /// cuBLASLt, ready on `gpu`; `None`, after printing [`CUBLASLT_MISSING`], when the library is
-    /// not on this machine (see [`cublaslt_dirs`]), so that a runner goes on without its baseline.
-    pub fn load(gpu: &Gpu) -> Result<Option<Cublas>> {
+    /// not on this machine (see [`cublaslt_dirs`]), or after saying why, when it cannot start here
+    /// (a library newer than the driver): a runner goes on without its baseline either way.
+    pub fn load(gpu: &Gpu) -> Option<Cublas> {
         let Some(from) = find_cublaslt() else {
             println!("{CUBLASLT_MISSING}");
-            return Ok(None);
+            return None;
         };
-        cu("make the GPU's context current", gpu.ctx.bind_to_thread())?;
-        let workspace = cu("allocate the cuBLASLt workspace", gpu.stream.alloc_zeros::<u8>(CUBLASLT_WORKSPACE_BYTES))?;
-        let handle = lt("create a cuBLASLt handle", cudarc::cublaslt::result::create_handle())?;
         // Safety: no arguments; the library is loaded.
         let v = unsafe { cudarc::cublaslt::sys::cublasLtGetVersion() };
         let version = format!("cuBLASLt {}.{}.{}", v / 10000, v / 100 % 100, v % 100);
-        println!("loaded {version} ({from})");
-        Ok(Some(Cublas { handle, workspace, plans: Default::default(), version }))
+        match Cublas::start(gpu, version.clone()) {
+            Ok(cublas) => {
+                println!("loaded {version} ({from})");
+                Some(cublas)
+            }
+            Err(e) => {
+                println!("{version} ({from}) did not start: {e}; --vs-cublas skipped");
+                None
+            }
+        }
+    }
+
+    fn start(gpu: &Gpu, version: String) -> Result<Cublas> {
+        cu("make the GPU's context current", gpu.ctx.bind_to_thread())?;
+        let workspace = cu("allocate the cuBLASLt workspace", gpu.stream.alloc_zeros::<u8>(CUBLASLT_WORKSPACE_BYTES))?;
+        let handle = lt("create a cuBLASLt handle", cudarc::cublaslt::result::create_handle())?;
+        Ok(Cublas { handle, workspace, plans: Default::default(), version })
     }
 
     /// The index in `plans` of the plan for this shape and output type, made when missing:
@@ -1644,13 +1657,17 @@ impl Cublas {
         let comparison = compare_pairs(pairs, Precision::Bf16).with_cols(n);
         let name = format!("cuBLASLt ({})", C::NAME);
         report.set("cublaslt", self.version.as_str());
-        if let Err(fail) = comparison.check(&format!("{name} {m}x{n}x{k} vs CPU f64")) {
+        // Indented under the kernel's own lines, so that scripts counting `check ...: PASS` lines
+        // count kernels.
+        let what = format!("{name} {m}x{n}x{k} vs CPU f64");
+        println!("  check {what}: {}", comparison.summary());
+        if !comparison.passed() {
             report.set(
                 "baseline",
                 Json::Obj(vec![("name".into(), name.as_str().into()), ("check".into(), check_json(&comparison))]),
             );
             report.write()?;
-            return Err(fail);
+            return Err(Fail::Check(format!("{what}: {}", comparison.summary())));
         }
         let baseline = Baseline { name: &name, short: "cuBLAS", check: Some(&comparison) };
         let work = Work::Flops(2.0 * m as f64 * n as f64 * k as f64);
