@@ -1639,7 +1639,8 @@ impl Cublas {
     /// `--vs-cublas`: cuBLASLt's GEMM with output type `C` on the runner's inputs, checked against
     /// the runner's reference (so a wrong layout fails on the GPU, not silently), then timed like
     /// the kernel and compared with `ours` ([`Baseline::time`]). A failed check is recorded and the
-    /// report written before the failure returns, so the kernel's own results are kept.
+    /// report written before the failure returns, so the kernel's own results are kept. A shape
+    /// cuBLASLt refuses (no algorithm) is a note, recorded, and `None`: the run goes on.
     pub fn versus<C: GemmOutput>(
         &self,
         gpu: &mut Gpu,
@@ -1647,16 +1648,26 @@ impl Cublas {
         p: &GemmProblem,
         ours: &Timing,
         report: &mut Report,
-    ) -> Result<Timing> {
+    ) -> Result<Option<Timing>> {
         let (m, n, k) = (p.m, p.n, p.k);
+        let name = format!("cuBLASLt ({})", C::NAME);
+        report.set("cublaslt", self.version.as_str());
         let mut c = gpu.poisoned::<C>(m * n)?;
-        self.gemm_bf16_tn(gpu, p.a, p.b, &mut c, m, n, k)?;
+        match self.gemm_bf16_tn(gpu, p.a, p.b, &mut c, m, n, k) {
+            Ok(()) => {}
+            // cuBLASLt's own refusal; a fault of the GPU (a Fault) still ends the run.
+            Err(Fail::Setup(why)) => {
+                println!("  vs {name}: skipped: {why}");
+                let fields = vec![("name".into(), name.as_str().into()), ("skipped".into(), why.into())];
+                report.set("baseline", Json::Obj(fields));
+                return Ok(None);
+            }
+            Err(fail) => return Err(fail),
+        }
         gpu.sync()?;
         let got = gpu.download(&c)?;
         let pairs = p.indices.iter().zip(p.want).map(|(i, w)| (*i, got[*i].to_f32(), *w));
         let comparison = compare_pairs(pairs, Precision::Bf16).with_cols(n);
-        let name = format!("cuBLASLt ({})", C::NAME);
-        report.set("cublaslt", self.version.as_str());
         // Indented under the kernel's own lines, so that scripts counting `check ...: PASS` lines
         // count kernels.
         let what = format!("{name} {m}x{n}x{k} vs CPU f64");
@@ -1671,7 +1682,7 @@ impl Cublas {
         }
         let baseline = Baseline { name: &name, short: "cuBLAS", check: Some(&comparison) };
         let work = Work::Flops(2.0 * m as f64 * n as f64 * k as f64);
-        baseline.time(gpu, opts, ours, work, report, |gpu| self.gemm_bf16_tn(gpu, p.a, p.b, &mut c, m, n, k))
+        baseline.time(gpu, opts, ours, work, report, |gpu| self.gemm_bf16_tn(gpu, p.a, p.b, &mut c, m, n, k)).map(Some)
     }
 }
 
