@@ -216,11 +216,12 @@ pub fn init_files(template: &Template) -> Vec<(PathBuf, String)> {
     files
 }
 
-/// The `cudarc` dependency line every runner needs (driver API, loaded at run time, so the runner
-/// builds without CUDA installed). The one copy: the templates take it through `{{cudarc}}`,
+/// The `cudarc` dependency line every runner needs (driver API and cuBLASLt for the GEMM runners'
+/// `--vs-cublas` baseline, both loaded at run time, so the runner builds without CUDA installed).
+/// The one copy: the templates take it through `{{cudarc}}`,
 /// `cargo gpu init` adds it, and a test holds `kernels-example/Cargo.toml` (a plain file, so that
 /// it builds as it is) to the same line.
-pub const CUDARC_DEPENDENCY: &str = r#"cudarc = { version = "0.19.10", default-features = false, features = ["std", "driver", "nvrtc", "dynamic-loading", "cuda-13000"] }"#;
+pub const CUDARC_DEPENDENCY: &str = r#"cudarc = { version = "0.19.10", default-features = false, features = ["std", "driver", "nvrtc", "cublaslt", "dynamic-loading", "cuda-13000"] }"#;
 
 const EXPECT_COMMENT: &str =
     "# The instructions the kernels' SASS must have: the build fails when the compiler drops one.";

@@ -52,3 +52,20 @@ fn tcgen05_gemm_matches_the_cpu() {
         check("tcgen05_gemm", tcgen05_gemm::run(args(&["256x512x128", "1000x520x136", "--no-time"])));
     }
 }
+
+#[test]
+fn vector_add_is_timed_against_the_drivers_copy() {
+    if kit::test_device().is_none() {
+        return;
+    }
+    check("vector_add --vs-copy", vector_add::run(args(&["1000003", "--samples", "3", "--vs-copy"])));
+}
+
+/// cuBLASLt's result is checked against the same CPU reference before it is timed, so a wrong
+/// layout mapping fails here (where libcublasLt is missing the runner says so and passes).
+#[test]
+fn cublaslt_computes_the_same_gemm_as_hgemm() {
+    if device_with((9, 0), "hgemm") {
+        check("hgemm --vs-cublas", hgemm::run(args(&["1000x520x136", "256x384x64", "--samples", "3", "--vs-cublas"])));
+    }
+}

@@ -2,12 +2,14 @@
 //! GPU with errors that say what is missing (driver, device, a cubin for this device, a driver new
 //! enough for the cubin), picks and loads the right cubin, makes seeded random inputs, checks
 //! results against a reference by relative error with a tolerance suited to the precision, times
-//! kernels with CUDA events (warm-up, an L2 flush before every sample, min/median/max), and writes
-//! the results as JSON into `CARGO_GPU_OUT`.
+//! kernels with CUDA events (warm-up, an L2 flush before every sample, min/median/max), times a
+//! baseline the same way for comparison (cuBLASLt for a GEMM, the driver's copy for a streaming
+//! kernel), and writes the results as JSON into `CARGO_GPU_OUT`.
 //!
 //! This one file is the source of truth: `cargo gpu new` writes it as `src/kit.rs` into every
 //! project it generates, and the repository's kernels-example includes it by path. It depends on
-//! `cudarc` (driver API, dynamic loading) and std only, so a generated project builds on its own.
+//! `cudarc` (driver API and cuBLASLt, both loaded at run time) and std only, so a generated project
+//! builds on its own.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -1071,6 +1073,50 @@ impl From<bool> for Json {
     }
 }
 
+/// A check as recorded in a report: passed or not, the tolerance, the first wrong and the worst
+/// element.
+pub fn check_json(c: &Comparison) -> Json {
+    let elem = |e: &Option<Element>| match e {
+        Some(e) => Json::Obj(vec![
+            ("index".into(), e.index.into()),
+            ("got".into(), (e.got as f64).into()),
+            ("want".into(), (e.want as f64).into()),
+            ("rel".into(), e.rel.into()),
+        ]),
+        None => Json::Null,
+    };
+    Json::Obj(vec![
+        ("passed".into(), c.passed().into()),
+        ("precision".into(), c.precision.name().into()),
+        ("tolerance".into(), c.tolerance.into()),
+        ("checked".into(), c.checked.into()),
+        ("failures".into(), c.failures.into()),
+        ("first_failure".into(), elem(&c.first_failure)),
+        ("worst".into(), elem(&c.worst)),
+    ])
+}
+
+/// A timing as recorded in a report: the median, min and max, the samples, the work and the rate.
+pub fn timing_fields(t: &Timing, work: Work) -> Vec<(String, Json)> {
+    let mut fields: Vec<(String, Json)> = vec![
+        ("median_ms".into(), t.median_ms.into()),
+        ("min_ms".into(), t.min_ms.into()),
+        ("max_ms".into(), t.max_ms.into()),
+        ("samples".into(), t.samples_ms.len().into()),
+        ("samples_ms".into(), Json::Arr(t.samples_ms.iter().map(|s| Json::Num(*s)).collect())),
+    ];
+    match work {
+        Work::Flops(f) => fields.push(("flops".into(), f.into())),
+        Work::Bytes(b) => fields.push(("bytes".into(), b.into())),
+        Work::None => {}
+    }
+    if let Some((r, unit)) = work.rate(t.median_ms) {
+        let key = if unit == "TFLOP/s" { "tflops" } else { "gbps" };
+        fields.push((key.into(), r.into()));
+    }
+    fields
+}
+
 /// One result file: what ran where, with which inputs, how it checked and how fast it was.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -1098,47 +1144,11 @@ impl Report {
     }
 
     pub fn check(&mut self, c: &Comparison) {
-        let elem = |e: &Option<Element>| match e {
-            Some(e) => Json::Obj(vec![
-                ("index".into(), e.index.into()),
-                ("got".into(), (e.got as f64).into()),
-                ("want".into(), (e.want as f64).into()),
-                ("rel".into(), e.rel.into()),
-            ]),
-            None => Json::Null,
-        };
-        self.set(
-            "check",
-            Json::Obj(vec![
-                ("passed".into(), c.passed().into()),
-                ("precision".into(), c.precision.name().into()),
-                ("tolerance".into(), c.tolerance.into()),
-                ("checked".into(), c.checked.into()),
-                ("failures".into(), c.failures.into()),
-                ("first_failure".into(), elem(&c.first_failure)),
-                ("worst".into(), elem(&c.worst)),
-            ]),
-        );
+        self.set("check", check_json(c));
     }
 
     pub fn timing(&mut self, t: &Timing, work: Work) {
-        let mut fields: Vec<(String, Json)> = vec![
-            ("median_ms".into(), t.median_ms.into()),
-            ("min_ms".into(), t.min_ms.into()),
-            ("max_ms".into(), t.max_ms.into()),
-            ("samples".into(), t.samples_ms.len().into()),
-            ("samples_ms".into(), Json::Arr(t.samples_ms.iter().map(|s| Json::Num(*s)).collect())),
-        ];
-        match work {
-            Work::Flops(f) => fields.push(("flops".into(), f.into())),
-            Work::Bytes(b) => fields.push(("bytes".into(), b.into())),
-            Work::None => {}
-        }
-        if let Some((r, unit)) = work.rate(t.median_ms) {
-            let key = if unit == "TFLOP/s" { "tflops" } else { "gbps" };
-            fields.push((key.into(), r.into()));
-        }
-        self.set("timing", Json::Obj(fields));
+        self.set("timing", Json::Obj(timing_fields(t, work)));
     }
 
     pub fn to_json(&self) -> String {
@@ -1160,6 +1170,519 @@ impl Report {
             .map_err(|e| Fail::Setup(format!("failed to write {}: {e}", path.display())))?;
         println!("results written to {}", path.display());
         Ok(Some(path))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Baselines
+
+/// What a kernel is measured against: the standard way to do the same work (cuBLASLt for a GEMM,
+/// the driver's device-to-device copy for a streaming kernel), timed by the same [`Gpu::time`] on
+/// the same stream (warm-up, an L2 flush before every sample, the median), so that the ratio says
+/// how close the kernel comes to what the hardware is known to reach.
+#[derive(Debug, Clone, Copy)]
+pub struct Baseline<'a> {
+    /// What ran, as printed and recorded: `cuBLASLt (fp32 C)`, `copy (cuMemcpyDtoDAsync)`.
+    pub name: &'a str,
+    /// Its name in the ratio: `cuBLAS` prints `ours/cuBLAS 0.96`.
+    pub short: &'a str,
+    /// The check of the baseline's own result, when it computes one.
+    pub check: Option<&'a Comparison>,
+}
+
+impl Baseline<'_> {
+    /// Times `launch` (one run of the baseline, enqueued on [`Gpu::stream`]) exactly as the kernel
+    /// was timed, prints [`Baseline::line`] and records [`Baseline::json`] as `baseline` in
+    /// `report`. `ours` is the kernel's timing with `opts`; `work` is what each run does, the
+    /// same for both.
+    pub fn time(
+        &self,
+        gpu: &mut Gpu,
+        opts: &TimeOptions,
+        ours: &Timing,
+        work: Work,
+        report: &mut Report,
+        launch: impl FnMut(&Gpu) -> Result<()>,
+    ) -> Result<Timing> {
+        let theirs = gpu.time(opts, launch)?;
+        println!("{}", self.line(&theirs, ours, work));
+        report.set("baseline", self.json(&theirs, ours, work));
+        Ok(theirs)
+    }
+
+    /// `  vs cuBLASLt (fp32 C): 1.567 ms, 701.7 TFLOP/s; ours/cuBLAS 0.96`: the baseline's median
+    /// time and rate, then ours over its rate (above 1: the kernel is faster).
+    pub fn line(&self, theirs: &Timing, ours: &Timing, work: Work) -> String {
+        let rate = work.rate(theirs.median_ms).map(|(r, unit)| format!(", {r:.1} {unit}")).unwrap_or_default();
+        format!(
+            "  vs {}: {:.3} ms{rate}; ours/{} {:.2}",
+            self.name,
+            theirs.median_ms,
+            self.short,
+            ours_over(ours, theirs)
+        )
+    }
+
+    /// The report's `baseline`: its name, its timing as [`timing_fields`] writes the kernel's,
+    /// `ours_over_baseline` and its check when it has one.
+    pub fn json(&self, theirs: &Timing, ours: &Timing, work: Work) -> Json {
+        let mut fields: Vec<(String, Json)> = vec![("name".into(), self.name.into())];
+        fields.extend(timing_fields(theirs, work));
+        fields.push(("ours_over_baseline".into(), ours_over(ours, theirs).into()));
+        if let Some(c) = self.check {
+            fields.push(("check".into(), check_json(c)));
+        }
+        Json::Obj(fields)
+    }
+}
+
+/// Our rate over the baseline's for the same work: its median time over ours. Above 1 the kernel
+/// is faster.
+pub fn ours_over(ours: &Timing, theirs: &Timing) -> f64 {
+    theirs.median_ms / ours.median_ms
+}
+
+// ---------------------------------------------------------------------------------------------
+// cuBLASLt, the GEMM baseline
+
+/// The file names of cuBLASLt the kit looks for, by preference: the major version its bindings
+/// are for (cudarc's `cuda-13000`), then the previous one, whose API the kit's calls share.
+pub const CUBLASLT_FILES: [&str; 2] = ["libcublasLt.so.13", "libcublasLt.so.12"];
+
+/// Said once, when `--vs-cublas` finds no cuBLASLt; the run goes on without the baseline.
+pub const CUBLASLT_MISSING: &str = "cuBLASLt not found (libcublasLt.so.13): --vs-cublas skipped; install the CUDA \
+                                    toolkit's libcublas or set LD_LIBRARY_PATH";
+
+/// The workspace cuBLASLt may use, allocated once: NVIDIA's recommendation for Hopper and later,
+/// and what PyTorch gives it there.
+pub const CUBLASLT_WORKSPACE_BYTES: usize = 32 << 20;
+
+/// The folders searched for cuBLASLt when the dynamic loader does not find it by name: the
+/// toolkit's under `$CUDA_HOME` and `$CUDA_PATH` (`lib64`, and `lib` as NVIDIA's pip wheels lay
+/// it out), then `/usr/local/cuda`'s. `var` reads the environment, `arch` is
+/// `std::env::consts::ARCH`.
+pub fn cublaslt_dirs(var: impl Fn(&str) -> Option<String>, arch: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for key in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Some(root) = var(key).filter(|r| !r.is_empty()) {
+            dirs.push(Path::new(&root).join("lib64"));
+            dirs.push(Path::new(&root).join("lib"));
+        }
+    }
+    dirs.push("/usr/local/cuda/lib64".into());
+    // The toolkit names its aarch64 server libraries `sbsa-linux` and its Jetson ones `aarch64-linux`.
+    let triples: &[&str] = if arch == "aarch64" { &["sbsa", "aarch64"] } else { &[arch] };
+    dirs.extend(triples.iter().map(|t| PathBuf::from(format!("/usr/local/cuda/targets/{t}-linux/lib"))));
+    let mut seen = Vec::new();
+    dirs.retain(|d| {
+        !seen.contains(d) && {
+            seen.push(d.clone());
+            true
+        }
+    });
+    dirs
+}
+
+/// The files to try, in order: `$CARGO_GPU_CUBLASLT` (a path to the library) when set, then each
+/// of [`CUBLASLT_FILES`] in each of `dirs`, the newer version first.
+pub fn cublaslt_candidates(explicit: Option<String>, dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = explicit.filter(|p| !p.is_empty()).map(PathBuf::from).into_iter().collect();
+    files.extend(CUBLASLT_FILES.iter().flat_map(|f| dirs.iter().map(move |d| d.join(f))));
+    files
+}
+
+/// Opens a shared library by path for the whole process (`RTLD_NOW | RTLD_GLOBAL`), so that a
+/// later open by its soname, cudarc's, finds the copy already loaded. The handle is never closed.
+#[cfg(target_os = "linux")]
+fn dlopen_global(path: &Path) -> bool {
+    use std::ffi::{c_char, c_int, c_void, CString};
+    use std::os::unix::ffi::OsStrExt;
+    extern "C" {
+        fn dlopen(filename: *const c_char, flags: c_int) -> *mut c_void;
+    }
+    const RTLD_NOW: c_int = 0x2;
+    const RTLD_GLOBAL: c_int = 0x100;
+    let Ok(name) = CString::new(path.as_os_str().as_bytes()) else { return false };
+    // Safety: a valid NUL-terminated path; dlopen has no other precondition.
+    !unsafe { dlopen(name.as_ptr(), RTLD_NOW | RTLD_GLOBAL) }.is_null()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn dlopen_global(_path: &Path) -> bool {
+    false
+}
+
+/// Makes cuBLASLt loadable by cudarc, which panics on its first call when the library is missing:
+/// found by name (`LD_LIBRARY_PATH`, the loader's cache), or else opened by path from
+/// [`cublaslt_candidates`]. Says where it came from, or `None`.
+fn find_cublaslt() -> Option<String> {
+    use cudarc::cublaslt::sys::is_culib_present;
+    // Safety: only tries to open the library.
+    if unsafe { is_culib_present() } {
+        return Some("found by the dynamic loader".into());
+    }
+    let var = |key: &str| std::env::var(key).ok();
+    let dirs = cublaslt_dirs(var, std::env::consts::ARCH);
+    for path in cublaslt_candidates(var("CARGO_GPU_CUBLASLT"), &dirs) {
+        // Safety: as above.
+        if path.is_file() && dlopen_global(&path) && unsafe { is_culib_present() } {
+            return Some(path.display().to_string());
+        }
+    }
+    None
+}
+
+/// The arguments of cuBLASLt's column-major `D = op(A) * op(B)` that compute the kit's row-major
+/// `C[M x N] = A[M x K] * B[N x K]^T` with A and B K-contiguous.
+///
+/// A row-major matrix is the column-major view of its transpose with the same leading dimension:
+/// row-major C (M x N, ld N) is column-major C^T (N x M, ld N), and C^T = B * A^T. So cuBLASLt's
+/// m, n, k are our N, M, K; its first operand is our B, which it sees as a column-major K x N
+/// matrix (ld K) and transposes (op T: N x K); its second is our A, a column-major K x M matrix
+/// (ld K) used as it is (op N). Transposed A, plain B: the "TN" GEMM, cuBLAS's best-served layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LtGemm {
+    /// cuBLASLt's m, n, k (D is m x n, the inner dimension k).
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    /// (rows, cols, ld) of the column-major layouts of cuBLASLt's A, B, and C (which is also D).
+    pub a: (u64, u64, i64),
+    pub b: (u64, u64, i64),
+    pub c: (u64, u64, i64),
+}
+
+impl LtGemm {
+    pub fn bf16_tn(m: usize, n: usize, k: usize) -> LtGemm {
+        let (m, n, k) = (m as u64, n as u64, k as u64);
+        LtGemm {
+            m: n,
+            n: m,
+            k,
+            trans_a: true,
+            trans_b: false,
+            a: (k, n, k as i64),
+            b: (k, m, k as i64),
+            c: (n, m, n as i64),
+        }
+    }
+
+    /// cuBLASLt's (A, B) operands given ours: (our B, our A).
+    pub fn operands<T>(&self, a: T, b: T) -> (T, T) {
+        (b, a)
+    }
+}
+
+/// The element types cuBLASLt writes C in for the kit: f32, and bf16 held as its bits in a u16
+/// (as everywhere in the kit).
+pub trait GemmOutput: DeviceRepr + Default + Clone + Copy {
+    /// `fp32 C` or `bf16 C`, in the baseline's name.
+    const NAME: &'static str;
+    fn data_type() -> cudarc::cublaslt::sys::cudaDataType;
+    fn to_f32(self) -> f32;
+}
+
+impl GemmOutput for f32 {
+    const NAME: &'static str = "fp32 C";
+    fn data_type() -> cudarc::cublaslt::sys::cudaDataType {
+        cudarc::cublaslt::sys::cudaDataType::CUDA_R_32F
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl GemmOutput for u16 {
+    const NAME: &'static str = "bf16 C";
+    fn data_type() -> cudarc::cublaslt::sys::cudaDataType {
+        cudarc::cublaslt::sys::cudaDataType::CUDA_R_16BF
+    }
+    fn to_f32(self) -> f32 {
+        f32_from_bf16(self)
+    }
+}
+
+/// Turns a cuBLASLt status into a setup failure that says what was being done.
+fn lt<T>(what: &str, r: std::result::Result<T, cudarc::cublaslt::result::CublasError>) -> Result<T> {
+    r.map_err(|e| {
+        // Safety: returns a pointer to a static string for any status.
+        let text = unsafe { cudarc::cublaslt::sys::cublasLtGetStatusString(e.0) };
+        let text = if text.is_null() {
+            String::new()
+        } else {
+            // Safety: a NUL-terminated static string.
+            format!(" ({})", unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy())
+        };
+        Fail::Setup(format!("failed to {what}: {:?}{text}", e.0))
+    })
+}
+
+/// One GEMM shape and output type, ready to run: cuBLASLt's descriptors and the algorithm its
+/// heuristic chose. Made once, on first use; the null handles of a half-made plan are skipped.
+struct GemmPlan {
+    key: (usize, usize, usize, &'static str),
+    args: LtGemm,
+    desc: cudarc::cublaslt::sys::cublasLtMatmulDesc_t,
+    /// cuBLASLt's A, B and C (= D).
+    layouts: [cudarc::cublaslt::sys::cublasLtMatrixLayout_t; 3],
+    algo: cudarc::cublaslt::sys::cublasLtMatmulAlgo_t,
+}
+
+impl Drop for GemmPlan {
+    fn drop(&mut self) {
+        use cudarc::cublaslt::result::{destroy_matmul_desc, destroy_matrix_layout};
+        // Safety: each handle was made by cuBLASLt for this plan alone and is destroyed once.
+        unsafe {
+            if !self.desc.is_null() {
+                let _ = destroy_matmul_desc(self.desc);
+            }
+            for l in self.layouts.into_iter().filter(|l| !l.is_null()) {
+                let _ = destroy_matrix_layout(l);
+            }
+        }
+    }
+}
+
+/// The inputs and the reference of a runner's GEMM, `C[M x N] = A[M x K] * B[N x K]^T` with bf16
+/// A and B (K contiguous): what a baseline runs on and is checked against.
+pub struct GemmProblem<'a> {
+    pub a: &'a CudaSlice<u16>,
+    pub b: &'a CudaSlice<u16>,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// The elements of C the runner checked its kernel on, and their CPU reference.
+    pub indices: &'a [usize],
+    pub want: &'a [f32],
+}
+
+/// cuBLASLt on the kit's GPU and stream: a handle, a workspace allocated once, and a plan per
+/// GEMM shape and output type, made on first use so that a timed run is one `cublasLtMatmul`.
+pub struct Cublas {
+    handle: cudarc::cublaslt::sys::cublasLtHandle_t,
+    workspace: CudaSlice<u8>,
+    plans: std::cell::RefCell<Vec<GemmPlan>>,
+    /// `cuBLASLt 13.0.2`: the library's own version.
+    pub version: String,
+}
+
+impl Drop for Cublas {
+    fn drop(&mut self) {
+        self.plans.borrow_mut().clear();
+        // Safety: the handle is this value's own, destroyed once.
+        let _ = unsafe { cudarc::cublaslt::result::destroy_handle(self.handle) };
+    }
+}
+
+impl Cublas {
+    /// cuBLASLt, ready on `gpu`; `None`, after printing [`CUBLASLT_MISSING`], when the library is
+    /// not on this machine (see [`cublaslt_dirs`]), or after saying why, when it cannot start here
+    /// (a library newer than the driver): a runner goes on without its baseline either way.
+    pub fn load(gpu: &Gpu) -> Option<Cublas> {
+        let Some(from) = find_cublaslt() else {
+            println!("{CUBLASLT_MISSING}");
+            return None;
+        };
+        // Safety: no arguments; the library is loaded.
+        let v = unsafe { cudarc::cublaslt::sys::cublasLtGetVersion() };
+        let version = format!("cuBLASLt {}.{}.{}", v / 10000, v / 100 % 100, v % 100);
+        match Cublas::start(gpu, version.clone()) {
+            Ok(cublas) => {
+                println!("loaded {version} ({from})");
+                Some(cublas)
+            }
+            Err(e) => {
+                println!("{version} ({from}) did not start: {e}; --vs-cublas skipped");
+                None
+            }
+        }
+    }
+
+    fn start(gpu: &Gpu, version: String) -> Result<Cublas> {
+        cu("make the GPU's context current", gpu.ctx.bind_to_thread())?;
+        let workspace = cu("allocate the cuBLASLt workspace", gpu.stream.alloc_zeros::<u8>(CUBLASLT_WORKSPACE_BYTES))?;
+        let handle = lt("create a cuBLASLt handle", cudarc::cublaslt::result::create_handle())?;
+        Ok(Cublas { handle, workspace, plans: Default::default(), version })
+    }
+
+    /// The index in `plans` of the plan for this shape and output type, made when missing:
+    /// descriptors for [`LtGemm::bf16_tn`], fp32 compute and scale, and the first algorithm
+    /// cuBLASLt's heuristic returns for the workspace (what PyTorch runs).
+    fn plan<C: GemmOutput>(&self, m: usize, n: usize, k: usize) -> Result<usize> {
+        use cudarc::cublaslt::{result, sys};
+        let key = (m, n, k, C::NAME);
+        if let Some(i) = self.plans.borrow().iter().position(|p| p.key == key) {
+            return Ok(i);
+        }
+        let args = LtGemm::bf16_tn(m, n, k);
+        let mut p = GemmPlan {
+            key,
+            args,
+            desc: std::ptr::null_mut(),
+            layouts: [std::ptr::null_mut(); 3],
+            algo: sys::cublasLtMatmulAlgo_t { data: [0; 8] },
+        };
+        let compute = sys::cublasComputeType_t::CUBLAS_COMPUTE_32F;
+        p.desc = lt(
+            "create a cuBLASLt matmul descriptor",
+            result::create_matmul_desc(compute, sys::cudaDataType::CUDA_R_32F),
+        )?;
+        for (attr, trans) in [
+            (sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, args.trans_a),
+            (sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB, args.trans_b),
+        ] {
+            // cublasOperation_t, an int32_t: CUBLAS_OP_N = 0, CUBLAS_OP_T = 1.
+            let op: i32 = trans.into();
+            // Safety: the attribute is an int32_t, read from a live local of that size.
+            let r = unsafe { result::set_matmul_desc_attribute(p.desc, attr, (&op as *const i32).cast(), 4) };
+            lt("set a cuBLASLt transpose", r)?;
+        }
+        let bf16 = sys::cudaDataType::CUDA_R_16BF;
+        for (slot, (ty, (rows, cols, ld))) in
+            p.layouts.iter_mut().zip([(bf16, args.a), (bf16, args.b), (C::data_type(), args.c)])
+        {
+            *slot = lt("create a cuBLASLt matrix layout", result::create_matrix_layout(ty, rows, cols, ld))?;
+        }
+        let pref = lt("create a cuBLASLt preference", result::create_matmul_pref())?;
+        let workspace = CUBLASLT_WORKSPACE_BYTES as u64;
+        // Safety: the attribute is a uint64_t, read from a live local of that size; the
+        // descriptors are live; the preference is destroyed once, below.
+        let heuristic = unsafe {
+            result::set_matmul_pref_attribute(
+                pref,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                (&workspace as *const u64).cast(),
+                8,
+            )
+            .and_then(|()| {
+                result::get_matmul_algo_heuristic(
+                    self.handle,
+                    p.desc,
+                    p.layouts[0],
+                    p.layouts[1],
+                    p.layouts[2],
+                    p.layouts[2],
+                    pref,
+                )
+            })
+        };
+        // Safety: made above, destroyed once.
+        let _ = unsafe { result::destroy_matmul_pref(pref) };
+        let heuristic =
+            lt(&format!("find a cuBLASLt algorithm for a {m}x{n}x{k} bf16 GEMM with {}", C::NAME), heuristic)?;
+        p.algo = heuristic.algo;
+        let mut plans = self.plans.borrow_mut();
+        plans.push(p);
+        Ok(plans.len() - 1)
+    }
+
+    /// Enqueues `C[M x N] = A[M x K] * B[N x K]^T` (row-major, A and B bf16 and K-contiguous, C
+    /// f32 or bf16, fp32 accumulation) on `gpu`'s stream: the kit's GEMM layout, mapped onto
+    /// cuBLASLt by [`LtGemm::bf16_tn`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_bf16_tn<C: GemmOutput>(
+        &self,
+        gpu: &Gpu,
+        a: &CudaSlice<u16>,
+        b: &CudaSlice<u16>,
+        c: &mut CudaSlice<C>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        use cudarc::driver::{DevicePtr, DevicePtrMut};
+        if a.len() < m * k || b.len() < n * k || c.len() < m * n {
+            return Err(Fail::Setup(format!(
+                "cuBLASLt {m}x{n}x{k}: buffers of {}, {} and {} elements are too small",
+                a.len(),
+                b.len(),
+                c.len()
+            )));
+        }
+        let i = self.plan::<C>(m, n, k)?;
+        let plans = self.plans.borrow();
+        let p = &plans[i];
+        let (pa, _a) = a.device_ptr(&gpu.stream);
+        let (pb, _b) = b.device_ptr(&gpu.stream);
+        let (pc, _c) = c.device_ptr_mut(&gpu.stream);
+        let (pw, _w) = self.workspace.device_ptr(&gpu.stream);
+        let (first, second) = p.args.operands(pa, pb);
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // Safety: the descriptors and algorithm are this plan's, made for these sizes; the buffers
+        // are live and at least as large as the layouts say (checked above); alpha and beta are
+        // f32 like the scale type; C is also D, and with beta 0 it is only written.
+        let r = unsafe {
+            cudarc::cublaslt::result::matmul(
+                self.handle,
+                p.desc,
+                (&alpha as *const f32).cast(),
+                (&beta as *const f32).cast(),
+                first as *const _,
+                p.layouts[0],
+                second as *const _,
+                p.layouts[1],
+                pc as *const _,
+                p.layouts[2],
+                pc as *mut _,
+                p.layouts[2],
+                &p.algo,
+                pw as *mut _,
+                CUBLASLT_WORKSPACE_BYTES,
+                gpu.stream.cu_stream() as _,
+            )
+        };
+        lt(&format!("run cuBLASLt's {m}x{n}x{k} GEMM"), r)
+    }
+
+    /// `--vs-cublas`: cuBLASLt's GEMM with output type `C` on the runner's inputs, checked against
+    /// the runner's reference (so a wrong layout fails on the GPU, not silently), then timed like
+    /// the kernel and compared with `ours` ([`Baseline::time`]). A failed check is recorded and the
+    /// report written before the failure returns, so the kernel's own results are kept. A shape
+    /// cuBLASLt refuses (no algorithm) is a note, recorded, and `None`: the run goes on.
+    pub fn versus<C: GemmOutput>(
+        &self,
+        gpu: &mut Gpu,
+        opts: &TimeOptions,
+        p: &GemmProblem,
+        ours: &Timing,
+        report: &mut Report,
+    ) -> Result<Option<Timing>> {
+        let (m, n, k) = (p.m, p.n, p.k);
+        let name = format!("cuBLASLt ({})", C::NAME);
+        report.set("cublaslt", self.version.as_str());
+        let mut c = gpu.poisoned::<C>(m * n)?;
+        match self.gemm_bf16_tn(gpu, p.a, p.b, &mut c, m, n, k) {
+            Ok(()) => {}
+            // cuBLASLt's own refusal; a fault of the GPU (a Fault) still ends the run.
+            Err(Fail::Setup(why)) => {
+                println!("  vs {name}: skipped: {why}");
+                let fields = vec![("name".into(), name.as_str().into()), ("skipped".into(), why.into())];
+                report.set("baseline", Json::Obj(fields));
+                return Ok(None);
+            }
+            Err(fail) => return Err(fail),
+        }
+        gpu.sync()?;
+        let got = gpu.download(&c)?;
+        let pairs = p.indices.iter().zip(p.want).map(|(i, w)| (*i, got[*i].to_f32(), *w));
+        let comparison = compare_pairs(pairs, Precision::Bf16).with_cols(n);
+        // Indented under the kernel's own lines, so that scripts counting `check ...: PASS` lines
+        // count kernels.
+        let what = format!("{name} {m}x{n}x{k} vs CPU f64");
+        println!("  check {what}: {}", comparison.summary());
+        if !comparison.passed() {
+            report.set(
+                "baseline",
+                Json::Obj(vec![("name".into(), name.as_str().into()), ("check".into(), check_json(&comparison))]),
+            );
+            report.write()?;
+            return Err(Fail::Check(format!("{what}: {}", comparison.summary())));
+        }
+        let baseline = Baseline { name: &name, short: "cuBLAS", check: Some(&comparison) };
+        let work = Work::Flops(2.0 * m as f64 * n as f64 * k as f64);
+        baseline.time(gpu, opts, ours, work, report, |gpu| self.gemm_bf16_tn(gpu, p.a, p.b, &mut c, m, n, k)).map(Some)
     }
 }
 
@@ -1445,5 +1968,134 @@ mod tests {
         assert!(text.starts_with(r#"{"m":8,"check":{"passed":true,"precision":"bf16""#), "{text}");
         assert!(text.contains(r#""median_ms":2,"#) && text.contains(r#""tflops":1.5"#), "{text}");
         assert_eq!(r.write().unwrap(), None, "without CARGO_GPU_OUT nothing is written");
+    }
+
+    /// cuBLAS's column-major `D = op(A) * op(B)` by its own definition (element (i, j) of a
+    /// matrix with leading dimension ld is at `i + j * ld`), after checking that the stored shapes
+    /// agree with the transposes and sizes.
+    fn blas_gemm(g: &LtGemm, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
+        let stored = |trans: bool, (rows, cols, ld): (u64, u64, i64), want: (usize, usize)| {
+            let shape = if trans { (cols as usize, rows as usize) } else { (rows as usize, cols as usize) };
+            assert_eq!(shape, want, "op() of a {rows} x {cols} matrix");
+            assert!(ld as u64 >= rows);
+        };
+        stored(g.trans_a, g.a, (m, k));
+        stored(g.trans_b, g.b, (k, n));
+        stored(false, g.c, (m, n));
+        let at = |data: &[f32], ld: i64, i: usize, j: usize| data[i + j * ld as usize];
+        let op_a = |i, p| if g.trans_a { at(a, g.a.2, p, i) } else { at(a, g.a.2, i, p) };
+        let op_b = |p, j| if g.trans_b { at(b, g.b.2, j, p) } else { at(b, g.b.2, p, j) };
+        let ldc = g.c.2 as usize;
+        let mut d = vec![f32::NAN; ldc * n];
+        for j in 0..n {
+            for i in 0..m {
+                d[i + j * ldc] = (0..k).map(|p| op_a(i, p) as f64 * op_b(p, j) as f64).sum::<f64>() as f32;
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn cublaslt_arguments_compute_the_kits_row_major_gemm() {
+        assert_eq!(
+            LtGemm::bf16_tn(2, 3, 8),
+            LtGemm { m: 3, n: 2, k: 8, trans_a: true, trans_b: false, a: (8, 3, 8), b: (8, 2, 8), c: (3, 2, 3) }
+        );
+        let mut rng = Rng::new(3);
+        for (m, n, k) in [(3, 5, 7), (1, 4, 2), (6, 1, 3), (4, 4, 4), (17, 9, 24)] {
+            let (a, b) = (rng.f32s(m * k), rng.f32s(n * k));
+            let g = LtGemm::bf16_tn(m, n, k);
+            let (first, second) = g.operands(a.as_slice(), b.as_slice());
+            let got = blas_gemm(&g, first, second);
+            let want = gemm_reference_bt(&a, &b, n, k, &(0..m * n).collect::<Vec<_>>());
+            assert_eq!(got, want, "{m}x{n}x{k}: cuBLASLt's D read as row-major C");
+        }
+        // The operands the other way round compute C^T, which the comparison tells apart.
+        let (a, b) = (rng.f32s(16), rng.f32s(16));
+        let g = LtGemm::bf16_tn(4, 4, 4);
+        assert_ne!(blas_gemm(&g, &a, &b), gemm_reference_bt(&a, &b, 4, 4, &(0..16).collect::<Vec<_>>()));
+    }
+
+    #[test]
+    fn a_baseline_prints_its_time_rate_and_our_ratio() {
+        let ours = Timing::from_samples(vec![1.6, 1.5, 1.7]);
+        let theirs = Timing::from_samples(vec![2.0, 2.1, 1.9]);
+        let gemm = Baseline { name: "cuBLASLt (fp32 C)", short: "cuBLAS", check: None };
+        assert_eq!(
+            gemm.line(&theirs, &ours, Work::Flops(1.5e12)),
+            "  vs cuBLASLt (fp32 C): 2.000 ms, 750.0 TFLOP/s; ours/cuBLAS 1.25"
+        );
+        let copy = Baseline { name: "copy (cuMemcpyDtoDAsync)", short: "copy", check: None };
+        let slower = Timing::from_samples(vec![3.1]);
+        let copied = Timing::from_samples(vec![3.0]);
+        assert_eq!(
+            copy.line(&copied, &slower, Work::Bytes(12e9)),
+            "  vs copy (cuMemcpyDtoDAsync): 3.000 ms, 4000.0 GB/s; ours/copy 0.97"
+        );
+        assert!((ours_over(&slower, &copied) - 3.0 / 3.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_baseline_is_recorded_beside_the_kernels_timing() {
+        let ours = Timing::from_samples(vec![1.0]);
+        let theirs = Timing::from_samples(vec![0.5, 0.5]);
+        let c = compare(&[1.0], &[1.0], Precision::Bf16);
+        let b = Baseline { name: "cuBLASLt (bf16 C)", short: "cuBLAS", check: Some(&c) };
+        let text = b.json(&theirs, &ours, Work::Flops(1e9)).to_string();
+        assert!(text.starts_with(r#"{"name":"cuBLASLt (bf16 C)","median_ms":0.5,"#), "{text}");
+        assert!(text.contains(r#""tflops":2,"ours_over_baseline":0.5,"check":{"passed":true,"#), "{text}");
+        let mut r = Report { name: "hgemm".into(), fields: Vec::new() };
+        r.set("baseline", Baseline { check: None, ..b }.json(&theirs, &ours, Work::Flops(1e9)));
+        assert!(!r.to_json().contains("check"), "{}", r.to_json());
+    }
+
+    #[test]
+    fn cublaslt_is_looked_for_in_the_toolkit_folders() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
+        };
+        let dirs = cublaslt_dirs(env(&[("CUDA_HOME", "/opt/cu13")]), "x86_64");
+        let want =
+            ["/opt/cu13/lib64", "/opt/cu13/lib", "/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib"];
+        assert_eq!(dirs, want.iter().map(PathBuf::from).collect::<Vec<_>>());
+        let same = cublaslt_dirs(env(&[("CUDA_HOME", "/usr/local/cuda"), ("CUDA_PATH", "/usr/local/cuda")]), "x86_64");
+        assert_eq!(same.len(), 3, "each folder once: {same:?}");
+        let arm = cublaslt_dirs(env(&[("CUDA_PATH", ""), ("CUDA_HOME", "")]), "aarch64");
+        assert_eq!(
+            arm,
+            [
+                "/usr/local/cuda/lib64",
+                "/usr/local/cuda/targets/sbsa-linux/lib",
+                "/usr/local/cuda/targets/aarch64-linux/lib"
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect::<Vec<_>>()
+        );
+        let files = cublaslt_candidates(Some("/x/libcublasLt.so.13.0.2".into()), &dirs[..2]);
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        assert_eq!(
+            files,
+            [
+                "/x/libcublasLt.so.13.0.2",
+                "/opt/cu13/lib64/libcublasLt.so.13",
+                "/opt/cu13/lib/libcublasLt.so.13",
+                "/opt/cu13/lib64/libcublasLt.so.12",
+                "/opt/cu13/lib/libcublasLt.so.12",
+            ]
+        );
+        assert_eq!(cublaslt_candidates(Some(String::new()), &[]), Vec::<PathBuf>::new());
+        assert!(CUBLASLT_MISSING.contains("libcublasLt.so.13") && CUBLASLT_MISSING.contains("--vs-cublas skipped"));
+    }
+
+    #[test]
+    fn cublaslt_writes_fp32_or_bf16() {
+        assert_eq!(<f32 as GemmOutput>::NAME, "fp32 C");
+        assert_eq!(<u16 as GemmOutput>::NAME, "bf16 C");
+        assert_eq!(GemmOutput::to_f32(0x3f80u16), 1.0);
+        assert_eq!(GemmOutput::to_f32(-2.5f32), -2.5);
+        assert_eq!(<u16 as GemmOutput>::data_type() as u32, 14, "CUDA_R_16BF");
+        assert_eq!(<f32 as GemmOutput>::data_type() as u32, 0, "CUDA_R_32F");
     }
 }

@@ -11,7 +11,8 @@ use crate::kit::{self, Args, Fail, Gpu, Precision, Report, Rng, TimeOptions, Wor
 pub const HELP: &str = "\
 hgemm: C = A * B^T in bf16 with fp32 accumulation (TMA + wgmma, sm_90a); checked and timed
 
-usage: hgemm [MxNxK]... [--bf16-c] [--tile-n N] [--no-tma-store] [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
+usage: hgemm [MxNxK]... [--bf16-c] [--tile-n N] [--no-tma-store] [--vs-cublas] [--seed S] [--samples K]
+             [--no-flush] [--no-time] [--full-check]
 
   MxNxK        problem sizes, such as 4096x4096x4096 or 1000x999x520; K must be a multiple of 8
                (TMA row strides are multiples of 16 bytes) [default: 4096x4096x4096]
@@ -25,6 +26,9 @@ usage: hgemm [MxNxK]... [--bf16-c] [--tile-n N] [--no-tma-store] [--seed S] [--s
   --no-flush   do not flush the L2 cache before each sample
   --no-time    check only
   --full-check compare every element, whatever the size (slow on the CPU for large sizes)
+  --vs-cublas  also run cuBLASLt's GEMM (the same C type, fp32 accumulation) on the same inputs: checked
+               against the same reference, timed the same way, printed with the ratio ours/cuBLAS
+               and recorded as `baseline` (skipped, with a note, where libcublasLt is missing)
 
 Results go to $CARGO_GPU_OUT/hgemm-MxNxK.json (hgemm-bf16c-MxNxK.json). Exit status: 0 pass, 1 wrong result, 2 usage,
 3 no driver, GPU or cubin, 4 a kernel fault.
@@ -124,28 +128,24 @@ fn tensor_map<T>(
     Ok(TensorMap(unsafe { map.assume_init() }))
 }
 
-/// What C holds: fp32, or bf16 (kept as its bits).
-trait Output: DeviceRepr + Default + Clone + Copy {
+/// What C holds, fp32 or bf16 (kept as its bits), and its TMA type for the store.
+trait Output: kit::GemmOutput {
     const TMA_TYPE: sys::CUtensorMapDataType;
-    fn value(self) -> f32;
 }
 
 impl Output for f32 {
     const TMA_TYPE: sys::CUtensorMapDataType = sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
-    fn value(self) -> f32 {
-        self
-    }
 }
 
 impl Output for u16 {
     const TMA_TYPE: sys::CUtensorMapDataType = sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-    fn value(self) -> f32 {
-        kit::f32_from_bf16(self)
-    }
 }
 
 pub fn run(mut args: Args) -> kit::Result<()> {
-    args.parse(&["seed", "samples", "tile-n"], &["no-flush", "no-time", "full-check", "bf16-c", "no-tma-store"])?;
+    args.parse(
+        &["seed", "samples", "tile-n"],
+        &["no-flush", "no-time", "full-check", "bf16-c", "no-tma-store", "vs-cublas"],
+    )?;
     if args.flag("help") {
         print!("{HELP}");
         return Ok(());
@@ -196,6 +196,8 @@ fn run_shapes<T: Output>(
         "read the number of SMs",
         gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
     )? as usize;
+    // --vs-cublas: the baseline, loaded once (None, with a note, where the library is missing).
+    let cublas = if args.flag("vs-cublas") { kit::Cublas::load(&gpu) } else { None };
     println!("seed {seed}");
     let slice_cols = 128 / std::mem::size_of::<T>();
     for &(m, n, k) in shapes {
@@ -218,7 +220,7 @@ fn run_shapes<T: Output>(
         let map_b = tensor_map_bf16(&gpu, &db, n, k, bn as u32, BK)?;
         // The TMA store needs C's rows to start 16-byte aligned; other widths are stored from
         // registers (the descriptor is then never read, so any valid one does).
-        let tma_store = (n * std::mem::size_of::<T>()) % 16 == 0 && !args.flag("no-tma-store");
+        let tma_store = (n * std::mem::size_of::<T>()).is_multiple_of(16) && !args.flag("no-tma-store");
         let map_c =
             if tma_store { tensor_map(&gpu, &dc, T::TMA_TYPE, m, n, SLICE_ROWS, slice_cols as u32)? } else { map_a };
         // Persistent: one block per SM, each taking every `blocks`-th tile.
@@ -237,7 +239,7 @@ fn run_shapes<T: Output>(
         };
         launch(&gpu)?;
         gpu.sync()?;
-        let got: Vec<f32> = gpu.download(&dc)?.into_iter().map(T::value).collect();
+        let got: Vec<f32> = gpu.download(&dc)?.into_iter().map(T::to_f32).collect();
 
         let indices = kit::gemm_check_indices(m, n, k, (BM, bn), args.flag("full-check"), &mut rng);
         let af: Vec<f32> = a.iter().map(|x| kit::f32_from_bf16(*x)).collect();
@@ -250,8 +252,7 @@ fn run_shapes<T: Output>(
             report.set(key, v);
         }
         report.set("seed", seed);
-        let c_type = if std::mem::size_of::<T>() == 4 { "f32" } else { "bf16" };
-        report.set("layout", format!("C[MxN] {c_type} = A[MxK] bf16 * B[NxK] bf16 ^T"));
+        report.set("layout", format!("C[MxN] ({}) = A[MxK] bf16 * B[NxK] bf16 ^T", T::NAME));
         report.set("kernel", kernel.as_str());
         report.set("blocks", blocks);
         report.set("tma-store", tma_store);
@@ -262,6 +263,11 @@ fn run_shapes<T: Output>(
             let timing = gpu.time(&time_opts, launch)?;
             kit::print_timing(&format!("{label} {shape}"), &timing, work);
             report.timing(&timing, work);
+            // --vs-cublas: cuBLASLt on the same inputs, checked against the same reference.
+            if let Some(cublas) = &cublas {
+                let problem = kit::GemmProblem { a: &da, b: &db, m, n, k, indices: &indices, want: &want };
+                cublas.versus::<T>(&mut gpu, &time_opts, &problem, &timing, &mut report)?;
+            }
         }
         report.write()?;
         checked?;
