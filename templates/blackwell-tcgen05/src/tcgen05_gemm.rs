@@ -12,7 +12,7 @@ use crate::kit::{self, Args, Fail, Gpu, Precision, Report, Rng, TimeOptions, Wor
 pub const HELP: &str = "\
 tcgen05-gemm: C = A * B^T in bf16 with fp32 accumulation (TMA + tcgen05.mma + TMEM, sm_100a)
 
-usage: tcgen05-gemm [MxNxK]... [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
+usage: tcgen05-gemm [MxNxK]... [--vs-cublas] [--seed S] [--samples K] [--no-flush] [--no-time] [--full-check]
 
   MxNxK        problem sizes, such as 4096x4096x4096 or 1000x999x520; K must be a multiple of 8
                (TMA row strides are multiples of 16 bytes) [default: 4096x4096x4096]
@@ -21,6 +21,9 @@ usage: tcgen05-gemm [MxNxK]... [--seed S] [--samples K] [--no-flush] [--no-time]
   --no-flush   do not flush the L2 cache before each sample
   --no-time    check only
   --full-check compare every element, whatever the size (slow on the CPU for large sizes)
+  --vs-cublas  also run cuBLASLt's GEMM (fp32 C, fp32 accumulation) on the same inputs: checked
+               against the same reference, timed the same way, printed with the ratio ours/cuBLAS
+               and recorded as `baseline` (skipped, with a note, where libcublasLt is missing)
 
 Results go to $CARGO_GPU_OUT/tcgen05_gemm-MxNxK.json. Exit status: 0 pass, 1 wrong result,
 2 usage, 3 no driver, GPU or cubin, 4 a kernel fault.
@@ -86,7 +89,7 @@ pub fn tensor_map_bf16(
 }
 
 pub fn run(mut args: Args) -> kit::Result<()> {
-    args.parse(&["seed", "samples"], &["no-flush", "no-time", "full-check"])?;
+    args.parse(&["seed", "samples"], &["no-flush", "no-time", "full-check", "vs-cublas"])?;
     if args.flag("help") {
         print!("{HELP}");
         return Ok(());
@@ -116,6 +119,8 @@ pub fn run(mut args: Args) -> kit::Result<()> {
         )));
     }
     let f = gpu.function("tcgen05_gemm", "tcgen05_gemm_bf16_tn")?;
+    // --vs-cublas: the baseline, loaded once (None, with a note, where the library is missing).
+    let cublas = if args.flag("vs-cublas") { kit::Cublas::load(&gpu) } else { None };
     kit::cu(
         "allow the kernel its shared memory",
         f.set_attribute(sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, SMEM_BYTES as i32),
@@ -161,6 +166,11 @@ pub fn run(mut args: Args) -> kit::Result<()> {
             let timing = gpu.time(&time_opts, launch)?;
             kit::print_timing(&format!("tcgen05_gemm {shape}"), &timing, work);
             report.timing(&timing, work);
+            // --vs-cublas: cuBLASLt on the same inputs, checked against the same reference.
+            if let Some(cublas) = &cublas {
+                let problem = kit::GemmProblem { a: &da, b: &db, m, n, k, indices: &indices, want: &want };
+                cublas.versus::<f32>(&mut gpu, &time_opts, &problem, &timing, &mut report)?;
+            }
         }
         report.write()?;
         checked?;
