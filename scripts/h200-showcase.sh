@@ -13,7 +13,7 @@
 # DIR/showcase/. Exit status 1 if a check failed or a baseline was missing.
 set -u
 
-dir=${1:?usage: h200-showcase.sh DIR [ROUNDS] (DIR/example: kernels-example's release package)}
+dir=${1:?usage: h200-showcase.sh DIR [ROUNDS] (DIR/example: the release package of kernels-example)}
 rounds=${2:-3}
 dir=$(cd "$dir" && pwd)
 res="$dir/showcase"
