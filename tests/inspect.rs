@@ -81,7 +81,7 @@ fn example_kernels_resources_and_census_match_cuobjdump() {
 
     let hopper = &reports[&("hgemm".into(), "sm_90a".into())];
     let cubin = Path::new(hopper["cubin"].as_str().unwrap());
-    for name in ["hgemm_bf16_tn", "hgemm_bf16_tn_multicast"] {
+    for name in ["hgemm_bf16_tn_128x256", "hgemm_bf16_tn_bf16c_128x128"] {
         let f = function(hopper, name);
         assert_eq!(f["max_threads"], 384, "__launch_bounds__(HGEMM_THREADS, 1)");
         assert_eq!(f["trap_only"], false);
@@ -90,13 +90,11 @@ fn example_kernels_resources_and_census_match_cuobjdump() {
         assert_eq!(f["census"]["HGMMA"], hgmma, "{name}");
         assert_eq!(f["census"]["SYNCS"], sass_count(&cuda, cubin, name, " SYNCS."), "{name}");
     }
-    let multicast = function(hopper, "hgemm_bf16_tn_multicast");
-    assert_eq!(
-        multicast["census"]["UTMALDG.MULTICAST"],
-        sass_count(&cuda, cubin, "hgemm_bf16_tn_multicast", "UTMALDG.2D.MULTICAST")
-    );
-    assert!(function(hopper, "hgemm_bf16_tn")["census"].get("UTMALDG.MULTICAST").is_none());
-    assert_eq!(function(hopper, "hgemm_bf16_tn")["barriers"], 1, "one named barrier, as ptxas -v says");
+    let wide = function(hopper, "hgemm_bf16_tn_128x256");
+    assert_eq!(wide["census"]["UTMASTG"], sass_count(&cuda, cubin, "hgemm_bf16_tn_128x256", "UTMASTG.2D"));
+    assert!(wide["census"].get("UTMALDG.MULTICAST").is_none());
+    // `bar.sync` with the barrier's id in a register: ptxas -v says all 16 are used.
+    assert_eq!(wide["barriers"], 16);
 
     let blackwell = &reports[&("tcgen05_gemm".into(), "sm_100a".into())];
     let cubin = Path::new(blackwell["cubin"].as_str().unwrap());
@@ -113,9 +111,9 @@ fn example_kernels_resources_and_census_match_cuobjdump() {
     assert!(reports.values().all(|v| v["expect_missing"] == serde_json::json!([])));
 
     // --sass: the .cu lines and the marked instructions of interest, for one function only.
-    let run = p.run(&["inspect", "--release", "hgemm_bf16_tn", "--target", "sm_90a", "--sass"]).ok();
-    assert!(run.stdout.contains("hgemm_bf16_tn:\n"), "{}", run.stdout);
-    assert!(!run.stdout.contains("hgemm_bf16_tn_multicast:"), "only the function asked for");
+    let run = p.run(&["inspect", "--release", "hgemm_bf16_tn_128x256", "--target", "sm_90a", "--sass"]).ok();
+    assert!(run.stdout.contains("hgemm_bf16_tn_128x256:\n"), "{}", run.stdout);
+    assert!(!run.stdout.contains("hgemm_bf16_tn_bf16c_128x256:"), "only the function asked for");
     assert!(run.stdout.contains("// kernels/hgemm.cu:"), "source lines shown from the project root");
     let marked: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with(">> ")).collect();
     assert!(marked.iter().any(|l| l.contains("HGMMA.64x256x16.F32.BF16")), "{marked:?}");
@@ -178,9 +176,9 @@ fn hopper_gemm_for_sm_120a_warns_that_it_only_traps_and_debug_advisories_are_one
     let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains("only trap")).collect();
     assert_eq!(lines.len(), 1, "{}", run.stderr);
     assert!(
-        lines[0].starts_with(
-            "warning: hgemm.cu (sm_120a): `hgemm_bf16_tn_multicast`, `hgemm_bf16_tn` only trap on sm_120a"
-        ),
+        lines[0]
+            .starts_with("warning: hgemm.cu (sm_120a): `hgemm_bf16_tn_bf16c_128x128`, `hgemm_bf16_tn_bf16c_128x192`, ")
+            && lines[0].contains("`hgemm_bf16_tn_128x256` only trap on sm_120a"),
         "{}",
         lines[0]
     );
