@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use toml_edit::{ArrayOfTables, DocumentMut, InlineTable, Item, Table, Value};
+use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use crate::arch::SmArch;
 use crate::templates;
@@ -103,9 +103,29 @@ fn add_gpu_metadata(doc: &mut DocumentMut, targets: &[SmArch], expect: &str, pat
     Ok(())
 }
 
-/// Adds the cudarc dependency unless the crate has one (then its own choice of version and
-/// features stands). Like `cargo add`: at the end of `[dependencies]`, or in order where the table
-/// is sorted; a missing table goes at the end of the file.
+/// The cudarc features the runner kit calls into. cudarc's default features include them all.
+const KIT_FEATURES: [&str; 4] = ["std", "driver", "nvrtc", "cublaslt"];
+
+/// Adds the cudarc dependency unless the crate has one: then its own choice of version and
+/// features stands, except that a cudarc without its default features gets those of
+/// [`KIT_FEATURES`] it lacks, or the kit would not build. Like `cargo add`: at the end of
+/// `[dependencies]`, or in order where the table is sorted; a missing table goes at the end of
+/// the file.
+/// Adds the kit's features to a cudarc dependency that turned its default features off.
+fn add_kit_features(cudarc: &mut dyn TableLike) {
+    if cudarc.get("default-features").and_then(Item::as_bool) != Some(false) {
+        return;
+    }
+    let features = cudarc.entry("features").or_insert(Item::Value(Value::Array(Array::new())));
+    if let Some(list) = features.as_array_mut() {
+        for f in KIT_FEATURES {
+            if !list.iter().any(|v| v.as_str() == Some(f)) {
+                list.push(f);
+            }
+        }
+    }
+}
+
 fn add_cudarc(doc: &mut DocumentMut, path: &Path) -> Result<()> {
     let given: DocumentMut =
         templates::CUDARC_DEPENDENCY.parse().context("failed to parse the cudarc dependency (this is a bug)")?;
@@ -124,6 +144,10 @@ fn add_cudarc(doc: &mut DocumentMut, path: &Path) -> Result<()> {
         bail!("failed to add cudarc to {}: its `dependencies` is not a table", path.display());
     };
     if table.contains_key("cudarc") {
+        if let Some(own) = deps.as_table_like_mut().and_then(|t| t.get_mut("cudarc")).and_then(Item::as_table_like_mut)
+        {
+            add_kit_features(own);
+        }
         return Ok(());
     }
     let keys: Vec<&str> = table.iter().map(|(k, _)| k).collect();
@@ -306,7 +330,7 @@ mod tests {
         let v = assert_added(&out);
         let json = serde_json::to_value(&v["package"]["metadata"]["gpu"]).unwrap();
         let gpu = crate::project::GpuMetadata::from_value(&json, Path::new("Cargo.toml")).unwrap();
-        assert_eq!(gpu.expect["hgemm"][&sm90a()[0]], ["HGMMA", "UTMALDG", "UTMALDG.MULTICAST"], "{out}");
+        assert_eq!(gpu.expect["hgemm"][&sm90a()[0]], ["HGMMA", "UTMALDG", "UTMASTG"], "{out}");
         assert!(out.contains("# The instructions the kernels' SASS must have"), "{out}");
     }
 
@@ -373,6 +397,29 @@ mod tests {
         let v = assert_added(&out);
         assert_eq!(v["dependencies"]["serde"]["version"].as_str(), Some("1"));
         assert_kept(m, &out);
+    }
+
+    #[test]
+    fn a_crate_s_own_cudarc_stands_and_gains_only_the_features_the_kit_needs() {
+        // Default features on: they include the kit's; nothing changes.
+        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"\n\n[dependencies]\ncudarc = \"0.19\"\n";
+        let out = init(m);
+        assert!(out.contains("\n[dependencies]\ncudarc = \"0.19\"\n"), "{out}");
+        // Off: the missing ones are added after the crate's own, which stay.
+        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+                 cudarc = { version = \"0.19\", default-features = false, features = [\"driver\", \"cuda-12080\"] }\n";
+        let out = init(m);
+        let v: toml::Table = toml::from_str(&out).unwrap();
+        let features: Vec<&str> =
+            v["dependencies"]["cudarc"]["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        assert_eq!(features, ["driver", "cuda-12080", "std", "nvrtc", "cublaslt"], "{out}");
+        assert_eq!(v["dependencies"]["cudarc"]["version"].as_str(), Some("0.19"));
+        // As a table of its own, without a features list.
+        let m = "[package]\nname = \"x\"\nversion = \"0.1.0\"\n\n[dependencies.cudarc]\nversion = \"0.19\"\n\
+                 default-features = false\n";
+        let out = init(m);
+        let v: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(v["dependencies"]["cudarc"]["features"].as_array().unwrap().len(), 4, "{out}");
     }
 
     #[test]
