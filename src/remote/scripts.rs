@@ -8,10 +8,12 @@
 //! then the run's files); a re-run over the same connection only the second, guarded by a
 //! re-check ([`Guard`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::cmd::StdinFeed;
 use crate::config::Slurm;
 use crate::digest::is_sha256;
 use crate::package::manifest::{is_safe_relative, Manifest, RunnerEntry};
@@ -124,6 +126,24 @@ cd / && rm -rf "$T"
         id = quote(upload_id),
         hashes = words(hashes),
     )
+}
+
+/// The stdin of an [`upload`]: a tar of the files `items` names, each entry named by its sha256.
+pub fn blob_tar(items: Vec<(String, PathBuf)>) -> StdinFeed {
+    Box::new(move |stdin: &mut std::process::ChildStdin| -> std::io::Result<()> {
+        let mut tar = tar::Builder::new(stdin);
+        for (hash, path) in &items {
+            let mut file = std::fs::File::open(path)?;
+            let mut h = tar::Header::new_ustar();
+            h.set_path(hash)?;
+            h.set_size(file.metadata()?.len());
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_cksum();
+            tar.append(&h, &mut file)?;
+        }
+        tar.finish()
+    })
 }
 
 /// One run of a launch: its id, the runner's arguments, and (in a sweep) the variables it gets.

@@ -312,22 +312,7 @@ impl Session<'_> {
                     record.blobs_present
                 ),
             );
-            let items: Vec<(String, PathBuf)> =
-                missing.iter().map(|h| (h.clone(), sizes[h.as_str()].1.to_path_buf())).collect();
-            Some(Box::new(move |stdin: &mut std::process::ChildStdin| -> std::io::Result<()> {
-                let mut tar = tar::Builder::new(stdin);
-                for (hash, path) in &items {
-                    let mut file = std::fs::File::open(path)?;
-                    let mut h = tar::Header::new_ustar();
-                    h.set_path(hash)?;
-                    h.set_size(file.metadata()?.len());
-                    h.set_mode(0o644);
-                    h.set_mtime(0);
-                    h.set_cksum();
-                    tar.append(&h, &mut file)?;
-                }
-                tar.finish()
-            }))
+            Some(scripts::blob_tar(missing.iter().map(|h| (h.clone(), sizes[h.as_str()].1.to_path_buf())).collect()))
         };
         crate::exit::check_interrupt()?;
 
