@@ -6,6 +6,7 @@
 //! report.
 
 pub mod agent;
+pub mod agent_link;
 pub mod agent_wire;
 pub mod doctor;
 pub mod follow;

@@ -5,10 +5,12 @@
 //! ssh hands its command to the remote user's login shell, which may be bash, dash, zsh, fish or
 //! tcsh: every script therefore travels as one fixed command of plain words and base64 text, which
 //! all of them read the same way, and runs in `sh`. The master sockets live in a private folder
-//! that is checked before every use.
+//! that is checked before every use. Where the remote runs an agent (see `agent_link`), each
+//! script goes through it instead, over a channel of the same master connection.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -17,6 +19,8 @@ use crate::cmd::Cmd;
 use crate::cmd::ExecOptions;
 use crate::config::Remote;
 use crate::exit::Interrupt;
+use crate::remote::agent_link::{self, AgentHost};
+use crate::remote::relay::{self, Relay};
 use crate::remote::transport::{retry_until, script_failure, Transport};
 use crate::shell::Shell;
 
@@ -32,6 +36,9 @@ pub struct Ssh {
     pub options: Vec<String>,
     pub connect_timeout: Duration,
     pub control_dir: PathBuf,
+    pub workdir: String,
+    /// Set once the remote's agent answered: scripts go through it from then on.
+    relay: OnceLock<Relay>,
 }
 
 /// Where master sockets (and what is kept beside them) live: `CARGO_GPU_SSH_CONTROL_DIR`, else
@@ -83,6 +90,8 @@ impl Ssh {
             options: remote.ssh_options.clone(),
             connect_timeout: remote.connect_timeout,
             control_dir: control_dir_path(),
+            workdir: remote.workdir.clone(),
+            relay: OnceLock::new(),
         }
     }
 
@@ -99,6 +108,8 @@ impl Ssh {
             "ControlMaster=auto".to_string(),
             format!("ControlPath={}/%C", self.control_dir.display()),
             format!("ControlPersist={CONTROL_PERSIST}"),
+            // The agent's forward replaces the socket a dead forward left.
+            "StreamLocalBindUnlink=yes".to_string(),
         ] {
             args.push("-o".into());
             args.push(o);
@@ -180,7 +191,11 @@ impl Transport for Ssh {
         let words: Vec<String> =
             self.base_args().into_iter().chain(["-T".into(), "--".into(), self.host.clone()]).collect();
         let shown = format!("ssh {} '<{purpose} script>'", crate::redact::words(&words).join(" "));
-        Ok(Cmd::new("ssh", purpose).args(words).arg(remote_command(script)?).shown_as(shown))
+        let plain = Cmd::new("ssh", purpose).args(words).arg(remote_command(script)?).shown_as(shown);
+        Ok(match self.relay.get() {
+            Some(r) => relay::command(r, script, plain),
+            None => plain,
+        })
     }
 
     fn is_transport_failure(&self, status: ExitStatus) -> bool {
@@ -215,6 +230,12 @@ impl Transport for Ssh {
         }
     }
 
+    fn attach_agent(&self, shell: &Shell, connection: &str, machine: Option<&str>) {
+        if self.relay.get().is_none() {
+            agent_link::attach(shell, self, connection, machine);
+        }
+    }
+
     fn connection_id(&self, shell: &Shell) -> Option<String> {
         match self.master_pid(shell)? {
             0 => None,
@@ -231,6 +252,35 @@ impl Transport for Ssh {
             .args(["-O", "exit", "--"])
             .arg(&self.host);
         let _ = cmd.exec(shell, ExecOptions { interrupt: Interrupt::Never, ..Default::default() });
+    }
+}
+
+impl AgentHost for Ssh {
+    fn memo_key(&self) -> String {
+        format!("{:?}\n{:?}\n{}", self.host, self.options, self.workdir)
+    }
+
+    fn workdir(&self) -> &str {
+        &self.workdir
+    }
+
+    fn control_dir(&self) -> &Path {
+        &self.control_dir
+    }
+
+    fn forward_command(&self, local: &Path, remote: &str, cancel: bool) -> Cmd {
+        let (op, purpose) =
+            if cancel { ("cancel", "stop forwarding to the agent") } else { ("forward", "forward to the agent") };
+        Cmd::new("ssh", purpose)
+            .args(self.base_args())
+            .args(["-O", op, "-L"])
+            .arg(format!("{}:{remote}", local.display()))
+            .arg("--")
+            .arg(&self.host)
+    }
+
+    fn use_relay(&self, relay: Relay) {
+        let _ = self.relay.set(relay);
     }
 }
 
