@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -29,7 +29,7 @@ const CONTROL_PERSIST: &str = "10m";
 const SERVER_ALIVE_INTERVAL_S: u32 = 15;
 const SERVER_ALIVE_COUNT_MAX: u32 = 4;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ssh {
     pub name: String,
     pub host: String,
@@ -39,6 +39,8 @@ pub struct Ssh {
     pub workdir: String,
     /// Set once the remote's agent answered: scripts go through it from then on.
     relay: OnceLock<Relay>,
+    /// The master connection's pid, once it answered (0: it gave none).
+    master: Mutex<Option<u32>>,
 }
 
 /// Where master sockets (and what is kept beside them) live: `CARGO_GPU_SSH_CONTROL_DIR`, else
@@ -92,6 +94,7 @@ impl Ssh {
             control_dir: control_dir_path(),
             workdir: remote.workdir.clone(),
             relay: OnceLock::new(),
+            master: Mutex::default(),
         }
     }
 
@@ -139,8 +142,17 @@ pub fn is_permanent(stderr: &[u8]) -> bool {
 }
 
 impl Ssh {
-    /// The pid of the master connection when one is up: asked of the local master, no round trip.
+    /// The pid of the master connection when one is up: asked of the local master, no round trip,
+    /// once per process while it answers (`wait_ready` asks, and then `connection_id`).
     fn master_pid(&self, shell: &Shell) -> Option<u32> {
+        let mut seen = self.master.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_none() {
+            *seen = self.ask_master_pid(shell);
+        }
+        *seen
+    }
+
+    fn ask_master_pid(&self, shell: &Shell) -> Option<u32> {
         self.ensure_control_dir().ok()?;
         let cmd = Cmd::new("ssh", "check the ssh master connection")
             .args(self.base_args())
@@ -244,6 +256,7 @@ impl Transport for Ssh {
     }
 
     fn disconnect(&self, shell: &Shell) {
+        *self.master.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if self.ensure_control_dir().is_err() {
             return;
         }
