@@ -40,11 +40,11 @@ pub trait AgentHost: Transport {
     fn use_relay(&self, relay: Relay);
 }
 
-/// What the memo keeps of one remote's agent, for one connection and one build of cargo-gpu.
+/// What the memo (one file per remote and build of cargo-gpu) keeps of the agent: for which
+/// connection, and what came of it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Memo {
     connection: String,
-    binary: String,
     state: State,
 }
 
@@ -107,12 +107,12 @@ fn link(shell: &Shell, host: &dyn AgentHost, connection: &str, machine: Option<&
     let binary = crate::package::assemble::cached_hash(&exe)?;
     let place = place(host, &binary)?;
     let relay = Relay { exe: exe.clone(), socket: place.socket.clone(), verbose: shell.is_verbose() };
-    if let Some(known) = known(&place, connection, &binary) {
+    if let Some(known) = known(&place, connection) {
         return Ok(known.map(|()| relay));
     }
     // One link at a time per remote: nextest starts several execs at once.
     let _lock = crate::safe_fs::lock(&place.lock, crate::exit::check_interrupt)?;
-    if let Some(known) = known(&place, connection, &binary) {
+    if let Some(known) = known(&place, connection) {
         return Ok(known.map(|()| relay));
     }
     if let Some(Memo { state: State::Up { remote }, .. }) = load(&place.memo).filter(|m| m.connection == connection) {
@@ -133,7 +133,7 @@ fn link(shell: &Shell, host: &dyn AgentHost, connection: &str, machine: Option<&
         State::Up { .. } => Ok(relay),
         State::Refused { reason } => Err(reason.clone()),
     };
-    let memo = Memo { connection: connection.to_string(), binary, state };
+    let memo = Memo { connection: connection.to_string(), state };
     if let Ok(text) = serde_json::to_vec(&memo) {
         let _ = crate::safe_fs::write_atomic(&place.memo, &text);
     }
@@ -158,8 +158,8 @@ fn load(path: &Path) -> Option<Memo> {
 
 /// What the memo says of this connection and build: linked (and the forward's socket still
 /// there), refused and why, or nothing yet.
-fn known(place: &Place, connection: &str, binary: &str) -> Option<Result<(), String>> {
-    let memo = load(&place.memo).filter(|m| m.connection == connection && m.binary == binary)?;
+fn known(place: &Place, connection: &str) -> Option<Result<(), String>> {
+    let memo = load(&place.memo).filter(|m| m.connection == connection)?;
     match memo.state {
         State::Up { .. } => {
             use std::os::unix::fs::FileTypeExt;
