@@ -135,19 +135,29 @@ fn a_killed_agent_leaves_the_run_on_plain_ssh_and_is_started_again() {
 fn an_agent_folder_planted_by_someone_else_is_refused() {
     let Some((it, pkg)) = setup() else { return };
     exec(&it, &pkg, &[], &[]).ok();
-    // Another user's folder, open to all, where the agent's folder goes; and a link instead of it.
+    // Planted where the agent's folder goes: a folder open to all, a link to a folder (private,
+    // but not the agent's own), a private folder of another user.
     let elsewhere = it.world.path("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
-    for plant in ["open", "link"] {
+    for plant in ["open", "link", "another user's"] {
         let dir = agent_dir(&it);
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_file(&dir);
-        if plant == "open" {
-            std::fs::create_dir(&dir).unwrap();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        } else {
-            std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        match plant {
+            "open" => {
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+            }
+            "link" => std::os::unix::fs::symlink(&elsewhere, &dir).unwrap(),
+            _ => {
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+                // Only root can give a folder away: elsewhere this case is left out.
+                if std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).is_err() {
+                    continue;
+                }
+            }
         }
         // A new connection, so that the link is tried afresh.
         it.sshd.close_master();
@@ -155,6 +165,7 @@ fn an_agent_folder_planted_by_someone_else_is_refused() {
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         assert!(out.stderr.contains("go over plain ssh"), "{plant}: {}", out.stderr);
         let why = if plant == "open" { "is open to other users" } else { "is not a folder of this user's own" };
+        assert_eq!(std::fs::read_dir(agent_dir(&it)).unwrap().count(), 0, "{plant}: nothing was written into it");
         assert!(out.stderr.contains(why), "{plant}: {}", out.stderr);
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing was written through the link");
         // Refused once for this connection: the next exec does not try again.
