@@ -153,8 +153,10 @@ struct Requests {
 
 /// `serve`: the server `start` left listening on its stdin.
 fn serve(dir: &Path, name: &str, idle: Duration) -> Result<()> {
-    // A session of its own: nothing of the ssh command that started it reaches it.
+    // A session of its own: nothing of the ssh command that started it reaches it; and no
+    // folder of it kept busy.
     let _ = rustix::process::setsid();
+    let _ = std::env::set_current_dir("/");
     let listener = UnixListener::from(
         rustix::io::fcntl_dupfd_cloexec(std::io::stdin(), 3).context("failed to take the listening socket")?,
     );
@@ -243,22 +245,24 @@ fn handle(conn: UnixStream, requests: &Mutex<Requests>, home: &Path) {
         r.served
     };
     let started = Instant::now();
-    let ended = run(conn, from, &script, home);
+    run(conn, from, &script, home, |ended| {
+        if n <= MAX_LOGGED {
+            eprintln!("request {n}: {ended} after {} ms", started.elapsed().as_millis());
+        }
+    });
     let mut r = requests.lock().unwrap_or_else(|e| e.into_inner());
     r.running -= 1;
     r.last = Instant::now();
-    if n <= MAX_LOGGED {
-        eprintln!("request {n}: {ended} after {} ms", started.elapsed().as_millis());
-    }
 }
 
 /// Runs `script` as sshd would run the command (`sh -c`, the home folder, a process group of
 /// its own), with the connection's stdin frames as its stdin and its output sent back as frames.
-fn run(conn: UnixStream, mut from: BufReader<UnixStream>, script: &[u8], home: &Path) -> String {
+/// `log` hears how it ended before the relay does, so the log is whole once the relay returns.
+fn run(conn: UnixStream, mut from: BufReader<UnixStream>, script: &[u8], home: &Path, log: impl FnOnce(&str)) {
     let to = Arc::new(Mutex::new(conn));
     let send = |tag: Tag, body: &[u8]| wire::write_frame(&mut *to.lock().unwrap_or_else(|e| e.into_inner()), tag, body);
     if send(Tag::Accepted, b"").is_err() {
-        return "the relay left before the script started".into();
+        return log("the relay left before the script started");
     }
     let child = Command::new("sh")
         .arg("-c")
@@ -273,9 +277,10 @@ fn run(conn: UnixStream, mut from: BufReader<UnixStream>, script: &[u8], home: &
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
+            log(&format!("sh did not start: {e}"));
             let _ = send(Tag::Stderr, format!("cargo-gpu agent: could not start sh: {e}\n").as_bytes());
             let _ = send(Tag::Exit, &127i32.to_be_bytes());
-            return format!("sh did not start: {e}");
+            return;
         }
     };
     let mut stdin = child.stdin.take();
@@ -298,17 +303,16 @@ fn run(conn: UnixStream, mut from: BufReader<UnixStream>, script: &[u8], home: &
     for p in pumps.into_iter().flatten() {
         let _ = p.join();
     }
-    let ended = match &status {
+    match &status {
         Ok(s) => {
+            log(&crate::cmd::describe_status(*s));
             let _ = send(Tag::Exit, &wire::exit_body(*s));
-            crate::cmd::describe_status(*s)
         }
-        Err(e) => format!("lost its script: {e}"),
-    };
+        Err(e) => log(&format!("lost its script: {e}")),
+    }
     // Ends the feeder's read, if the relay still holds its end open.
     let _ = to.lock().unwrap_or_else(|e| e.into_inner()).shutdown(std::net::Shutdown::Both);
     let _ = feeder.join();
-    ended
 }
 
 /// Copies a pipe of the script to the connection as `tag` frames, on a thread of its own; when

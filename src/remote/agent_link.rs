@@ -115,14 +115,18 @@ fn link(shell: &Shell, host: &dyn AgentHost, connection: &str, machine: Option<&
     if let Some(known) = known(&place, connection) {
         return Ok(known.map(|()| relay));
     }
+    // This connection's forward to an agent that stopped answering goes first.
+    let cancel = |remote: &str| {
+        let _ = host.forward_command(&place.socket, remote, true).exec(shell, ExecOptions::default());
+    };
     if let Some(Memo { state: State::Up { remote }, .. }) = load(&place.memo).filter(|m| m.connection == connection) {
-        let _ = host.forward_command(&place.socket, &remote, true).exec(shell, ExecOptions::default());
+        cancel(&remote);
     }
     let state = match start(shell, host, &exe, &binary)? {
         Answer::Ready(remote) => match forward(shell, host, &place.socket, &remote) {
             Ok(()) => State::Up { remote },
             Err(e) => {
-                let _ = host.forward_command(&place.socket, &remote, true).exec(shell, ExecOptions::default());
+                cancel(&remote);
                 State::Refused { reason: format!("{e:#}") }
             }
         },
