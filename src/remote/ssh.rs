@@ -324,6 +324,28 @@ mod tests {
     }
 
     #[test]
+    fn with_an_agent_a_script_goes_through_the_relay_and_else_through_ssh() {
+        use base64::Engine;
+        let s = ssh();
+        let plain = s.script_command("echo hi", "greet").unwrap();
+        s.use_relay(Relay { exe: "/bin/cargo-gpu".into(), socket: "/run/cg/agent-1.sock".into(), verbose: true });
+        let c = s.script_command("echo hi", "greet").unwrap();
+        assert_eq!(c.program(), "/bin/cargo-gpu");
+        let args: Vec<&str> = c.get_args().iter().map(|a| a.to_str().unwrap()).collect();
+        let script = base64::engine::general_purpose::STANDARD.encode("echo hi");
+        assert_eq!(args[..5], [relay::ARG, "-v", "/run/cg/agent-1.sock", script.as_str(), "--"]);
+        // What follows is the plain ssh command, word for word: what the relay becomes.
+        assert_eq!(args[5], "ssh");
+        assert_eq!(c.get_args()[6..], plain.get_args()[..]);
+        assert!(
+            c.public_line().starts_with("cargo-gpu __relay /run/cg/agent-1.sock '<greet script>' || ssh "),
+            "{}",
+            c.public_line()
+        );
+        assert!(!c.public_line().contains(&script), "{}", c.public_line());
+    }
+
+    #[test]
     fn connecting_runs_no_remote_command() {
         let line = ssh().connect_command().to_string();
         assert!(line.contains("-o ControlMaster=auto") && line.ends_with(" -f -N -T -- me@h100"), "{line}");
