@@ -4,7 +4,8 @@
 //! behind a user-space delay proxy (25 ms each way: a 50 ms round trip), over a warm master
 //! connection, one test at a time. Interleaved in one run so noise hits both alike. Prints the
 //! medians, the overhead per test ((remote - here) / 50) beside the goal of 0.3 s, and the
-//! connections and remote commands one remote run of the 50 took.
+//! connections, remote commands (ssh sessions, each through the login shell) and requests
+//! through the remote's agent that one remote run of the 50 took.
 //!
 //! `cargo bench --bench exec_overhead` (needs nvcc, sshd and cargo-nextest).
 //! `EXEC_BENCH_ROUNDS` sets the number of rounds (default 3).
@@ -106,21 +107,40 @@ fn main() {
         took
     };
     let commands = || std::fs::read_to_string(&sshd.log).unwrap_or_default().matches("Starting session: ").count();
+    // What the remote's agent served (one line per request in its log).
+    let agent = world.path("w").join("agent");
+    let requests = || -> usize {
+        std::fs::read_dir(&agent)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                    .map(|e| {
+                        std::fs::read_to_string(e.path())
+                            .unwrap_or_default()
+                            .lines()
+                            .filter(|l| l.starts_with("request "))
+                            .count()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
     // Warm both: the first build compiles the crate and the kernel, the first remote run opens
     // the master connection, preflights and uploads the kernel and the test binary.
     nextest(false);
     nextest(true);
     let (mut here, mut there) = (Vec::new(), Vec::new());
-    let (mut conns, mut cmds) = (0, 0);
+    let (mut conns, mut cmds, mut served) = (0, 0, 0);
     for round in 0..rounds {
         for k in 0..2 {
             if (round + k) % 2 == 0 {
                 here.push(nextest(false));
             } else {
-                let (c0, r0) = (counters.connections.load(Ordering::SeqCst), commands());
+                let (c0, r0, a0) = (counters.connections.load(Ordering::SeqCst), commands(), requests());
                 there.push(nextest(true));
                 conns = counters.connections.load(Ordering::SeqCst) - c0;
                 cmds = commands() - r0;
+                served = requests() - a0;
             }
         }
         eprintln!("round {}/{rounds} done", round + 1);
@@ -130,7 +150,7 @@ fn main() {
     println!("exec_overhead: {TESTS} tests, `cargo nextest run --test-threads 1`, {rounds} rounds, medians; 50 ms round trip");
     println!("here:                          {:>8.3} s", h.as_secs_f64());
     println!(
-        "through cargo-gpu exec:        {:>8.3} s ({conns} new connections, {cmds} remote commands)",
+        "through cargo-gpu exec:        {:>8.3} s ({conns} new connections, {cmds} remote commands, {served} requests through the agent)",
         t.as_secs_f64()
     );
     // Where one test's remote run spent its time, from the last record.

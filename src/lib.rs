@@ -10,7 +10,8 @@
 //! `compile`       kernels (nvcc jobs, fingerprints, diagnostics, scheduler), the runner (cargo, or
 //!                 cargo-zigbuild for an older glibc or another machine), the build
 //! `remote`        transports, scripts, frames, preflight, the run session, instances, unpacking,
-//!                 the CUDA tools there and the compute-sanitizer shipped to it
+//!                 the CUDA tools there and the compute-sanitizer shipped to it, the agent there
+//!                 and its relay here
 //! `manifest_edit` `cargo gpu init`'s edit of a crate's Cargo.toml, comments kept
 //! `inspect`       a cubin's report (resources, SASS census, ptxas advisories, trap-only stubs),
 //!                 the warnings made from it, expected instructions, inspect's text

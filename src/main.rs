@@ -4,9 +4,17 @@
 use clap::Parser;
 
 fn main() {
-    // A CUDA 12 toolchain's compiler: this program, as its NVRTC driver (no clap, no set-up).
-    if std::env::args_os().nth(1).is_some_and(|a| a == cargo_gpu::toolchain::nvrtc::DRIVER_ARG) {
-        std::process::exit(cargo_gpu::toolchain::nvrtc::main(std::env::args_os().skip(2).collect()));
+    // This program in another role, with no clap and no set-up: a CUDA 12 toolchain's compiler
+    // (its NVRTC driver), the agent on a remote, the relay to that agent.
+    let role: Option<fn(Vec<std::ffi::OsString>) -> i32> =
+        match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
+            Some(cargo_gpu::toolchain::nvrtc::DRIVER_ARG) => Some(cargo_gpu::toolchain::nvrtc::main),
+            Some(cargo_gpu::remote::agent::ARG) => Some(cargo_gpu::remote::agent::main),
+            Some(cargo_gpu::remote::relay::ARG) => Some(cargo_gpu::remote::relay::main),
+            _ => None,
+        };
+    if let Some(role) = role {
+        std::process::exit(role(std::env::args_os().skip(2).collect()));
     }
     // First, so that Ctrl-C is recorded, not fatal, once a child runs.
     cargo_gpu::exit::install_interrupt_handler();

@@ -70,15 +70,16 @@ pub fn private_dir(dir: &Path, what: &str) -> Result<PathBuf> {
             Err(e) => return Err(e).with_context(|| format!("failed to create the {what} {}", dir.display())),
         }
     }
-    check_private(dir, what)?;
+    let fix = "remove it (cargo-gpu makes a private one) or point CARGO_GPU_SSH_CONTROL_DIR at a private folder";
+    check_private(dir, what, fix)?;
     Ok(dir.to_path_buf())
 }
 
-/// The check of [`private_dir`], without creating anything.
-pub fn check_private(dir: &Path, what: &str) -> Result<()> {
+/// The check of [`private_dir`], without creating anything; `fix` says what to do about a folder
+/// that fails it.
+pub fn check_private(dir: &Path, what: &str, fix: &str) -> Result<()> {
     let m =
         std::fs::symlink_metadata(dir).with_context(|| format!("failed to inspect the {what} {}", dir.display()))?;
-    let fix = "remove it (cargo-gpu makes a private one) or point CARGO_GPU_SSH_CONTROL_DIR at a private folder";
     if m.file_type().is_symlink() {
         bail!("the {what} {} is a link; cargo-gpu uses only a private folder of its own: {fix}", dir.display());
     }

@@ -36,6 +36,8 @@ const LOCAL_ONLY: &[&str] = &[
     "CARGO_GPU_SANITIZER",
     "CARGO_GPU_SHIP_SANITIZER",
     "CARGO_GPU_SSH_CONTROL_DIR",
+    crate::remote::agent_link::NO_AGENT_ENV,
+    crate::remote::agent_link::IDLE_ENV,
     "CARGO_GPU_KERNELS",
     "CARGO_GPU_OUT",
     "CARGO_GPU_RUN_ID",
@@ -72,17 +74,20 @@ fn project(shell: &Shell, global: &GlobalOpts, targets: &[String]) -> Result<Pro
     Project::load(shell, manifest.as_deref(), targets)
 }
 
-/// Whether a run ends with the GPU's `nvidia-smi -q` in its folder.
+/// How often the caller runs packages: once per test (`exec` as cargo's target runner, under
+/// nextest one process per test), or once for all of them (`test`, `bench`, `run`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Snapshot {
-    Yes,
-    No,
+enum Cadence {
+    /// No GPU snapshot after each run (the query would add to every test's time), and the
+    /// scripts go through the remote's agent, which spares each one a login shell there.
+    PerTest,
+    Once,
 }
 
 /// Runs `package` on `remote` with `args`.
 fn run_on_remote(
     shell: &Shell,
-    snapshot: Snapshot,
+    cadence: Cadence,
     remote: &Remote,
     runs_dir: &Path,
     shown: String,
@@ -90,8 +95,8 @@ fn run_on_remote(
     args: &[String],
 ) -> Result<run::Ran> {
     let env = forwarded_env(std::env::vars());
-    // One exec per test under nextest: no GPU snapshot after each (`cargo gpu test` takes one).
-    let tools = RunTools { no_snapshot: snapshot == Snapshot::No, ..RunTools::default() };
+    let per_test = cadence == Cadence::PerTest;
+    let tools = RunTools { no_snapshot: per_test, ..RunTools::default() };
     run::run_package(
         shell,
         RunPackage {
@@ -110,6 +115,7 @@ fn run_on_remote(
             shipment: None,
             detach: false,
             keep_up: false,
+            agent: per_test,
         },
     )
 }
@@ -141,7 +147,7 @@ pub fn exec(_shell: &Shell, global: &GlobalOpts, args: &ExecArgs) -> Result<i32>
     };
     let ran = run_on_remote(
         &quiet,
-        Snapshot::No,
+        Cadence::PerTest,
         &run::resolve_remote(args.remote.as_deref(), project_remote.as_deref())?,
         &runs_dir,
         exe.display().to_string(),
@@ -178,7 +184,7 @@ pub fn test(shell: &Shell, global: &GlobalOpts, args: &CargoTestArgs, kind: Kind
     let shown = format!("{} ({})", project.manifest_path.display(), kind_word(kind));
     let ran = run_on_remote(
         shell,
-        Snapshot::Yes,
+        Cadence::Once,
         &run::resolve_remote(args.remote.as_deref(), project.remote.as_deref())?,
         &project.runs_dir(),
         shown,
@@ -268,7 +274,7 @@ pub fn run_bin(shell: &Shell, global: &GlobalOpts, args: &RunBinArgs) -> Result<
     let package = exec_package::package(shell, &project, profile, &exe.path, &[])?;
     let ran = run_on_remote(
         shell,
-        Snapshot::Yes,
+        Cadence::Once,
         &run::resolve_remote(args.remote.as_deref(), project.remote.as_deref())?,
         &project.runs_dir(),
         exe.path.display().to_string(),

@@ -140,6 +140,7 @@ pub fn exec(shell: &Shell, global: &GlobalOpts, args: &RemoteRunArgs) -> Result<
             shipment: plan.shipment.as_ref(),
             detach: args.detach,
             keep_up: args.keep_up,
+            agent: false,
         },
     )?;
     Ok(ran.code)

@@ -43,6 +43,8 @@ pub struct RunPackage<'a> {
     pub shipment: Option<&'a Shipment>,
     pub detach: bool,
     pub keep_up: bool,
+    /// Whether the scripts may go through a persistent agent on the remote.
+    pub agent: bool,
 }
 
 /// The remote a run goes to: the one named on the command line, else `CARGO_GPU_REMOTE`, the
@@ -106,6 +108,7 @@ pub fn run_package(shell: &Shell, r: RunPackage<'_>) -> Result<Ran> {
         shipment: r.shipment,
         gpus_per_run: r.gpus_per_run,
         env: r.env,
+        agent: r.agent,
     };
     let outcomes = session.run(&mut instance, &mut records);
     let stop_result = timed(&mut records[0].phases.stop, || instance.stop());

@@ -8,10 +8,12 @@
 //! then the run's files); a re-run over the same connection only the second, guarded by a
 //! re-check ([`Guard`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::cmd::StdinFeed;
 use crate::config::Slurm;
 use crate::digest::is_sha256;
 use crate::package::manifest::{is_safe_relative, Manifest, RunnerEntry};
@@ -124,6 +126,24 @@ cd / && rm -rf "$T"
         id = quote(upload_id),
         hashes = words(hashes),
     )
+}
+
+/// The stdin of an [`upload`]: a tar of the files `items` names, each entry named by its sha256.
+pub fn blob_tar(items: Vec<(String, PathBuf)>) -> StdinFeed {
+    Box::new(move |stdin: &mut std::process::ChildStdin| -> std::io::Result<()> {
+        let mut tar = tar::Builder::new(stdin);
+        for (hash, path) in &items {
+            let mut file = std::fs::File::open(path)?;
+            let mut h = tar::Header::new_ustar();
+            h.set_path(hash)?;
+            h.set_size(file.metadata()?.len());
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_cksum();
+            tar.append(&h, &mut file)?;
+        }
+        tar.finish()
+    })
 }
 
 /// One run of a launch: its id, the runner's arguments, and (in a sweep) the variables it gets.
@@ -256,17 +276,19 @@ pub fn launch(l: &Launch<'_>) -> Result<String> {
     }
     let Some(first) = l.runs.first() else { bail!("a launch has at least one run") };
     s.push_str(&run_dir(l.workdir, &first.id));
-    s.push_str("mkdir \"$R\" || exit 1\ncd \"$R\" && mkdir out kernels || exit 1\n");
+    // One `mkdir` for the run's own folder (which must be new) and one for all inside it.
+    let mut dirs: Vec<&str> = m.files_for(l.runner).filter_map(|f| f.path.rsplit_once('/').map(|(d, _)| d)).collect();
+    dirs.extend(["out", "kernels"]);
+    dirs.sort();
+    dirs.dedup();
+    s.push_str(&format!(
+        "mkdir \"$R\" || exit 1\ncd \"$R\" && mkdir -p {} || exit 1\n",
+        dirs.iter().map(|d| quote(d)).collect::<Vec<_>>().join(" ")
+    ));
     s.push_str(&format!(
         "bad() {{ rm -f \"$W/blobs/$1\"; cd /; rm -rf \"$R\"; printf 'b %s\\n' \"$1\"; exit {BAD_BLOB}; }}\n"
     ));
     s.push_str("check() { v=$(sha256sum < \"$2\") && [ \"${v%% *}\" = \"$1\" ] || bad \"$1\"; }\n");
-    let mut dirs: Vec<&str> = m.files_for(l.runner).filter_map(|f| f.path.rsplit_once('/').map(|(d, _)| d)).collect();
-    dirs.sort();
-    dirs.dedup();
-    if !dirs.is_empty() {
-        s.push_str(&format!("mkdir -p {} || exit 1\n", dirs.iter().map(|d| quote(d)).collect::<Vec<_>>().join(" ")));
-    }
     let (mut sums, mut one_by_one, mut executables) = (String::new(), String::new(), Vec::new());
     for f in m.files_for(l.runner) {
         if !is_safe_relative(&f.path) || !is_sha256(&f.sha256) {
@@ -394,23 +416,28 @@ pub fn stream(workdir: &str, id: &str) -> String {
     format!(
         r#"{run}[ -d "$R" ] || {{ echo "no run folder $R" >&2; exit 3; }}
 o=0; e=0; q=0; n=0; a=
-J=; [ -s "$R/slurm-job" ] && J=$(cat "$R/slurm-job")
-sub=$(cat "$R/submitted" 2>/dev/null); case $sub in ''|*[!0-9]*) sub=$(date +%s) ;; esac
+J=; [ -s "$R/slurm-job" ] && read -r J < "$R/slurm-job"
+sub=0
+if [ -n "$J" ]; then
+  sub=$(cat "$R/submitted" 2>/dev/null); case $sub in ''|*[!0-9]*) sub=$(date +%s) ;; esac
+fi
 poll=0; seen=; said=0; gone=0; fin=; started=0
-size() {{ if [ -f "$1" ]; then wc -c < "$1"; else echo 0; fi; }}
+# Builtins where they do: each program started costs a quick run's time on a busy host.
+size() {{ s=0; if [ -s "$1" ]; then s=$(wc -c < "$1"); fi; }}
+alive() {{ p=; read -r p < "$1" 2>/dev/null; kill -0 "$p" 2>/dev/null; }}
 emit() {{ printf '%s %d\n' "$1" $(($4 - $3)); tail -c +$(($3 + 1)) "$2" | head -c $(($4 - $3)); }}
 while :; do
   if [ $n = 0 ] || [ $n -ge 10 ]; then date +%s > "$W/last-seen" 2>/dev/null; fi
   d=0; [ -e "$R/exit-status" ] && d=1
-  if [ $d = 0 ] && [ -z "$J" ] && [ -s "$R/pid" ] && ! kill -0 "$(cat "$R/pid")" 2>/dev/null; then
+  if [ $d = 0 ] && [ -z "$J" ] && [ -s "$R/pid" ] && ! alive "$R/pid"; then
     if [ -e "$R/exit-status" ]; then d=1; else d=2; fi
   fi
-  if [ $d = 0 ] && [ ! -s "$R/pid" ] && [ -s "$R/dispatcher" ] && ! kill -0 "$(cat "$R/dispatcher")" 2>/dev/null; then
+  if [ $d = 0 ] && [ ! -s "$R/pid" ] && [ -s "$R/dispatcher" ] && ! alive "$R/dispatcher"; then
     if [ -e "$R/exit-status" ]; then d=1; elif [ ! -s "$R/pid" ]; then d=2; fi
   fi
-{poll}  s=$(size "$R/stdout.log")
+{poll}  size "$R/stdout.log"
   if [ "$s" -gt "$o" ]; then emit o "$R/stdout.log" "$o" "$s"; o=$s; q=0; fi
-  s=$(size "$R/stderr.log")
+  size "$R/stderr.log"
   if [ "$s" -gt "$e" ]; then emit e "$R/stderr.log" "$e" "$s"; e=$s; q=0; fi
   if [ -s "$R/rerun" ] && [ "$(cat "$R/rerun")" != "$a" ]; then a=$(cat "$R/rerun"); printf 'a %s\n' "$a"; q=0; fi
   [ $d != 0 ] && break

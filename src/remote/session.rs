@@ -72,6 +72,9 @@ pub struct Session<'a> {
     pub shipment: Option<&'a Shipment>,
     /// Variables the runner gets from here (`cargo gpu exec`).
     pub env: &'a [(String, EnvValue)],
+    /// Whether the scripts may go through a persistent agent on the remote (see `agent_link`):
+    /// for `cargo gpu exec`, which pays a remote command per test.
+    pub agent: bool,
 }
 
 /// The preflight answer last given over one connection, kept beside it (in the private ssh
@@ -289,6 +292,9 @@ impl Session<'_> {
         }
         let place = self.place(answer, records.len())?;
         crate::exit::check_interrupt()?;
+        if let Some(connection) = connection.filter(|_| self.agent) {
+            transport.attach_agent(shell, connection, facts.machine.as_deref());
+        }
 
         // Upload only the blobs the remote lacks, as one tar stream, in the same command that
         // launches the run and follows it: one remote command (and one run of the remote
@@ -312,22 +318,7 @@ impl Session<'_> {
                     record.blobs_present
                 ),
             );
-            let items: Vec<(String, PathBuf)> =
-                missing.iter().map(|h| (h.clone(), sizes[h.as_str()].1.to_path_buf())).collect();
-            Some(Box::new(move |stdin: &mut std::process::ChildStdin| -> std::io::Result<()> {
-                let mut tar = tar::Builder::new(stdin);
-                for (hash, path) in &items {
-                    let mut file = std::fs::File::open(path)?;
-                    let mut h = tar::Header::new_ustar();
-                    h.set_path(hash)?;
-                    h.set_size(file.metadata()?.len());
-                    h.set_mode(0o644);
-                    h.set_mtime(0);
-                    h.set_cksum();
-                    tar.append(&h, &mut file)?;
-                }
-                tar.finish()
-            }))
+            Some(scripts::blob_tar(missing.iter().map(|h| (h.clone(), sizes[h.as_str()].1.to_path_buf())).collect()))
         };
         crate::exit::check_interrupt()?;
 

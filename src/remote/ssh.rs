@@ -5,10 +5,12 @@
 //! ssh hands its command to the remote user's login shell, which may be bash, dash, zsh, fish or
 //! tcsh: every script therefore travels as one fixed command of plain words and base64 text, which
 //! all of them read the same way, and runs in `sh`. The master sockets live in a private folder
-//! that is checked before every use.
+//! that is checked before every use. Where the remote runs an agent (see `agent_link`), each
+//! script goes through it instead, over a channel of the same master connection.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
@@ -17,6 +19,8 @@ use crate::cmd::Cmd;
 use crate::cmd::ExecOptions;
 use crate::config::Remote;
 use crate::exit::Interrupt;
+use crate::remote::agent_link::{self, AgentHost};
+use crate::remote::relay::{self, Relay};
 use crate::remote::transport::{retry_until, script_failure, Transport};
 use crate::shell::Shell;
 
@@ -25,13 +29,18 @@ const CONTROL_PERSIST: &str = "10m";
 const SERVER_ALIVE_INTERVAL_S: u32 = 15;
 const SERVER_ALIVE_COUNT_MAX: u32 = 4;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Ssh {
     pub name: String,
     pub host: String,
     pub options: Vec<String>,
     pub connect_timeout: Duration,
     pub control_dir: PathBuf,
+    pub workdir: String,
+    /// Set once the remote's agent answered: scripts go through it from then on.
+    relay: OnceLock<Relay>,
+    /// The master connection's pid, once it answered (0: it gave none).
+    master: Mutex<Option<u32>>,
 }
 
 /// Where master sockets (and what is kept beside them) live: `CARGO_GPU_SSH_CONTROL_DIR`, else
@@ -83,6 +92,9 @@ impl Ssh {
             options: remote.ssh_options.clone(),
             connect_timeout: remote.connect_timeout,
             control_dir: control_dir_path(),
+            workdir: remote.workdir.clone(),
+            relay: OnceLock::new(),
+            master: Mutex::default(),
         }
     }
 
@@ -99,6 +111,8 @@ impl Ssh {
             "ControlMaster=auto".to_string(),
             format!("ControlPath={}/%C", self.control_dir.display()),
             format!("ControlPersist={CONTROL_PERSIST}"),
+            // The agent's forward replaces the socket a dead forward left.
+            "StreamLocalBindUnlink=yes".to_string(),
         ] {
             args.push("-o".into());
             args.push(o);
@@ -128,8 +142,17 @@ pub fn is_permanent(stderr: &[u8]) -> bool {
 }
 
 impl Ssh {
-    /// The pid of the master connection when one is up: asked of the local master, no round trip.
+    /// The pid of the master connection when one is up: asked of the local master, no round trip,
+    /// once per process while it answers (`wait_ready` asks, and then `connection_id`).
     fn master_pid(&self, shell: &Shell) -> Option<u32> {
+        let mut seen = self.master.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_none() {
+            *seen = self.ask_master_pid(shell);
+        }
+        *seen
+    }
+
+    fn ask_master_pid(&self, shell: &Shell) -> Option<u32> {
         self.ensure_control_dir().ok()?;
         let cmd = Cmd::new("ssh", "check the ssh master connection")
             .args(self.base_args())
@@ -180,7 +203,11 @@ impl Transport for Ssh {
         let words: Vec<String> =
             self.base_args().into_iter().chain(["-T".into(), "--".into(), self.host.clone()]).collect();
         let shown = format!("ssh {} '<{purpose} script>'", crate::redact::words(&words).join(" "));
-        Ok(Cmd::new("ssh", purpose).args(words).arg(remote_command(script)?).shown_as(shown))
+        let plain = Cmd::new("ssh", purpose).args(words).arg(remote_command(script)?).shown_as(shown);
+        Ok(match self.relay.get() {
+            Some(r) => relay::command(r, script, plain),
+            None => plain,
+        })
     }
 
     fn is_transport_failure(&self, status: ExitStatus) -> bool {
@@ -215,6 +242,12 @@ impl Transport for Ssh {
         }
     }
 
+    fn attach_agent(&self, shell: &Shell, connection: &str, machine: Option<&str>) {
+        if self.relay.get().is_none() {
+            agent_link::attach(shell, self, connection, machine);
+        }
+    }
+
     fn connection_id(&self, shell: &Shell) -> Option<String> {
         match self.master_pid(shell)? {
             0 => None,
@@ -223,6 +256,7 @@ impl Transport for Ssh {
     }
 
     fn disconnect(&self, shell: &Shell) {
+        *self.master.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if self.ensure_control_dir().is_err() {
             return;
         }
@@ -231,6 +265,35 @@ impl Transport for Ssh {
             .args(["-O", "exit", "--"])
             .arg(&self.host);
         let _ = cmd.exec(shell, ExecOptions { interrupt: Interrupt::Never, ..Default::default() });
+    }
+}
+
+impl AgentHost for Ssh {
+    fn memo_key(&self) -> String {
+        format!("{:?}\n{:?}\n{}", self.host, self.options, self.workdir)
+    }
+
+    fn workdir(&self) -> &str {
+        &self.workdir
+    }
+
+    fn control_dir(&self) -> &Path {
+        &self.control_dir
+    }
+
+    fn forward_command(&self, local: &Path, remote: &str, cancel: bool) -> Cmd {
+        let (op, purpose) =
+            if cancel { ("cancel", "stop forwarding to the agent") } else { ("forward", "forward to the agent") };
+        Cmd::new("ssh", purpose)
+            .args(self.base_args())
+            .args(["-O", op, "-L"])
+            .arg(format!("{}:{remote}", local.display()))
+            .arg("--")
+            .arg(&self.host)
+    }
+
+    fn use_relay(&self, relay: Relay) {
+        let _ = self.relay.set(relay);
     }
 }
 
@@ -258,6 +321,28 @@ mod tests {
         let args = c.get_args();
         assert_eq!(args[args.len() - 2], "me@h100");
         assert!(c.public_line().ends_with(" -T -- me@h100 '<greet script>'"), "{}", c.public_line());
+    }
+
+    #[test]
+    fn with_an_agent_a_script_goes_through_the_relay_and_else_through_ssh() {
+        use base64::Engine;
+        let s = ssh();
+        let plain = s.script_command("echo hi", "greet").unwrap();
+        s.use_relay(Relay { exe: "/bin/cargo-gpu".into(), socket: "/run/cg/agent-1.sock".into(), verbose: true });
+        let c = s.script_command("echo hi", "greet").unwrap();
+        assert_eq!(c.program(), "/bin/cargo-gpu");
+        let args: Vec<&str> = c.get_args().iter().map(|a| a.to_str().unwrap()).collect();
+        let script = base64::engine::general_purpose::STANDARD.encode("echo hi");
+        assert_eq!(args[..5], [relay::ARG, "-v", "/run/cg/agent-1.sock", script.as_str(), "--"]);
+        // What follows is the plain ssh command, word for word: what the relay becomes.
+        assert_eq!(args[5], "ssh");
+        assert_eq!(c.get_args()[6..], plain.get_args()[..]);
+        assert!(
+            c.public_line().starts_with("cargo-gpu __relay /run/cg/agent-1.sock '<greet script>' || ssh "),
+            "{}",
+            c.public_line()
+        );
+        assert!(!c.public_line().contains(&script), "{}", c.public_line());
     }
 
     #[test]

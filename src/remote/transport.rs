@@ -30,6 +30,10 @@ pub trait Transport {
     fn connection_id(&self, _shell: &Shell) -> Option<String> {
         None
     }
+    /// Sends the later scripts through a persistent agent on the remote, where it can have one
+    /// (see `agent_link`): `connection` is what [`Transport::connection_id`] named, `machine`
+    /// the remote's `uname -m`. Where it cannot, nothing changes.
+    fn attach_agent(&self, _shell: &Shell, _connection: &str, _machine: Option<&str>) {}
 }
 
 /// This machine: the scripts run with `sh -c`, no ssh anywhere.
