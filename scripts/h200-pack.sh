@@ -66,8 +66,10 @@ for line in sys.stdin:
         print(m["executable"])' >"$work/testbins"
 mkdir -p "$out/tests"
 xargs -I{} cp {} "$out/tests/" <"$work/testbins"
-sed -i 's/a\[i\] + b\[i\]/a[i] - b[i]/' "$work/templates/basic/kernels/vector_add.cu"
+# Every path of the kernel subtracts in one place: the scalar loop, the float4 steps.
+sed -i 's/a\[i\] + b\[i\]/a[i] - b[i]/; s/x\[u\]\.x + y\[u\]\.x/x[u].x - y[u].x/' "$work/templates/basic/kernels/vector_add.cu"
 grep -q 'a\[i\] - b\[i\]' "$work/templates/basic/kernels/vector_add.cu"
+grep -q 'x\[u\]\.x - y\[u\]\.x' "$work/templates/basic/kernels/vector_add.cu"
 (cd "$work/kernels-example" && "$gpu" build --release --target sm_90a)
 cp -R "$work/target/gpu/release/kernels-example" "$out/example-broken"
 cp "$repo/tests/fixtures/fault-oob/kernels/scale_rows.cu" "$repo/tests/fixtures/race-shared/kernels/block_sum.cu" "$out/"
@@ -76,10 +78,11 @@ python3 -m pip download --quiet --no-deps --dest "$work/wheel" "$CUDA_SANITIZER_
 python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$work"/wheel/*.whl "$out/sanitizer"
 chmod 755 "$out"/sanitizer/nvidia/cu13/bin/* "$out"/sanitizer/nvidia/cu13/compute-sanitizer/*
 cp "$repo/scripts/h200-check.sh" "$repo/scripts/h200-common.sh" "$repo/scripts/h200-remote.sh" "$repo/scripts/h200-tools.sh" \
-    "$repo/scripts/h200-toolchains.sh" "$repo/scripts/h200-exec.sh" "$out/"
+    "$repo/scripts/h200-toolchains.sh" "$repo/scripts/h200-exec.sh" "$repo/scripts/h200-showcase.sh" "$out/"
 tar -C "$(dirname "$out")" -czf "$out.tar.gz" "$(basename "$out")"
 echo "packed $out ($(du -sh "$out" | cut -f1)) and $out.tar.gz"
 echo "on the H200: tar xzf $(basename "$out").tar.gz && sh $(basename "$out")/h200-check.sh $(basename "$out")"
 echo "             sh $(basename "$out")/h200-tools.sh $(basename "$out")   (sanitizer, profiler, debugger)"
 echo "             sh $(basename "$out")/h200-toolchains.sh $(basename "$out")   (CUDA 12.9 and 13.0, glibc 2.28 runners)"
 echo "             sh $(basename "$out")/h200-exec.sh $(basename "$out")   (GPU tests through cargo-gpu exec)"
+echo "             sh $(basename "$out")/h200-showcase.sh $(basename "$out") 3   (the kernels against cuBLASLt and the copy)"
