@@ -648,6 +648,72 @@ pub fn f32_from_bf16(b: u16) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// TMA descriptors, for the GEMM runners
+
+/// A TMA descriptor, passed to the kernel by value as a `__grid_constant__` parameter.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct TensorMap(pub sys::CUtensorMap);
+
+// Safety: a plain 128-byte, 128-aligned struct that the kernel reads as a CUtensorMap.
+unsafe impl DeviceRepr for TensorMap {}
+
+/// A TMA descriptor for a row-major `rows x cols` bf16 matrix, loaded in boxes of
+/// `box_rows x box_cols` with the 128-byte swizzle (the layout wgmma's and tcgen05's
+/// shared-memory descriptors describe); out-of-bounds elements read as zero.
+pub fn tensor_map_bf16(
+    gpu: &Gpu,
+    mem: &CudaSlice<u16>,
+    rows: usize,
+    cols: usize,
+    box_rows: u32,
+    box_cols: u32,
+) -> Result<TensorMap> {
+    tensor_map(gpu, mem, sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rows, cols, box_rows, box_cols)
+}
+
+/// A TMA descriptor for a row-major `rows x cols` matrix of `T` (whose TMA type is `data_type`)
+/// in boxes of `box_rows x box_cols`, with the 128-byte swizzle.
+pub fn tensor_map<T>(
+    gpu: &Gpu,
+    mem: &CudaSlice<T>,
+    data_type: sys::CUtensorMapDataType,
+    rows: usize,
+    cols: usize,
+    box_rows: u32,
+    box_cols: u32,
+) -> Result<TensorMap> {
+    use cudarc::driver::DevicePtr;
+    let (ptr, _sync) = mem.device_ptr(&gpu.stream);
+    let dims: [u64; 2] = [cols as u64, rows as u64];
+    let strides: [u64; 1] = [(cols * std::mem::size_of::<T>()) as u64];
+    let boxes: [u32; 2] = [box_cols, box_rows];
+    let element_strides: [u32; 2] = [1, 1];
+    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+    // Safety: every pointer is to a live local array of the length the call reads.
+    let r = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            map.as_mut_ptr(),
+            data_type,
+            2,
+            ptr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            boxes.as_ptr(),
+            element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+        .result()
+    };
+    cu(&format!("encode the TMA descriptor of a {rows}x{cols} matrix"), r)?;
+    // Safety: initialized by the successful call above.
+    Ok(TensorMap(unsafe { map.assume_init() }))
+}
+
+// ---------------------------------------------------------------------------------------------
 // Checking
 
 /// The precision a kernel computes in, which sets how far from the reference it may be.

@@ -5,7 +5,7 @@
 //! elements for large ones), then timing reported as TFLOP/s. Needs compute capability 10.0 or
 //! 10.3 (B200, GB200, B300).
 
-use cudarc::driver::{sys, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, LaunchConfig, PushKernelArg};
 
 use crate::kit::{self, Args, Fail, Gpu, Precision, Report, Rng, TimeOptions, Work};
 
@@ -39,54 +39,6 @@ const THREADS: u32 = 192;
 /// The ring of A and B tiles, 2 * STAGES + 1 mbarriers, the TMEM address word, 1024 bytes of
 /// alignment slack.
 const SMEM_BYTES: u32 = STAGES * (BM as u32 * BK * 2 + BN as u32 * BK * 2) + (2 * STAGES + 1) * 8 + 8 + 1024;
-
-/// A TMA descriptor, passed to the kernel by value as a `__grid_constant__` parameter.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-pub struct TensorMap(pub sys::CUtensorMap);
-
-// Safety: a plain 128-byte, 128-aligned struct that the kernel reads as a CUtensorMap.
-unsafe impl DeviceRepr for TensorMap {}
-
-/// A TMA descriptor for a row-major `rows x cols` bf16 matrix, loaded in boxes of
-/// `box_rows x box_cols` with the 128-byte swizzle (the layout the kernel's shared-memory
-/// descriptors describe); out-of-bounds elements read as zero.
-pub fn tensor_map_bf16(
-    gpu: &Gpu,
-    mem: &CudaSlice<u16>,
-    rows: usize,
-    cols: usize,
-    box_rows: u32,
-    box_cols: u32,
-) -> kit::Result<TensorMap> {
-    let (ptr, _sync) = mem.device_ptr(&gpu.stream);
-    let dims: [u64; 2] = [cols as u64, rows as u64];
-    let strides: [u64; 1] = [(cols * 2) as u64];
-    let boxes: [u32; 2] = [box_cols, box_rows];
-    let element_strides: [u32; 2] = [1, 1];
-    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
-    // Safety: every pointer is to a live local array of the length the call reads.
-    let r = unsafe {
-        sys::cuTensorMapEncodeTiled(
-            map.as_mut_ptr(),
-            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-            2,
-            ptr as *mut std::ffi::c_void,
-            dims.as_ptr(),
-            strides.as_ptr(),
-            boxes.as_ptr(),
-            element_strides.as_ptr(),
-            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
-            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
-        )
-        .result()
-    };
-    kit::cu(&format!("encode the TMA descriptor of a {rows}x{cols} bf16 matrix"), r)?;
-    // Safety: initialized by the successful call above.
-    Ok(TensorMap(unsafe { map.assume_init() }))
-}
 
 pub fn run(mut args: Args) -> kit::Result<()> {
     args.parse(&["seed", "samples"], &["no-flush", "no-time", "full-check", "vs-cublas"])?;
@@ -132,8 +84,8 @@ pub fn run(mut args: Args) -> kit::Result<()> {
         let (a, b) = (rng.bf16s(m * k), rng.bf16s(n * k));
         let (da, db) = (gpu.upload(&a)?, gpu.upload(&b)?);
         let dc = gpu.poisoned::<f32>(m * n)?;
-        let map_a = tensor_map_bf16(&gpu, &da, m, k, BM as u32, BK)?;
-        let map_b = tensor_map_bf16(&gpu, &db, n, k, BN as u32, BK)?;
+        let map_a = kit::tensor_map_bf16(&gpu, &da, m, k, BM as u32, BK)?;
+        let map_b = kit::tensor_map_bf16(&gpu, &db, n, k, BN as u32, BK)?;
         let blocks = m.div_ceil(BM) * n.div_ceil(BN);
         let cfg =
             LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: SMEM_BYTES };

@@ -4,7 +4,7 @@
 //! values (every element for small sizes; for large ones the edges of C plus random elements),
 //! then times it and reports TFLOP/s.
 
-use cudarc::driver::{sys, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, LaunchConfig, PushKernelArg};
 
 use crate::kit::{self, Args, Fail, Gpu, Precision, Report, Rng, TimeOptions, Work};
 
@@ -66,67 +66,6 @@ fn choose_tile_n(m: usize, n: usize, sms: usize) -> usize {
 }
 /// The rows of one epilogue slice: each consumer warpgroup stores 64 rows by 128 bytes at a time.
 const SLICE_ROWS: u32 = 64;
-
-/// A TMA descriptor, passed to the kernel by value as a `__grid_constant__` parameter.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-pub struct TensorMap(pub sys::CUtensorMap);
-
-// Safety: a plain 128-byte, 128-aligned struct that the kernel reads as a CUtensorMap.
-unsafe impl DeviceRepr for TensorMap {}
-
-/// A TMA descriptor for a row-major `rows x cols` bf16 matrix, loaded in boxes of
-/// `box_rows x box_cols` with the 128-byte swizzle; out-of-bounds elements read as zero.
-pub fn tensor_map_bf16(
-    gpu: &Gpu,
-    mem: &CudaSlice<u16>,
-    rows: usize,
-    cols: usize,
-    box_rows: u32,
-    box_cols: u32,
-) -> kit::Result<TensorMap> {
-    tensor_map(gpu, mem, sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, rows, cols, box_rows, box_cols)
-}
-
-/// A TMA descriptor for a row-major `rows x cols` matrix of `T` (whose TMA type is `data_type`)
-/// in boxes of `box_rows x box_cols`, with the 128-byte swizzle.
-fn tensor_map<T>(
-    gpu: &Gpu,
-    mem: &CudaSlice<T>,
-    data_type: sys::CUtensorMapDataType,
-    rows: usize,
-    cols: usize,
-    box_rows: u32,
-    box_cols: u32,
-) -> kit::Result<TensorMap> {
-    let (ptr, _sync) = mem.device_ptr(&gpu.stream);
-    let dims: [u64; 2] = [cols as u64, rows as u64];
-    let strides: [u64; 1] = [(cols * std::mem::size_of::<T>()) as u64];
-    let boxes: [u32; 2] = [box_cols, box_rows];
-    let element_strides: [u32; 2] = [1, 1];
-    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
-    // Safety: every pointer is to a live local array of the length the call reads.
-    let r = unsafe {
-        sys::cuTensorMapEncodeTiled(
-            map.as_mut_ptr(),
-            data_type,
-            2,
-            ptr as *mut std::ffi::c_void,
-            dims.as_ptr(),
-            strides.as_ptr(),
-            boxes.as_ptr(),
-            element_strides.as_ptr(),
-            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
-            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
-        )
-        .result()
-    };
-    kit::cu(&format!("encode the TMA descriptor of a {rows}x{cols} matrix"), r)?;
-    // Safety: initialized by the successful call above.
-    Ok(TensorMap(unsafe { map.assume_init() }))
-}
 
 /// What C holds, fp32 or bf16 (kept as its bits), and its TMA type for the store.
 trait Output: kit::GemmOutput {
@@ -216,13 +155,16 @@ fn run_shapes<T: Output>(
         let (a, b) = (rng.bf16s(m * k), rng.bf16s(n * k));
         let (da, db) = (gpu.upload(&a)?, gpu.upload(&b)?);
         let dc = gpu.poisoned::<T>(m * n)?;
-        let map_a = tensor_map_bf16(&gpu, &da, m, k, BM as u32, BK)?;
-        let map_b = tensor_map_bf16(&gpu, &db, n, k, bn as u32, BK)?;
+        let map_a = kit::tensor_map_bf16(&gpu, &da, m, k, BM as u32, BK)?;
+        let map_b = kit::tensor_map_bf16(&gpu, &db, n, k, bn as u32, BK)?;
         // The TMA store needs C's rows to start 16-byte aligned; other widths are stored from
         // registers (the descriptor is then never read, so any valid one does).
         let tma_store = (n * std::mem::size_of::<T>()).is_multiple_of(16) && !args.flag("no-tma-store");
-        let map_c =
-            if tma_store { tensor_map(&gpu, &dc, T::TMA_TYPE, m, n, SLICE_ROWS, slice_cols as u32)? } else { map_a };
+        let map_c = if tma_store {
+            kit::tensor_map(&gpu, &dc, T::TMA_TYPE, m, n, SLICE_ROWS, slice_cols as u32)?
+        } else {
+            map_a
+        };
         // Persistent: one block per SM, each taking every `blocks`-th tile.
         let tiles = m.div_ceil(BM) * n.div_ceil(bn);
         let blocks = tiles.min(sms);
