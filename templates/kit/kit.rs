@@ -544,6 +544,15 @@ impl Gpu {
         cu("copy results from the GPU", self.stream.clone_dtoh(data))
     }
 
+    /// The number of SMs: a persistent or grid-stride kernel's grid is a multiple of it.
+    pub fn sm_count(&self) -> Result<usize> {
+        let sms = cu(
+            "read the number of SMs",
+            self.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+        )?;
+        Ok(sms.max(1) as usize)
+    }
+
     pub fn sync(&self) -> Result<()> {
         cu("run the kernel", self.stream.synchronize())
     }

@@ -3,7 +3,7 @@
 //! inputs, one checked run against the CPU, and timed runs reported as GB/s (three floats move per
 //! element), with `--vs-copy` next to the driver's device-to-device copy of the same traffic.
 
-use cudarc::driver::{sys, CudaFunction, CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 use crate::kit::{self, Args, Baseline, Fail, Gpu, Precision, Report, Rng, TimeOptions, Work};
 
@@ -76,13 +76,10 @@ impl VectorAdd {
         if let Some(b) = blocks {
             return Ok(VectorAdd { f, resident: b, fixed: true });
         }
-        let sms = kit::cu(
-            "read the SM count",
-            gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
-        )?;
+        let sms = gpu.sm_count()?;
         let per_sm =
             kit::cu("read the kernel's occupancy", f.occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None))?;
-        Ok(VectorAdd { f, resident: (sms.max(1) as u32) * per_sm.max(1), fixed: false })
+        Ok(VectorAdd { f, resident: sms as u32 * per_sm.max(1), fixed: false })
     }
 
     fn config(&self, n: usize) -> LaunchConfig {

@@ -54,7 +54,7 @@ fn smem_bytes(bn: usize) -> u32 {
 fn choose_tile_n(m: usize, n: usize, sms: usize) -> usize {
     let cost = |bn: usize| {
         let tiles = m.div_ceil(BM) * n.div_ceil(bn);
-        let waves = tiles.div_ceil(sms.max(1));
+        let waves = tiles.div_ceil(sms);
         let dearer = match bn {
             256 => 1.0,
             192 => 1.1,
@@ -131,10 +131,7 @@ fn run_shapes<T: Output>(
             gpu.describe()
         )));
     }
-    let sms = kit::cu(
-        "read the number of SMs",
-        gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
-    )? as usize;
+    let sms = gpu.sm_count()?;
     // --vs-cublas: the baseline, loaded once (None, with a note, where the library is missing).
     let cublas = if args.flag("vs-cublas") { kit::Cublas::load(&gpu) } else { None };
     println!("seed {seed}");
