@@ -62,6 +62,18 @@ else
     failed=1
 fi
 
+echo "== 2c. hgemm --no-pair (one block per tile) and --tile-n 240 (a width that is not whole TMA-store slices), checks only"
+# shellcheck disable=SC2086
+timeout 150 env CARGO_GPU_OUT="$res/hopper-more" "$hopper" --no-pair --no-time $shapes >"$res/hopper-more.log" 2>&1
+odd="1000x1000x520 129x257x72 4097x4095x4104"
+for opts in "--tile-n 240" "--tile-n 240 --bf16-c" "--tile-n 240 --no-pair" "--tile-n 240 --no-pair --bf16-c"; do
+    # shellcheck disable=SC2086
+    timeout 100 env CARGO_GPU_OUT="$res/hopper-more" "$hopper" --no-time $opts $odd >>"$res/hopper-more.log" 2>&1
+done
+grep -E '^(check|error)' "$res/hopper-more.log"
+n=$(grep -c '^check .*: PASS' "$res/hopper-more.log")
+if [ "$n" = 19 ]; then row "hgemm --no-pair (7 sizes) and --tile-n 240 (3 x 4)" PASS; else row "hgemm --no-pair and --tile-n 240" "FAIL ($n of 19 passed)"; failed=1; fi
+
 if [ -d "$dir/example" ]; then
     echo "== 3. kernels-example (the same kit and runners, one binary)"
     ex=$(runner_of "$dir/example")

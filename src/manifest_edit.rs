@@ -330,7 +330,7 @@ mod tests {
         let v = assert_added(&out);
         let json = serde_json::to_value(&v["package"]["metadata"]["gpu"]).unwrap();
         let gpu = crate::project::GpuMetadata::from_value(&json, Path::new("Cargo.toml")).unwrap();
-        assert_eq!(gpu.expect["hgemm"][&sm90a()[0]], ["HGMMA", "UTMALDG", "UTMASTG"], "{out}");
+        assert_eq!(gpu.expect["hgemm"][&sm90a()[0]], ["HGMMA", "UTMALDG", "UTMALDG.MULTICAST", "UTMASTG"], "{out}");
         assert!(out.contains("# The instructions the kernels' SASS must have"), "{out}");
     }
 

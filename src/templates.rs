@@ -51,7 +51,7 @@ pub static TEMPLATES: &[Template] = &[
         name: "hopper-wgmma",
         about: "sm_90a: bf16 GEMM with TMA loads and wgmma, checked and timed as TFLOP/s",
         targets: &["sm_90a"],
-        expect: r#"hgemm = { sm_90a = ["HGMMA", "UTMALDG", "UTMASTG"] }"#,
+        expect: r#"hgemm = { sm_90a = ["HGMMA", "UTMALDG", "UTMALDG.MULTICAST", "UTMASTG"] }"#,
         files: files!("hopper-wgmma": "Cargo.toml.tmpl", "README.md.tmpl", "kernels/hgemm.cu", "src/main.rs", "src/hgemm.rs"),
     },
     Template {

@@ -93,6 +93,8 @@ fn example_kernels_resources_and_census_match_cuobjdump() {
     let wide = function(hopper, "hgemm_bf16_tn_128x256");
     assert_eq!(wide["census"]["UTMASTG"], sass_count(&cuda, cubin, "hgemm_bf16_tn_128x256", "UTMASTG.2D"));
     assert!(wide["census"].get("UTMALDG.MULTICAST").is_none());
+    let pair = function(hopper, "hgemm_bf16_tn_pair_128x256");
+    assert_eq!(pair["census"]["UTMALDG.MULTICAST"], 1, "the pair kernel multicasts its half of B: {pair}");
     // `bar.sync` with the barrier's id in a register: ptxas -v says all 16 are used.
     assert_eq!(wide["barriers"], 16);
 
@@ -175,13 +177,18 @@ fn hopper_gemm_for_sm_120a_warns_that_it_only_traps_and_debug_advisories_are_one
     let run = p.run(&["build", "--target", "sm_120a", "--release"]).ok();
     let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains("only trap")).collect();
     assert_eq!(lines.len(), 1, "{}", run.stderr);
-    assert!(
-        lines[0]
-            .starts_with("warning: hgemm.cu (sm_120a): `hgemm_bf16_tn_bf16c_128x128`, `hgemm_bf16_tn_bf16c_128x192`, ")
-            && lines[0].contains("`hgemm_bf16_tn_128x256` only trap on sm_120a"),
-        "{}",
-        lines[0]
-    );
+    // All 16 entry points (fp32 and bf16 C, alone and in pairs, four widths), named once each.
+    assert!(lines[0].starts_with("warning: hgemm.cu (sm_120a): `hgemm_bf16_tn_"), "{}", lines[0]);
+    assert!(lines[0].contains("` only trap on sm_120a"), "{}", lines[0]);
+    for c in ["", "bf16c_"] {
+        for pair in ["", "pair_"] {
+            for bn in [256, 240, 192, 128] {
+                let name = format!("`hgemm_bf16_tn_{c}{pair}128x{bn}`");
+                assert_eq!(lines[0].matches(&name).count(), 1, "{name} in {}", lines[0]);
+            }
+        }
+    }
+    assert_eq!(lines[0].matches("`hgemm_bf16_tn_").count(), 16, "{}", lines[0]);
     assert!(lines[0].contains("a launch fails at run time"));
     // The kernels that do compute are not flagged, and the same build for Hopper has no stub.
     assert!(!run.stderr.contains("fill.cu (sm_120a): `"), "{}", run.stderr);

@@ -119,13 +119,16 @@ fn hopper_template_builds_hgmma() {
     let tmp = tempfile::tempdir().unwrap();
     let pkg = generate_and_build(tmp.path(), &cuda, "hgemm", "hopper-wgmma", "sm_90a");
     let sass = cuobjdump_sass(&cuda, &pkg.join("kernels/hgemm.sm_90a.cubin"));
-    // Three tile widths, each built for fp32 and bf16 C: four wgmma per 64-wide K slice in each.
-    for width in [256, 192, 128] {
+    // Four tile widths, each built for fp32 and bf16 C, alone and in pairs: four wgmma per
+    // 64-wide K slice in each.
+    for width in [256, 240, 192, 128] {
         let hgmma = sass_lines(&sass, &format!("HGMMA.64x{width}x16.F32.BF16"));
-        assert_eq!(hgmma.len(), 8, "128 x {width} tiles: {hgmma:#?}");
+        assert_eq!(hgmma.len(), 16, "128 x {width} tiles: {hgmma:#?}");
     }
     let hgmma = sass_lines(&sass, "HGMMA.64x256x16.F32.BF16");
     assert!(!sass_lines(&sass, "UTMALDG.2D").is_empty(), "TMA loads");
+    // The 8 pair kernels each multicast their half of B.
+    assert_eq!(sass_lines(&sass, "UTMALDG.2D.MULTICAST").len(), 8, "B shared in clusters of two");
     assert!(!sass_lines(&sass, "UTMASTG.2D").is_empty(), "the TMA-store epilogue");
     assert!(!sass_lines(&sass, "WARPGROUP.ARRIVE").is_empty());
     assert!(!sass_lines(&sass, "USETMAXREG").is_empty(), "producer and consumers rebalance registers");
@@ -426,7 +429,7 @@ fn example_builds_every_kernel_for_hopper_and_blackwell() {
     Run::of(build.env("CARGO_TARGET_DIR", templates_target_dir())).ok();
     let pkg = templates_target_dir().join("gpu/release/kernels-example");
     let sass = |name: &str| cuobjdump_sass(&cuda, &pkg.join("kernels").join(name));
-    assert_eq!(sass_lines(&sass("hgemm.sm_90a.cubin"), "HGMMA.64x256x16.F32.BF16").len(), 8);
+    assert_eq!(sass_lines(&sass("hgemm.sm_90a.cubin"), "HGMMA.64x256x16.F32.BF16").len(), 16);
     assert_eq!(sass_lines(&sass("tcgen05_gemm.sm_100a.cubin"), "UTCHMMA").len(), 4);
     // Each GEMM built for the other architecture is a stub that traps, not a build failure.
     for stub in ["hgemm.sm_100a.cubin", "tcgen05_gemm.sm_90a.cubin"] {
